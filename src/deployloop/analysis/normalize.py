@@ -1,0 +1,138 @@
+"""Failure signatures: a failure message with what varies between runs taken out.
+
+Two failures with the same cause must get the same signature even when their messages differ
+in ids, ports, timestamps or durations; two failures with different causes must not. So what
+varies becomes a placeholder (<n>, <id>, <uuid>, <hex>, <ip>, <ts>, <dur>, <str>, <query>)
+and what explains stays: HTTP status codes in an HTTP context, exception names, errno numbers
+and names. When in doubt a number is kept out of a placeholder only if it is an HTTP status in
+context: keeping too much splits a cluster in two, which a reader notices; replacing a status
+code would merge a 403 with a 500, which hides a failure behind another.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+
+from deployloop.models import Outcome, TestRow
+
+# A token starts and ends at a word boundary; a number does not continue a dotted version.
+_PRE = r"(?<!\w)(?<!\w\.)"
+_POST = r"(?!\w|\.\d)"
+_STATUS_CODE = r"[1-5]\d\d"
+
+# Words after which a 3-digit number is an HTTP status: "HTTP 403", "HTTP/1.1 500",
+# "status_code == 404", "<Response [403]>", "expected 200, got 403".
+_STATUS_CONTEXT = (
+    r"(?i:http(?:/\d(?:\.\d)?)?|status(?:[ _-]?code)?|code|response"
+    r"|got|returned|received|expected)"
+)
+_PHRASES = "|".join(
+    re.escape(phrase) for phrase in sorted({s.phrase for s in HTTPStatus}, key=len, reverse=True)
+)
+
+# Kept verbatim (they explain the failure).
+_KEEP = [
+    r"<(?:n|id|uuid|hex|ip|ts|dur|str|query)>",  # already normalized: idempotence
+    rf"{_PRE}{_STATUS_CONTEXT}\s*(?:[:=\[]|==|!=)?\s*{_STATUS_CODE}{_POST}",
+    rf"{_PRE}{_STATUS_CODE}\s*[!=]=\s*{_STATUS_CODE}{_POST}",  # assert 403 == 200
+    rf"{_PRE}{_STATUS_CODE} (?:{_PHRASES}){_POST}",  # 403 Forbidden
+    rf"{_PRE}HTTP/\d(?:\.\d)?{_POST}",
+    rf"\[?{_PRE}Errno\s*\d+\]?",  # [Errno 111]: the number names the error
+]
+
+# (pattern, placeholder), tried in this order at each position.
+_REPLACE = [
+    (r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", "<uuid>"),
+    (
+        r"\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?(?:Z|[+-]\d\d:?\d\d)?)?"
+        r"|\d\d:\d\d:\d\d(?:[.,]\d+)?",
+        "<ts>",
+    ),
+    (r"\d{1,3}(?:\.\d{1,3}){3}(?::\d{1,5})?", "<ip>"),
+    (r"\d+(?:\.\d+)? ?(?:ns|us|µs|ms|s|sec|secs|seconds?|min|mins|minutes?|h|hours?)", "<dur>"),
+    (r"0x[0-9a-fA-F]+|(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}", "<hex>"),
+    # Identifiers with digits joined by - or _ (u-8f3a, req_1234) or led by a digit (8f3a).
+    (
+        r"[A-Za-z0-9]*\d[A-Za-z0-9]*(?:[-_][A-Za-z0-9]+)+|[A-Za-z]\w*[-_]\w*\d\w*|\d+[A-Za-z]\w*",
+        "<id>",
+    ),
+    (r"\d+(?:\.\d+)*", "<n>"),
+]
+
+_QUOTED = r"""(?<!\w)(?:'[^'\n]*'|"[^"\n]*")(?!\w)"""
+_URL = r"(?<!\w)[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*"
+
+_TOKEN = re.compile(
+    "|".join(
+        [f"(?P<keep>{'|'.join(_KEEP)})", f"(?P<quoted>{_QUOTED})", f"(?P<url>{_URL})"]
+        + [f"(?P<r{i}>{_PRE}(?:{pattern}){_POST})" for i, (pattern, _) in enumerate(_REPLACE)]
+    ),
+    re.ASCII,
+)
+_STATUS_IN_TEXT = re.compile("|".join(_KEEP[1:4]), re.ASCII)
+_URL_ONLY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", re.ASCII)  # placeholders allowed
+_BARE_NAME = re.compile(r"[\w.]+:?", re.ASCII)  # "AssertionError" alone on its line
+_PYTEST_E_PREFIX = re.compile(r"^E {2,}")  # "E   assert ..." lines of a longrepr
+
+
+def normalize(message: str) -> str:
+    """The signature text of a failure message: deterministic and idempotent."""
+    text = _meaningful_lines(message)
+    # Rewrite to a fixpoint: a replacement can change a neighbour's boundary (a quoted value
+    # next to a number), so one pass is not always stable; a second or third pass is.
+    for _ in range(8):
+        rewritten = _TOKEN.sub(_rewrite, text)
+        if rewritten == text:
+            break
+        text = rewritten
+    return text
+
+
+def _meaningful_lines(message: str) -> str:
+    """The first non-blank line, with the next one when the first is a bare exception name."""
+    lines = [_PYTEST_E_PREFIX.sub("", line).strip() for line in message.splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    first = lines[0]
+    if len(lines) > 1 and _BARE_NAME.fullmatch(first):
+        first = f"{first.rstrip(':')}: {lines[1]}"
+    # Later lines (pytest's "+  where ..." explanations) repeat the first with more noise.
+    return " ".join(first.split())
+
+
+def _rewrite(match: re.Match[str]) -> str:
+    kind = match.lastgroup
+    text = match.group()
+    if kind == "keep":
+        return text
+    if kind == "quoted":
+        quote, inner = text[0], text[1:-1]
+        if _URL_ONLY.fullmatch(inner) or _STATUS_IN_TEXT.search(inner):
+            return quote + _TOKEN.sub(_rewrite, inner) + quote
+        return "<str>"
+    if kind == "url":
+        return _rewrite_url(text)
+    assert kind is not None and kind.startswith("r")
+    return _REPLACE[int(kind[1:])][1]
+
+
+def _rewrite_url(url: str) -> str:
+    """Keep scheme and path (they say what was called); drop the query; normalize the rest."""
+    scheme, _, rest = url.partition("://")
+    rest, question, query = rest.partition("?")
+    # An empty query stays "?": replacing it would grow "?<query>" on every pass.
+    return f"{scheme}://{_TOKEN.sub(_rewrite, rest)}{question}" + ("<query>" if query else "")
+
+
+FAILURE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.ERROR})
+
+
+def is_failure(row: TestRow) -> bool:
+    return row.outcome in FAILURE_OUTCOMES
+
+
+def failure_message(row: TestRow) -> str:
+    """The text a failure is judged by: its message, else its full report, else nothing."""
+    return row.message or row.longrepr or ""

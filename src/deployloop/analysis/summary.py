@@ -1,0 +1,103 @@
+"""One iteration's summary, computed from the store's records alone.
+
+Every figure a report shows comes from here, from the same rows: the totals are the figures
+of all rows, each suite's figures are those of its rows, so the two always add up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from deployloop.analysis.clusters import cluster_failures, key_issue
+from deployloop.analysis.figures import figures
+from deployloop.analysis.known_issues import match_known_issues
+from deployloop.analysis.normalize import is_failure
+from deployloop.config import KnownIssue
+from deployloop.models import (
+    Deployment,
+    IterationRecord,
+    SuiteRecord,
+    SuiteStatus,
+    SuiteSummary,
+    Summary,
+    TestRow,
+)
+
+# Suites still to run: not started yet, or left out (--suite) or never reached.
+_REMAINING_STATUSES = frozenset({SuiteStatus.NOT_RUN, SuiteStatus.PENDING})
+
+
+def build_summary(
+    iteration: IterationRecord,
+    suites: Sequence[SuiteRecord],
+    rows: Sequence[TestRow],
+    deployments: Sequence[Deployment],
+    known_issues: Sequence[KnownIssue],
+    today: date,
+    elapsed_s: float,
+) -> Summary:
+    """Summarize an iteration; `suites` come in config order, `rows` hold every collected test.
+
+    Raises ValueError when a row names a suite that is not in `suites`: its tests would count
+    in the totals and in no suite, the disagreement this summary exists to rule out.
+    """
+    by_suite: dict[str, list[TestRow]] = {suite.name: [] for suite in suites}
+    unknown = sorted({row.suite for row in rows} - by_suite.keys())
+    if unknown:
+        raise ValueError(f"test rows name suites that are not recorded: {', '.join(unknown)}")
+    for row in rows:
+        by_suite[row.suite].append(row)
+
+    # sorted() is stable: within a priority, suites keep their config order.
+    ordered = sorted(suites, key=lambda suite: suite.priority)
+    position = {suite.name: i for i, suite in enumerate(ordered)}
+    totals = figures(rows)
+    return Summary(
+        iteration=iteration,
+        totals=totals,
+        suites=tuple(
+            SuiteSummary(
+                name=suite.name,
+                priority=suite.priority,
+                status=suite.status,
+                selected=suite.selected,
+                figures=figures(by_suite[suite.name]),
+                key_issue=key_issue(by_suite[suite.name]),
+            )
+            for suite in ordered
+        ),
+        clusters=cluster_failures(rows, known_issues),
+        known_issues=match_known_issues(rows, known_issues, today),
+        deployments=tuple(deployments),
+        remaining_suites=tuple(
+            suite.name
+            for suite in ordered
+            if not suite.selected or suite.status in _REMAINING_STATUSES
+        ),
+        elapsed_s=elapsed_s,
+        estimated_remaining_s=estimate_remaining_s(rows, iteration.workers),
+        failures=tuple(
+            sorted(
+                (row for row in rows if is_failure(row)),
+                key=lambda row: (position[row.suite], row.nodeid),
+            )
+        ),
+    )
+
+
+def estimate_remaining_s(rows: Sequence[TestRow], workers: int) -> float | None:
+    """Pending tests x mean duration of finished tests / workers.
+
+    0.0 when nothing is pending; None when something is but no finished test has a duration
+    to go by (a guess with nothing behind it is worse than no figure).
+    """
+    pending = sum(1 for row in rows if row.outcome is None)
+    if pending == 0:
+        return 0.0
+    durations = [
+        row.duration_s for row in rows if row.outcome is not None and row.duration_s is not None
+    ]
+    if not durations:
+        return None
+    return pending * (sum(durations) / len(durations)) / max(workers, 1)

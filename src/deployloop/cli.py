@@ -1,0 +1,319 @@
+"""The `loop` command line. Modules beyond typer load inside each command, so that
+`loop --help` and `loop status` start fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from deployloop.config import Config, KnownIssue
+    from deployloop.models import IterationRecord, Summary
+    from deployloop.store import Store
+
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    name="loop",
+    help=(
+        "Run the test-deploy loop: deploy the services, run the pytest e2e suites against"
+        " them, summarize, run the fix step, and go again until every test passes.\n\n"
+        "Config: configs/<env>.toml. State: .loop/ (loop.db and runs/<env>/iteration-<N>/)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class TableFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    markdown = "markdown"
+    json = "json"
+
+
+EnvOption = Annotated[
+    str, typer.Option("--env", "-e", help="Environment: reads configs/<ENV>.toml.")
+]
+ConfigDirOption = Annotated[
+    Path, typer.Option("--config-dir", help="Folder of the <env>.toml configs.")
+]
+StateDirOption = Annotated[
+    Path,
+    typer.Option(
+        "--state-dir", envvar="LOOP_STATE_DIR", help="Folder of loop.db and the iteration runs."
+    ),
+]
+
+
+def main() -> None:
+    app()
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _load_config(config_dir: Path, env: str) -> Config:
+    from deployloop.config import ConfigError, load_config
+
+    try:
+        return load_config(config_dir, env)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _open_store(state_dir: Path, *, create: bool) -> Store:
+    from deployloop.layout import StateLayout
+    from deployloop.store import Store, StoreError
+
+    try:
+        return Store.open(StateLayout(state_dir).db, create=create)
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+def _known_issues(config_dir: Path, env: str) -> list[KnownIssue]:
+    """Known issues of env's config, if it loads: reports work without a config too."""
+    from deployloop.config import ConfigError, load_config
+
+    try:
+        return list(load_config(config_dir, env).known_issues)
+    except ConfigError:
+        return []
+
+
+@app.command()
+def run(
+    env: EnvOption = "local",
+    max_iterations: Annotated[
+        int | None,
+        typer.Option("--max-iterations", min=1, help="Stop after N iterations [config: 5]."),
+    ] = None,
+    target: Annotated[
+        float | None,
+        typer.Option(
+            "--target", min=0, max=100, help="Pass rate (percent of executed tests) to reach."
+        ),
+    ] = None,
+    suite: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--suite", "-s",
+            help="Run only suites whose name matches this glob (repeatable); the others"
+            " still count in the inventory and show as remaining.",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=1, help="pytest processes at once.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish the last interrupted iteration first.")
+    ] = False,
+    config_dir: ConfigDirOption = Path("configs"),
+    state_dir: StateDirOption = Path(".loop"),
+) -> None:
+    """Deploy, test, summarize and fix, iteration after iteration.
+
+    Exit codes: 0 target reached, 1 ended below target, 2 usage or config error,
+    3 deploy failed or a service never became ready, 130 interrupted.
+    """
+    from deployloop.iteration import UsageError, select_suites
+    from deployloop.loop import RunOptions, run_loop, settings_for
+
+    config = _load_config(config_dir, env)
+    settings = settings_for(
+        env, config, Path.cwd(), state_dir, tuple(suite or ()), workers, target
+    )
+    try:
+        select_suites(config, settings.suite_globs)
+    except UsageError as exc:
+        _fail(str(exc))
+    store = _open_store(state_dir, create=True)
+    try:
+        code = run_loop(
+            settings,
+            RunOptions(max_iterations or config.loop.max_iterations, resume),
+            store,
+            _console(),
+        )
+    finally:
+        store.close()
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    env: EnvOption = "local",
+    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+    config_dir: ConfigDirOption = Path("configs"),
+    state_dir: StateDirOption = Path(".loop"),
+) -> None:
+    """The latest iteration: its progress while it runs, its verdict once done."""
+    from deployloop.layout import StateLayout
+
+    if not StateLayout(state_dir).db.exists():
+        _no_iterations(env, format)
+    store = _open_store(state_dir, create=False)
+    record = store.iteration(env)
+    if record is None:
+        _no_iterations(env, format)
+    summary = _summary(store, record, config_dir)
+    if format == TableFormat.json:
+        from deployloop.report.json_report import summary_to_dict
+
+        typer.echo(json.dumps(summary_to_dict(summary), indent=2))
+        return
+    from deployloop.report.terminal import render_status
+
+    render_status(summary, _console())
+
+
+def _no_iterations(env: str, format: TableFormat) -> NoReturn:
+    if format == TableFormat.json:
+        typer.echo(json.dumps({"env": env, "iteration": None, "status": None}))
+    else:
+        typer.echo(f"No iterations yet for env {env!r}: start one with `loop run --env {env}`.")
+    raise typer.Exit(0)
+
+
+def _summary(store: Store, record: IterationRecord, config_dir: Path) -> Summary:
+    from datetime import date
+
+    from deployloop.summaries import load_summary
+
+    return load_summary(store, record, _known_issues(config_dir, record.env), date.today())
+
+
+@app.command()
+def summarize(
+    env: EnvOption = "local",
+    iteration: Annotated[
+        int | None, typer.Option("--iteration", "-i", help="Iteration number [latest].")
+    ] = None,
+    compare: Annotated[
+        int | None,
+        typer.Option("--compare", help="Compare with iteration M (not available yet)."),
+    ] = None,
+    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")
+    ] = None,
+    config_dir: ConfigDirOption = Path("configs"),
+    state_dir: StateDirOption = Path(".loop"),
+) -> None:
+    """One iteration's figures, failure patterns, progress and deployments."""
+    if compare is not None:
+        _fail("--compare is not available in this version yet")
+    store = _open_store(state_dir, create=False)
+    record = store.iteration(env, iteration)
+    if record is None:
+        which = f"iteration {iteration}" if iteration else "any iteration"
+        _fail(f"no {which} recorded for env {env!r} in {state_dir}/")
+    summary = _summary(store, record, config_dir)
+    if format == ReportFormat.table and output is None:
+        from deployloop.report.terminal import render_summary
+
+        render_summary(summary, _console())
+        return
+    if format == ReportFormat.json:
+        from deployloop.report.json_report import summary_to_json
+
+        text = summary_to_json(summary)
+    elif format == ReportFormat.markdown:
+        from deployloop.report.markdown import summary_to_markdown
+
+        text = summary_to_markdown(summary)
+    else:
+        import io
+
+        from rich.console import Console
+
+        from deployloop.report.terminal import render_summary
+
+        console = Console(record=True, width=160, file=io.StringIO())
+        render_summary(summary, console)
+        text = console.export_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
+@app.command()
+def history(
+    env: EnvOption = "local",
+    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+    state_dir: StateDirOption = Path(".loop"),
+) -> None:
+    """Every iteration of an environment with its figures."""
+    from deployloop.analysis.figures import figures
+    from deployloop.layout import StateLayout
+
+    if not StateLayout(state_dir).db.exists():
+        _no_iterations(env, format)
+    store = _open_store(state_dir, create=False)
+    rows = [(r, figures(store.tests(r.id))) for r in store.iterations(env)]
+    if not rows:
+        _no_iterations(env, format)
+    if format == TableFormat.json:
+        typer.echo(json.dumps([_history_entry(r, f) for r, f in rows], indent=2))
+        return
+    from deployloop.report.terminal import render_history
+
+    render_history(rows, _console())
+
+
+def _history_entry(record: IterationRecord, figures: object) -> dict[str, object]:
+    from deployloop.models import Figures
+
+    assert isinstance(figures, Figures)
+    rate = figures.pass_rate
+    return {
+        "iteration": record.number,
+        "status": record.status.value,
+        "git_sha": record.git_sha,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "totals": {
+            "collected": figures.collected,
+            "executed": figures.executed,
+            "passed": figures.passed,
+            "failed": figures.failed,
+            "errors": figures.errors,
+            "skipped": figures.skipped,
+            "pass_rate": None if rate is None else round(rate, 1),
+        },
+    }
+
+
+@app.command()
+def plan(
+    env: EnvOption = "local",
+    config_dir: ConfigDirOption = Path("configs"),
+) -> None:
+    """Validate the config; show what would deploy and run. Changes nothing."""
+    from deployloop.planning import show_plan
+
+    config = _load_config(config_dir, env)
+    show_plan(env, config, Path.cwd(), _console())

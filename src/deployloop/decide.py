@@ -1,0 +1,62 @@
+"""After an iteration: stop (with which exit code, and why), or go again."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from deployloop.config import LoopSection
+from deployloop.models import IterationStatus
+
+EXIT_TARGET_REACHED = 0
+EXIT_BELOW_TARGET = 1
+EXIT_USAGE = 2
+EXIT_DEPLOY_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class IterationResult:
+    number: int
+    status: IterationStatus
+    pass_rate: float | None  # None when nothing executed
+
+
+@dataclass(frozen=True)
+class Decision:
+    stop: bool
+    exit_code: int
+    reason: str
+
+
+def decide(results: Sequence[IterationResult], loop: LoopSection, max_iterations: int) -> Decision:
+    """`results` are this run's iterations, oldest first."""
+    last = results[-1]
+    if last.status == IterationStatus.INTERRUPTED:
+        return Decision(True, EXIT_INTERRUPTED, "interrupted")
+    if last.status == IterationStatus.DEPLOY_FAILED:
+        return Decision(True, EXIT_DEPLOY_FAILED, "deploy failed")
+    if last.status == IterationStatus.PASSED:
+        return Decision(True, EXIT_TARGET_REACHED, "target pass rate reached")
+    if len(results) >= max_iterations:
+        return Decision(True, EXIT_BELOW_TARGET, f"max iterations ({max_iterations}) reached")
+    stalled = stalled_for(results)
+    if loop.stall_iterations and stalled >= loop.stall_iterations:
+        return Decision(
+            True, EXIT_BELOW_TARGET, f"no improvement in the last {stalled} iterations"
+        )
+    return Decision(False, EXIT_BELOW_TARGET, "below target")
+
+
+def stalled_for(results: Sequence[IterationResult]) -> int:
+    """How many of the latest iterations did not beat the best pass rate before them."""
+    count = 0
+    for i in range(len(results) - 1, 0, -1):
+        earlier = [r.pass_rate for r in results[:i] if r.pass_rate is not None]
+        best = max(earlier) if earlier else None
+        rate = results[i].pass_rate
+        if best is not None and (rate is None or rate <= best):
+            count += 1
+        else:
+            break
+    return count

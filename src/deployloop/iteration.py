@@ -1,0 +1,344 @@
+"""One iteration as a list of small stages: plan -> deploy -> test -> analyze -> report.
+
+Each stage takes what the ones before it made and returns its own record; the store keeps
+every record as it is made, so an interrupted iteration loses nothing.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+
+from deployloop.config import Config, SuiteConfig, url_env_var
+from deployloop.deploy import DeployContext, DeployError, make_target
+from deployloop.deploy.base import DeployTarget
+from deployloop.layout import StateLayout
+from deployloop.models import (
+    Deployment,
+    InventoryItem,
+    IterationRecord,
+    IterationStatus,
+    Outcome,
+    SuiteRecord,
+    SuiteStatus,
+    Summary,
+    TestResult,
+)
+from deployloop.runner.display import LineDisplay, LiveDisplay
+from deployloop.runner.execute import Interrupted, RunState, SuiteProgress, TestRunner
+from deployloop.runner.inventory import collect_inventory
+from deployloop.runner.jobs import plan_jobs
+from deployloop.runner.process import PytestSetup
+from deployloop.store import Store
+from deployloop.summaries import load_summary
+
+
+class UsageError(Exception):
+    """Flags that do not fit the config (`loop run` exits 2)."""
+
+
+@dataclass(frozen=True)
+class IterationSettings:
+    env: str
+    config: Config
+    workdir: Path
+    layout: StateLayout
+    suite_globs: tuple[str, ...]
+    workers: int
+    target_pass_rate: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    record: IterationRecord
+    suites: tuple[SuiteConfig, ...]  # the selected suites, in run order
+    dir: Path
+
+
+@dataclass(frozen=True)
+class IterationOutcome:
+    record: IterationRecord
+    summary: Summary
+    deploy_error: str | None = None
+    interrupted: bool = False
+
+
+def select_suites(config: Config, globs: Sequence[str]) -> list[SuiteConfig]:
+    """Suites matching any `--suite` glob (all when none), lowest priority number first."""
+    suites = config.tests.suites
+    if globs:
+        for glob in globs:
+            if not any(fnmatch.fnmatch(s.name.lower(), glob.lower()) for s in suites):
+                names = ", ".join(repr(s.name) for s in suites)
+                raise UsageError(f"--suite {glob!r} matches no suite (suites: {names})")
+        suites = [
+            s for s in suites if any(fnmatch.fnmatch(s.name.lower(), g.lower()) for g in globs)
+        ]
+    order = {s.name: i for i, s in enumerate(config.tests.suites)}
+    return sorted(suites, key=lambda s: (s.priority, order[s.name]))
+
+
+def run_iteration(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    record: IterationRecord,
+    resume: bool = False,
+) -> IterationOutcome:
+    """Plan, deploy, test, analyze and report one iteration; never raises on Ctrl-C."""
+    deploy_error: str | None = None
+    interrupted = False
+    target = make_target(settings.config)
+    try:
+        plan = plan_iteration(settings, store, console, record, resume)
+        try:
+            deployments = deploy_services(settings, store, console, plan, target)
+            run_tests(settings, store, console, plan, deployments)
+        except DeployError as exc:
+            deploy_error = str(exc)
+            store.record_deployments(record.id, exc.deployments)
+    except (KeyboardInterrupt, Interrupted):
+        interrupted = True
+    finally:
+        target.stop()
+    status = _final_status(store, settings, record, deploy_error, interrupted)
+    store.finish_iteration(record.id, status, error=deploy_error)
+    finished = store.iteration_by_id(record.id)
+    assert finished is not None
+    summary = load_summary(store, finished, settings.config.known_issues, date.today())
+    write_reports(settings.layout, summary)
+    return IterationOutcome(finished, summary, deploy_error, interrupted)
+
+
+# --- plan ------------------------------------------------------------------------------------
+
+
+def plan_iteration(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    record: IterationRecord,
+    resume: bool,
+) -> Plan:
+    selected = select_suites(settings.config, settings.suite_globs)
+    out = settings.layout.iteration_dir(settings.env, record.number)
+    if resume and store.tests(record.id):
+        # The inventory of an interrupted iteration stands: only its pending tests run.
+        return Plan(record, tuple(selected), out)
+    console.print(f"[bold]Iteration {record.number}[/] ({settings.env}): collecting tests")
+    setup = _pytest_setup(settings, record, deployments=[])
+    inventory = collect_inventory(
+        settings.config.tests.suites, setup, out / "pytest", settings.config.tests.suite_timeout_s
+    )
+    names = {s.name for s in selected}
+    suites = [
+        SuiteRecord(
+            name=s.name,
+            priority=s.priority,
+            selected=s.name in names,
+            status=SuiteStatus.PENDING if s.name in names else SuiteStatus.NOT_RUN,
+        )
+        for s in settings.config.tests.suites
+    ]
+    store.record_plan(record.id, suites, inventory)
+    _print_inventory(console, settings.config.tests.suites, inventory, names)
+    return Plan(record, tuple(selected), out)
+
+
+def _print_inventory(
+    console: Console, suites: Sequence[SuiteConfig], inventory: list[InventoryItem],
+    selected: set[str],
+) -> None:
+    total = len(inventory)
+    errors = sum(1 for i in inventory if i.collect_error)
+    running = sum(1 for i in inventory if i.suite in selected)
+    line = f"  {total} tests in {len(suites)} suites"
+    if running != total:
+        line += f"; running {running} in {len(selected)} selected suites"
+    if errors:
+        line += f"; [red]{errors} could not be collected[/]"
+    console.print(line)
+
+
+# --- deploy ----------------------------------------------------------------------------------
+
+
+def deploy_services(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    plan: Plan,
+    target: DeployTarget,
+) -> list[Deployment]:
+    config = settings.config
+    if not config.deploy.services:
+        return []
+    names = ", ".join(s.name for s in config.deploy.services)
+    console.print(f"  deploying ({config.deploy.target}): {names}")
+    ctx = DeployContext(
+        env=settings.env,
+        iteration=plan.record.number,
+        git_sha=plan.record.git_sha,
+        log_dir=plan.dir / "services",
+        python=sys.executable,
+        base_env=dict(os.environ),
+    )
+    deployments = target.deploy(config, ctx)
+    store.record_deployments(plan.record.id, deployments)
+    for d in deployments:
+        console.print(f"  [green]ready[/] {d.service} {d.url or ''}", highlight=False)
+    return list(deployments)
+
+
+# --- test ------------------------------------------------------------------------------------
+
+
+class _StoreRecorder:
+    def __init__(self, store: Store, iteration_id: int) -> None:
+        self._store = store
+        self._id = iteration_id
+
+    def results(self, results: list[TestResult]) -> None:
+        self._store.record_results(self._id, results)
+
+    def suite_status(self, suite: str, status: SuiteStatus, error: str | None = None) -> None:
+        self._store.set_suite_status(
+            self._id, suite, status, error=error,
+            started=status == SuiteStatus.RUNNING,
+            finished=status not in (SuiteStatus.RUNNING, SuiteStatus.PENDING),
+        )
+
+
+def run_tests(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    plan: Plan,
+    deployments: list[Deployment],
+) -> None:
+    rows = store.tests(plan.record.id)
+    selected = {s.name for s in plan.suites}
+    pending: dict[str, list[str]] = {}
+    collectable: dict[str, list[str]] = {}
+    totals: dict[str, int] = {}
+    done: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    for row in rows:
+        totals[row.suite] = totals.get(row.suite, 0) + 1
+        if row.outcome is None:
+            pending.setdefault(row.suite, []).append(row.nodeid)
+        else:
+            done[row.suite] = done.get(row.suite, 0) + 1
+            if row.outcome in (Outcome.FAILED, Outcome.ERROR):
+                failed[row.suite] = failed.get(row.suite, 0) + 1
+        is_collect_error = row.outcome == Outcome.ERROR and (row.message or "").startswith(
+            "collection error"
+        )
+        if not is_collect_error:
+            collectable.setdefault(row.suite, []).append(row.nodeid)
+    state = RunState(
+        {
+            s.name: SuiteProgress(
+                s.name, totals.get(s.name, 0), done.get(s.name, 0), failed.get(s.name, 0)
+            )
+            for s in plan.suites
+        }
+    )
+    recorder = _StoreRecorder(store, plan.record.id)
+    workers = settings.workers
+    jobs = plan_jobs(plan.suites, pending, collectable, workers)
+    # Suites with nothing left to run (all collection errors, or finished before a resume).
+    for suite in plan.suites:
+        if suite.name in selected and not pending.get(suite.name):
+            progress = state.suites[suite.name]
+            progress.status = SuiteStatus.FAILED if progress.failed else SuiteStatus.PASSED
+            recorder.suite_status(suite.name, progress.status)
+    if not jobs:
+        return
+    count = sum(len(v) for k, v in pending.items() if k in selected)
+    console.print(f"  running {count} tests: {len(jobs)} pytest processes, {workers} at once")
+    setup = _pytest_setup(settings, plan.record, deployments)
+    display = LiveDisplay(console, state) if console.is_terminal else LineDisplay(console)
+    with display:
+        runner = TestRunner(setup, plan.dir / "pytest", settings.config.tests.suite_timeout_s,
+                            workers, recorder, display, state)
+        runner.run(jobs)
+
+
+def test_environment(
+    settings: IterationSettings, number: int, deployments: Sequence[Deployment]
+) -> dict[str, str]:
+    """What the tests see: the caller's environment, `[tests] env`, then LOOP_* (ours win)."""
+    env = dict(os.environ)
+    env.update(settings.config.tests.env)
+    env["LOOP_ENV"] = settings.env
+    env["LOOP_ITERATION"] = str(number)
+    for d in deployments:
+        if d.url:
+            env[url_env_var(d.service)] = d.url
+    return env
+
+
+def _pytest_setup(
+    settings: IterationSettings, record: IterationRecord, deployments: Sequence[Deployment]
+) -> PytestSetup:
+    python = settings.config.tests.python or sys.executable
+    if os.sep in python and not os.path.isabs(python):
+        python = str(settings.workdir / python)
+    return PytestSetup(
+        python=python,
+        workdir=settings.workdir,
+        pytest_args=tuple(settings.config.tests.pytest_args),
+        env=test_environment(settings, record.number, deployments),
+    )
+
+
+# --- analyze and report ----------------------------------------------------------------------
+
+
+def _final_status(
+    store: Store,
+    settings: IterationSettings,
+    record: IterationRecord,
+    deploy_error: str | None,
+    interrupted: bool,
+) -> IterationStatus:
+    if interrupted:
+        return IterationStatus.INTERRUPTED
+    if deploy_error is not None:
+        return IterationStatus.DEPLOY_FAILED
+    rows = store.tests(record.id)
+    executed = [r for r in rows if r.outcome in (Outcome.PASSED, Outcome.FAILED, Outcome.ERROR)]
+    passed = sum(1 for r in executed if r.outcome == Outcome.PASSED)
+    # Zero executed tests never counts as reaching the target: nothing was shown to work.
+    if executed and 100.0 * passed / len(executed) >= settings.target_pass_rate:
+        return IterationStatus.PASSED
+    return IterationStatus.FAILED
+
+
+def write_reports(layout: StateLayout, summary: Summary) -> tuple[Path, Path]:
+    from deployloop.report.json_report import summary_to_json
+    from deployloop.report.markdown import summary_to_markdown
+
+    record = summary.iteration
+    md = layout.report_md(record.env, record.number)
+    js = layout.summary_json(record.env, record.number)
+    md.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(md, summary_to_markdown(summary))
+    _write_atomic(js, summary_to_json(summary))
+    return md, js
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # A reader (the between-iterations hook, a CI step) never sees half a file.
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+

@@ -1,0 +1,166 @@
+"""`loop run`: iterate until the target pass rate, max iterations, or a stall."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from rich.console import Console
+
+from deployloop.config import Config
+from deployloop.decide import (
+    EXIT_BELOW_TARGET,
+    EXIT_INTERRUPTED,
+    Decision,
+    IterationResult,
+    decide,
+)
+from deployloop.gitinfo import git_sha
+from deployloop.hook import HookError, run_between_iterations
+from deployloop.iteration import IterationOutcome, IterationSettings, run_iteration
+from deployloop.models import IterationRecord, IterationStatus
+from deployloop.store import Store
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    max_iterations: int
+    resume: bool
+
+
+def run_loop(
+    settings: IterationSettings, options: RunOptions, store: Store, console: Console
+) -> int:
+    """Run iterations; return the exit code of `loop run`."""
+    config = settings.config
+    results: list[IterationResult] = []
+    resume = options.resume
+    with _sigterm_as_interrupt():
+        while True:
+            record = _next_record(settings, store, console, resume)
+            outcome = run_iteration(settings, store, console, record, resume=resume)
+            resume = False
+            _print_outcome(settings, console, outcome)
+            results.append(
+                IterationResult(
+                    outcome.record.number, outcome.record.status, outcome.summary.totals.pass_rate
+                )
+            )
+            decision = decide(results, config.loop, options.max_iterations)
+            if decision.stop:
+                _print_decision(console, decision, outcome)
+                return decision.exit_code
+            code = _between_iterations(settings, config, console, outcome)
+            if code is not None:
+                return code
+
+
+def _next_record(
+    settings: IterationSettings, store: Store, console: Console, resume: bool
+) -> IterationRecord:
+    if resume:
+        last = store.iteration(settings.env)
+        if last is not None and last.status in (IterationStatus.INTERRUPTED,
+                                                 IterationStatus.RUNNING):
+            store.reopen_iteration(last.id)
+            console.print(f"Resuming iteration {last.number} ({settings.env})")
+            reopened = store.iteration_by_id(last.id)
+            assert reopened is not None
+            return reopened
+        console.print("Nothing to resume: the last iteration finished; starting a new one.")
+    return store.start_iteration(
+        settings.env, git_sha(settings.workdir), settings.target_pass_rate, settings.workers
+    )
+
+
+def _between_iterations(
+    settings: IterationSettings, config: Config, console: Console, outcome: IterationOutcome
+) -> int | None:
+    argv = config.loop.between_iterations
+    if not argv:
+        return None
+    number = outcome.record.number
+    console.print(f"\n[bold]Between iterations[/]: {' '.join(argv)}")
+    try:
+        run_between_iterations(
+            argv,
+            env_name=settings.env,
+            iteration=number,
+            report_md=settings.layout.report_md(settings.env, number),
+            summary_json=settings.layout.summary_json(settings.env, number),
+            workdir=settings.workdir,
+        )
+    except HookError as exc:
+        console.print(f"[red]error:[/] {exc}; stopping the loop")
+        return EXIT_BELOW_TARGET
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/] during the between-iterations hook")
+        return EXIT_INTERRUPTED
+    return None
+
+
+def _print_outcome(
+    settings: IterationSettings, console: Console, outcome: IterationOutcome
+) -> None:
+    from deployloop.report.terminal import render_summary
+
+    console.print()
+    render_summary(outcome.summary, console)
+    record = outcome.record
+    if outcome.deploy_error:
+        console.print(f"[red]deploy failed:[/] {outcome.deploy_error}", highlight=False)
+    console.print(
+        f"  report: {settings.layout.report_md(settings.env, record.number)}", highlight=False
+    )
+
+
+def _print_decision(console: Console, decision: Decision, outcome: IterationOutcome) -> None:
+    record = outcome.record
+    if decision.exit_code == EXIT_INTERRUPTED:
+        figures = outcome.summary.totals
+        done = figures.collected - figures.pending
+        console.print(
+            f"[yellow]Interrupted:[/] iteration {record.number} kept {done} of"
+            f" {figures.collected} results; `loop run --env {record.env} --resume` runs the rest."
+        )
+        return
+    style = "green" if decision.exit_code == 0 else "red"
+    console.print(f"[{style}]Stopped:[/] {decision.reason} (exit {decision.exit_code})")
+
+
+class _sigterm_as_interrupt:  # noqa: N801 (used as a context manager)
+    """SIGTERM (a CI job cancelled, `kill`) stops as gracefully as Ctrl-C does."""
+
+    def __enter__(self) -> None:
+        self._old = signal.signal(signal.SIGTERM, self._raise)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._old)
+
+    @staticmethod
+    def _raise(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt()
+
+
+def settings_for(
+    env: str,
+    config: Config,
+    workdir: Path,
+    state_dir: Path,
+    suite_globs: tuple[str, ...],
+    workers: int | None,
+    target: float | None,
+) -> IterationSettings:
+    from deployloop.layout import StateLayout
+
+    return IterationSettings(
+        env=env,
+        config=config,
+        workdir=workdir,
+        layout=StateLayout(state_dir),
+        suite_globs=suite_globs,
+        workers=workers or config.tests.workers,
+        target_pass_rate=config.loop.target_pass_rate if target is None else target,
+    )

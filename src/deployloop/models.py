@@ -1,0 +1,199 @@
+"""Records that flow through an iteration: plan -> deploy -> test -> analyze -> report -> decide.
+
+Every stage takes the records of the stages before it and returns its own; the store persists
+them as they are made. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """One test's result, merged over its setup, call and teardown phases."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    SKIPPED = "skipped"
+    XFAILED = "xfailed"
+    XPASSED = "xpassed"
+
+
+# Outcomes that count as executed: executed = passed + failed + errors.
+EXECUTED_OUTCOMES = frozenset({Outcome.PASSED, Outcome.FAILED, Outcome.ERROR})
+
+
+class IterationStatus(StrEnum):
+    RUNNING = "running"
+    PASSED = "passed"  # pass rate reached the target
+    FAILED = "failed"  # finished below the target
+    DEPLOY_FAILED = "deploy_failed"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"  # the loop itself could not go on (a bug, a broken hook)
+
+
+class SuiteStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+    INTERRUPTED = "interrupted"
+    NOT_RUN = "not_run"  # not selected this iteration (--suite) or never reached
+
+
+class DeployStatus(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # a dependency failed, so it was never started
+
+
+@dataclass(frozen=True)
+class InventoryItem:
+    """A test known before anything runs: collected by `pytest --collect-only`."""
+
+    suite: str
+    nodeid: str
+    file: str  # path relative to the working directory
+    # Set when collecting this item failed: it is recorded as an error, never dropped.
+    collect_error: str | None = None  # one line
+    collect_detail: str | None = None  # pytest's full text
+
+
+@dataclass(frozen=True)
+class TestResult:
+    __test__ = False  # not a pytest test class, whatever its name says
+
+    nodeid: str
+    suite: str
+    outcome: Outcome
+    duration_s: float
+    message: str | None = None  # one line: what a person reads first
+    longrepr: str | None = None  # the full failure text
+    finished_at: str | None = None
+
+
+@dataclass
+class Deployment:
+    service: str
+    status: DeployStatus
+    url: str | None = None
+    revision: str | None = None
+    started_at: str | None = None
+    ready_at: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    id: int
+    env: str
+    number: int
+    status: IterationStatus
+    git_sha: str | None
+    started_at: str
+    finished_at: str | None
+    target_pass_rate: float
+    workers: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SuiteRecord:
+    name: str
+    priority: int
+    selected: bool
+    status: SuiteStatus
+    started_at: str | None = None
+    finished_at: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TestRow:
+    """A test as the store holds it: collected, and with a result once it has one."""
+
+    __test__ = False
+
+    nodeid: str
+    suite: str
+    file: str
+    outcome: Outcome | None
+    duration_s: float | None
+    message: str | None
+    longrepr: str | None
+
+
+@dataclass(frozen=True)
+class Figures:
+    collected: int = 0
+    executed: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    xfailed: int = 0
+    xpassed: int = 0
+
+    @property
+    def pass_rate(self) -> float | None:
+        """Percent of executed tests that passed; None when nothing was executed."""
+        if self.executed == 0:
+            return None
+        return 100.0 * self.passed / self.executed
+
+    @property
+    def pending(self) -> int:
+        done = self.executed + self.skipped + self.xfailed + self.xpassed
+        return max(self.collected - done, 0)
+
+
+@dataclass(frozen=True)
+class SuiteSummary:
+    name: str
+    priority: int
+    status: SuiteStatus
+    selected: bool
+    figures: Figures
+    key_issue: str | None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    label: str
+    signature: str
+    tests: tuple[str, ...]
+    suites: tuple[str, ...]
+    known_issue: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.tests)
+
+
+@dataclass(frozen=True)
+class KnownIssueMatch:
+    id: str
+    reason: str
+    expired: bool
+    failures: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Everything a report shows about one iteration, computed from the store alone."""
+
+    iteration: IterationRecord
+    totals: Figures
+    suites: tuple[SuiteSummary, ...]
+    clusters: tuple[Cluster, ...]
+    known_issues: tuple[KnownIssueMatch, ...]
+    deployments: tuple[Deployment, ...]
+    remaining_suites: tuple[str, ...]
+    elapsed_s: float
+    estimated_remaining_s: float | None
+    failures: tuple[TestRow, ...] = field(default=())

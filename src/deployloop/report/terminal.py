@@ -1,0 +1,283 @@
+"""Rich output for `loop run`, `loop status`, `loop summarize` and `loop history`.
+
+Every string from the records (suite names, node ids such as ``test_x[param]``, error text) goes
+into a `Text`, never through console markup, so square brackets print as they were recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich import box
+from rich.console import Console
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from deployloop.models import (
+    Cluster,
+    DeployStatus,
+    Figures,
+    IterationRecord,
+    IterationStatus,
+    SuiteStatus,
+    Summary,
+)
+from deployloop.report._format import (
+    clusters_in_order,
+    failing,
+    figures_disagreement,
+    format_duration,
+    format_percent,
+    format_time,
+    known_issue_note,
+    label,
+    one_line,
+    pass_rate,
+    percent,
+    plural,
+    remaining_time,
+    seconds_between,
+    short_sha,
+    suites_in_order,
+    verdict_detail,
+    verdict_word,
+)
+
+TOP_CLUSTERS = 5
+TESTS_PER_CLUSTER = 3
+
+_ITERATION_STYLES = {
+    IterationStatus.PASSED: "bold green",
+    IterationStatus.RUNNING: "bold yellow",
+    IterationStatus.INTERRUPTED: "bold yellow",
+}
+_SUITE_STYLES = {
+    SuiteStatus.PASSED: "green",
+    SuiteStatus.RUNNING: "yellow",
+    SuiteStatus.PENDING: "dim",
+    SuiteStatus.NOT_RUN: "dim",
+    SuiteStatus.INTERRUPTED: "yellow",
+}
+_DEPLOY_STYLES = {
+    DeployStatus.READY: "green",
+    DeployStatus.PENDING: "yellow",
+}
+
+
+def render_summary(summary: Summary, console: Console) -> None:
+    iteration = summary.iteration
+    console.print(Text(f"{iteration.env} — iteration {iteration.number}", style="bold"))
+    console.print(_suite_table(summary, console.width))
+    for problem in figures_disagreement(summary):
+        console.print(Text(f"Totals disagree with the suite rows: {problem}", style="bold red"))
+    if summary.clusters:
+        console.print(_clusters(summary))
+        console.print()
+    if summary.deployments:
+        console.print(_deployment_table(summary))
+    console.print(
+        Text(
+            f"Elapsed {format_duration(summary.elapsed_s)}, "
+            f"estimated remaining {remaining_time(summary)}, git {short_sha(iteration.git_sha)}"
+        )
+    )
+    console.print(verdict(summary))
+
+
+def render_status(summary: Summary, console: Console) -> None:
+    iteration = summary.iteration
+    totals = summary.totals
+    done = totals.collected - totals.pending
+    header = Text(f"Iteration {iteration.number} ({iteration.env}): ")
+    header.append(label(iteration.status), style=_iteration_style(iteration.status))
+    console.print(header)
+    if totals.collected:
+        # The bar fills with every finished test, skipped ones too; the text says how many ran.
+        bar = ProgressBar(total=totals.collected, completed=done, width=40)
+        share = format_percent(percent(totals.executed, totals.collected))
+        counts = Text(
+            f" executed {totals.executed} of {totals.collected} ({share}); "
+            f"{totals.skipped} skipped, {totals.pending} pending"
+        )
+        console.print(_grid(bar, counts))
+    if summary.suites:
+        console.print(_status_table(summary))
+    else:
+        console.print(Text("No suites collected yet."))
+    console.print(verdict(summary))
+
+
+def render_history(rows: Sequence[tuple[IterationRecord, Figures]], console: Console) -> None:
+    table = Table(title=Text("Iterations"), box=box.SIMPLE_HEAVY, collapse_padding=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    # Started may wrap at its space, date over time, so that the figures stay whole.
+    table.add_column("Started", min_width=10)
+    table.add_column("Duration", no_wrap=True)
+    headers = ("Executed", "Passed", "Failed", "Errors", "Pass rate")
+    if console.width < _NARROW + 5:
+        headers = ("Exec", "Pass", "Fail", "Err", "Rate")
+    for name in headers:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("Git SHA", no_wrap=True)
+    for record, figures in rows:
+        table.add_row(
+            Text(str(record.number)),
+            Text(label(record.status), style=_iteration_style(record.status)),
+            Text(format_time(record.started_at)[:16]),  # to the minute: seconds are noise here
+            Text(_duration(record)),
+            Text(str(figures.executed)),
+            Text(str(figures.passed)),
+            _bad(figures.failed),
+            _bad(figures.errors),
+            _rate(figures),
+            Text(short_sha(record.git_sha)),
+        )
+    console.print(table)
+
+
+def _duration(record: IterationRecord) -> str:
+    if record.finished_at is None:
+        # No end time and not running: the process died without recording one.
+        return "running" if record.status is IterationStatus.RUNNING else "-"
+    return format_duration(seconds_between(record.started_at, record.finished_at))
+
+
+def verdict(summary: Summary) -> Text:
+    status = summary.iteration.status
+    text = Text(f"Verdict: {verdict_word(status)}", style=_iteration_style(status))
+    text.append(f" — {verdict_detail(summary)}")
+    return text
+
+
+def _grid(*cells: Text | ProgressBar) -> Table:
+    grid = Table.grid(padding=0)
+    grid.add_row(*cells)
+    return grid
+
+
+def _iteration_style(status: IterationStatus) -> str:
+    return _ITERATION_STYLES.get(status, "bold red")
+
+
+def _bad(count: int) -> Text:
+    """A failure or error count: red as soon as it is not zero."""
+    return Text(str(count), style="bold red" if count else "")
+
+
+def _rate(figures: Figures) -> Text:
+    style = "" if figures.executed == 0 else ("green" if failing(figures) == 0 else "red")
+    return Text(format_percent(pass_rate(figures)), style=style)
+
+
+def _figure_cells(figures: Figures) -> list[Text]:
+    return [
+        Text(str(figures.collected)),
+        Text(str(figures.executed)),
+        Text(str(figures.passed)),
+        _bad(figures.failed),
+        _bad(figures.errors),
+        Text(str(figures.skipped)),
+        _rate(figures),
+    ]
+
+
+# The full table needs ~125 columns. Narrower, short headers keep every figure readable instead
+# of letting rich cut them to "Coll…"; below 100 the key issue column goes (the failure
+# patterns below the table say the same), and long suite names wrap rather than figures.
+_FIGURE_HEADERS = ("Collected", "Executed", "Passed", "Failed", "Errors", "Skipped", "Pass rate")
+_SHORT_HEADERS = ("Coll", "Exec", "Pass", "Fail", "Err", "Skip", "Rate")
+_WIDE = 125
+_NARROW = 100
+
+
+def _suite_table(summary: Summary, width: int) -> Table:
+    table = Table(title=Text("Results"), box=box.SIMPLE_HEAVY, collapse_padding=True)
+    wide, narrow = width >= _WIDE, width < _NARROW
+    table.add_column("Suite", min_width=10)
+    if not narrow:  # rows are in priority order already
+        table.add_column("Prio", justify="right", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    for name in _FIGURE_HEADERS if wide else _SHORT_HEADERS:
+        table.add_column(name, justify="right", no_wrap=True)
+    if not narrow:
+        table.add_column("Key issue", overflow="fold", max_width=40)
+    suites = suites_in_order(summary)
+    for index, suite in enumerate(suites):
+        cells = [Text(suite.name, style="red" if failing(suite.figures) else "")]
+        if not narrow:
+            cells.append(Text(str(suite.priority)))
+        cells.append(Text(label(suite.status), style=_SUITE_STYLES.get(suite.status, "red")))
+        cells.extend(_figure_cells(suite.figures))
+        if not narrow:
+            cells.append(Text(one_line(suite.key_issue) if suite.key_issue else ""))
+        # end_section on the last suite draws a rule above TOTAL: it is not one more suite.
+        table.add_row(*cells, end_section=index == len(suites) - 1)
+    blanks = [Text("")] * (1 if narrow else 2)
+    table.add_row(Text("TOTAL"), *blanks, *_figure_cells(summary.totals), style="bold")
+    return table
+
+
+def _clusters(summary: Summary) -> Text:
+    """Top failure patterns as a list: node ids stay on one line, ready to copy into pytest."""
+    clusters = clusters_in_order(summary)
+    shown = clusters[:TOP_CLUSTERS]
+    text = Text(f"Failure patterns ({len(shown)} of {len(clusters)})", style="bold")
+    for cluster in shown:
+        text.append("\n")
+        text.append(f"{cluster.count:>4} ", style="bold red")
+        text.append(one_line(cluster.label))
+        text.append(f"  [{', '.join(cluster.suites)}]", style="dim")
+        if cluster.known_issue:
+            text.append("\n     " + known_issue_note(summary, cluster.known_issue), style="yellow")
+        for test in _first_tests(cluster):
+            text.append(f"\n     {test}")
+    hidden = len(clusters) - len(shown)
+    if hidden:
+        text.append(f"\n     ... and {plural(hidden, 'more pattern')}", style="dim")
+    return text
+
+
+def _first_tests(cluster: Cluster) -> list[str]:
+    tests = list(cluster.tests[:TESTS_PER_CLUSTER])
+    hidden = cluster.count - len(tests)
+    if hidden > 0:
+        tests.append(f"... and {plural(hidden, 'more test')}")
+    return tests
+
+
+def _deployment_table(summary: Summary) -> Table:
+    table = Table(title=Text("Deployments"), box=box.SIMPLE_HEAVY)
+    for name in ("Service", "Status", "URL", "Revision"):
+        table.add_column(name, overflow="fold")
+    table.add_column("Error", overflow="fold", max_width=60)
+    for d in summary.deployments:
+        table.add_row(
+            Text(d.service),
+            Text(label(d.status), style=_DEPLOY_STYLES.get(d.status, "bold red")),
+            Text(d.url or "-"),
+            Text(d.revision or "-"),
+            Text(one_line(d.error) if d.error else "", style="red"),
+        )
+    return table
+
+
+def _status_table(summary: Summary) -> Table:
+    table = Table(box=box.SIMPLE)
+    table.add_column("Suite", no_wrap=True)
+    table.add_column("Status", no_wrap=True)
+    for name in ("Done", "Passed", "Failed", "Errors", "Pass rate"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for suite in suites_in_order(summary):
+        figures = suite.figures
+        table.add_row(
+            Text(suite.name),
+            Text(label(suite.status), style=_SUITE_STYLES.get(suite.status, "red")),
+            Text(f"{figures.collected - figures.pending}/{figures.collected}"),
+            Text(str(figures.passed)),
+            _bad(figures.failed),
+            _bad(figures.errors),
+            _rate(figures),
+        )
+    return table

@@ -1,0 +1,99 @@
+"""Progress while tests run: a live table on a terminal, one line per finished suite elsewhere."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from deployloop.models import SuiteStatus
+from deployloop.runner.execute import RunState, SuiteProgress
+
+_STYLE = {
+    SuiteStatus.PASSED: "green",
+    SuiteStatus.FAILED: "red",
+    SuiteStatus.TIMEOUT: "red",
+    SuiteStatus.CRASHED: "red",
+    SuiteStatus.RUNNING: "cyan",
+    SuiteStatus.INTERRUPTED: "yellow",
+}
+
+
+def suite_line(suite: SuiteProgress) -> Text:
+    elapsed = (suite.finished or time.monotonic()) - (suite.started or time.monotonic())
+    style = _STYLE.get(suite.status, "")
+    text = Text("  ")
+    text.append(f"{suite.status.value:<11}", style=style)
+    text.append(f" {suite.name}  {suite.done}/{suite.total} done")
+    if suite.failed:
+        text.append(f", {suite.failed} failed", style="red")
+    text.append(f"  ({elapsed:.1f} s)", style="dim")
+    return text
+
+
+class LineDisplay:
+    """For logs and CI: a line when a suite finishes, nothing that redraws."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def __enter__(self) -> LineDisplay:
+        return self
+
+    def __exit__(
+        self, *exc: type[BaseException] | BaseException | TracebackType | None
+    ) -> None:
+        return None
+
+    def refresh(self, state: RunState) -> None:
+        return None
+
+    def suite_finished(self, suite: SuiteProgress) -> None:
+        self._console.print(suite_line(suite), highlight=False)
+
+
+class LiveDisplay:
+    """A table of the suites that redraws in place, under an overall progress bar."""
+
+    def __init__(self, console: Console, state: RunState) -> None:
+        self._console = console
+        self._live = Live(self._render(state), console=console, refresh_per_second=4,
+                          transient=True)
+        self._last = 0.0
+
+    def __enter__(self) -> LiveDisplay:
+        self._live.__enter__()
+        return self
+
+    def __exit__(
+        self, *exc: type[BaseException] | BaseException | TracebackType | None
+    ) -> None:
+        self._live.stop()
+
+    def refresh(self, state: RunState) -> None:
+        now = time.monotonic()
+        if now - self._last >= 0.2:
+            self._last = now
+            self._live.update(self._render(state))
+
+    def suite_finished(self, suite: SuiteProgress) -> None:
+        self._console.print(suite_line(suite), highlight=False)
+
+    def _render(self, state: RunState) -> Group:
+        total, done, failed = state.total, state.done, state.failed
+        head = Text(f"Tests: {done}/{total} done")
+        if failed:
+            head.append(f", {failed} failed", style="red")
+        head.append(f"  {time.monotonic() - state.started:.1f} s", style="dim")
+        table = Table(box=None, show_header=False, padding=(0, 1))
+        for suite in state.suites.values():
+            if suite.status == SuiteStatus.RUNNING:
+                bar = ProgressBar(total=max(suite.total, 1), completed=suite.done, width=20)
+                failed_text = Text(f"{suite.failed} failed", style="red") if suite.failed else ""
+                table.add_row(suite.name, bar, f"{suite.done}/{suite.total}", failed_text)
+        return Group(head, ProgressBar(total=max(total, 1), completed=done), table)

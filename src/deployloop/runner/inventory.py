@@ -1,0 +1,182 @@
+"""Collect every suite's tests before any runs, so the total is known from the start.
+
+Suites that share a `-m` expression are collected by one `pytest --collect-only` (a pytest
+start costs ~0.35 s); items map back to suites by path. A group whose collection fails as a
+whole is collected again suite by suite, so one broken suite does not hide the others'
+tests. Whatever cannot be collected becomes an error item with pytest's message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployloop.config import SuiteConfig
+from deployloop.models import InventoryItem
+from deployloop.runner.process import PytestProcess, PytestSetup
+from deployloop.runner.reportlog import crash_line
+
+_EXIT_NO_TESTS = 5
+
+
+@dataclass(frozen=True)
+class _Collected:
+    items: list[dict[str, str]]
+    returncode: int
+    output: str
+
+
+def collect_inventory(
+    suites: Sequence[SuiteConfig], setup: PytestSetup, out_dir: Path, timeout_s: float
+) -> list[InventoryItem]:
+    """The tests of `suites`, in suite order, each item in exactly one suite."""
+    groups: dict[str | None, list[SuiteConfig]] = {}
+    for suite in suites:
+        groups.setdefault(suite.markers, []).append(suite)
+    by_suite: dict[str, list[InventoryItem]] = {s.name: [] for s in suites}
+    jobs = [(f"collect-{i + 1}", members) for i, members in enumerate(groups.values())]
+    for (name, members), collected in zip(
+        jobs, _run_all(jobs, setup, out_dir, timeout_s), strict=True
+    ):
+        if _failed_as_a_whole(collected) and len(members) > 1:
+            singles = [(f"{name}-{j + 1}", [s]) for j, s in enumerate(members)]
+            for (_, (suite,)), single in zip(
+                singles, _run_all(singles, setup, out_dir, timeout_s), strict=True
+            ):
+                by_suite[suite.name] += _assign([suite], single, setup.workdir)[suite.name]
+        else:
+            for suite_name, items in _assign(members, collected, setup.workdir).items():
+                by_suite[suite_name] += items
+    return [item for suite in suites for item in by_suite[suite.name]]
+
+
+def _run_all(
+    jobs: list[tuple[str, list[SuiteConfig]]], setup: PytestSetup, out_dir: Path, timeout_s: float
+) -> list[_Collected]:
+    """Collect every job at once: collection is mostly waiting on imports."""
+    procs: list[tuple[PytestProcess, Path]] = []
+    try:
+        for name, members in jobs:
+            inventory = out_dir / f"{name}.jsonl"
+            args = [p for s in members for p in s.paths]
+            argv = setup.argv(
+                args,
+                members[0].markers,
+                ["-p", "deployloop_inventory", "--collect-only", "-q",
+                 f"--loop-inventory={inventory}"],
+            )
+            proc = PytestProcess(
+                argv, setup.process_env(with_plugin=True), setup.workdir, out_dir / f"{name}.log"
+            )
+            procs.append((proc, inventory))
+        results = []
+        for proc, inventory in procs:
+            code = proc.wait(timeout_s)
+            output = proc.tail(30)
+            if proc.was_interrupted:
+                output = f"collection took longer than {timeout_s:g} s and was stopped\n" + output
+            results.append(_Collected(_read_inventory(inventory), code, output))
+        return results
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.stop()
+
+
+def _read_inventory(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            items.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return items
+
+
+def _failed_as_a_whole(collected: _Collected) -> bool:
+    # Usage errors (a missing path, a bad option), internal errors, a hang: nothing listed.
+    return not collected.items and collected.returncode not in (0, _EXIT_NO_TESTS)
+
+
+def _assign(
+    suites: list[SuiteConfig], collected: _Collected, workdir: Path
+) -> dict[str, list[InventoryItem]]:
+    out: dict[str, list[InventoryItem]] = {s.name: [] for s in suites}
+    seen: set[str] = set()
+    for record in collected.items:
+        nodeid = record["nodeid"]
+        if nodeid in seen:
+            continue
+        seen.add(nodeid)
+        suite = owner_suite(suites, nodeid, record.get("path", ""), workdir)
+        if suite is None:
+            continue
+        error = record.get("error")
+        message = "collection error: " + crash_line(error) if error else None
+        out[suite.name].append(InventoryItem(suite.name, nodeid, _file(nodeid), message, error))
+    for suite in suites:
+        if out[suite.name]:
+            continue
+        # A suite with nothing to run is a mistake worth seeing, not a silent zero.
+        if _failed_as_a_whole(collected):
+            message = f"pytest could not collect this suite (exit {collected.returncode}): "
+            message += _usage_line(collected.output)
+        else:
+            message = "no tests collected from " + ", ".join(suite.paths)
+            if suite.markers:
+                message += f" with -m {suite.markers!r}"
+        detail = message + "\n\n" + collected.output
+        out[suite.name].append(
+            InventoryItem(suite.name, suite.paths[0], _file(suite.paths[0]), message, detail)
+        )
+    return out
+
+
+def owner_suite(
+    suites: Sequence[SuiteConfig], nodeid: str, path: str, workdir: Path
+) -> SuiteConfig | None:
+    """The suite whose configured path matches the node id most specifically."""
+    item_file = _resolve(workdir, path or _file(nodeid))
+    best: tuple[int, SuiteConfig] | None = None
+    for suite in suites:
+        for spec in suite.paths:
+            score = _match(spec, nodeid, item_file, workdir)
+            if score is not None and (best is None or score > best[0]):
+                best = (score, suite)
+    return best[1] if best else None
+
+
+def _match(spec: str, nodeid: str, item_file: Path, workdir: Path) -> int | None:
+    spec_file, _, spec_rest = spec.partition("::")
+    target = _resolve(workdir, spec_file)
+    if spec_rest:
+        _, _, rest = nodeid.partition("::")
+        if item_file == target and (rest == spec_rest or rest.startswith(spec_rest + "::")
+                                    or rest.startswith(spec_rest + "[")):
+            return 10_000 + len(spec)
+        return None
+    if item_file == target:
+        return 5_000 + len(spec)
+    if target in item_file.parents:
+        return len(target.parts)
+    return None
+
+
+def _resolve(workdir: Path, path: str) -> Path:
+    p = Path(path)
+    return (p if p.is_absolute() else workdir / p).resolve()
+
+
+def _file(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _usage_line(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith("ERROR:") or "error:" in line.lower():
+            return line.removeprefix("ERROR:").strip()
+    return crash_line(output)

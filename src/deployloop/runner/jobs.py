@@ -1,0 +1,119 @@
+"""Split the tests to run into pytest processes ("jobs").
+
+A pytest start costs ~0.35 s, so small suites that share a `-m` expression run together in
+one process, and with several workers a large suite is cut into shards so no worker idles
+while one runs it all. Results map back to suites by node id, whatever the job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from deployloop.config import SuiteConfig
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    markers: str | None
+    args: tuple[str, ...]  # paths, or node ids when only some of a suite's tests run
+    expected: tuple[tuple[str, tuple[str, ...]], ...]  # (suite, node ids), in run order
+    attempt: int = 1
+
+    @property
+    def suites(self) -> list[str]:
+        return [suite for suite, _ in self.expected]
+
+    @property
+    def size(self) -> int:
+        return sum(len(ids) for _, ids in self.expected)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    suite: SuiteConfig
+    nodeids: tuple[str, ...]
+    whole: bool  # every collectable test of the suite: pass its paths, not node ids
+
+
+def plan_jobs(
+    suites: Sequence[SuiteConfig],
+    pending: dict[str, list[str]],
+    collectable: dict[str, list[str]],
+    workers: int,
+) -> list[Job]:
+    """Jobs for the `pending` node ids of `suites` (already in run order: priority first).
+
+    `collectable` holds each suite's node ids that collected without error; a suite whose
+    pending tests are all of them runs by its paths.
+    """
+    units = [
+        _Unit(s, tuple(pending[s.name]), set(pending[s.name]) == set(collectable[s.name]))
+        for s in suites
+        if pending.get(s.name)
+    ]
+    total = sum(len(u.nodeids) for u in units)
+    if not units:
+        return []
+    # One worker gains nothing from many processes; several want about two jobs each, so a
+    # slow job does not leave the others idle at the end.
+    target = total if workers == 1 else max(1, math.ceil(total / (workers * 2)))
+    units = [piece for unit in units for piece in _shard(unit, target, workers)]
+    batches: list[list[_Unit]] = []
+    for unit in units:
+        last = batches[-1] if batches else None
+        if (
+            last is not None
+            and last[0].suite.markers == unit.suite.markers
+            and sum(len(u.nodeids) for u in last) + len(unit.nodeids) <= target
+            and unit.whole
+            and all(u.whole for u in last)
+        ):
+            last.append(unit)
+        else:
+            batches.append([unit])
+    return [_job(i, batch) for i, batch in enumerate(batches)]
+
+
+def _shard(unit: _Unit, target: int, workers: int) -> list[_Unit]:
+    if workers == 1 or len(unit.nodeids) <= target * 1.5:
+        return [unit]
+    count = min(math.ceil(len(unit.nodeids) / target), workers * 2)
+    size = math.ceil(len(unit.nodeids) / count)
+    # Contiguous slices keep a module's tests together, so module fixtures run once a shard.
+    return [
+        _Unit(unit.suite, unit.nodeids[i : i + size], False)
+        for i in range(0, len(unit.nodeids), size)
+    ]
+
+
+def _job(index: int, batch: list[_Unit]) -> Job:
+    args: list[str] = []
+    for unit in batch:
+        args += unit.suite.paths if unit.whole else unit.nodeids
+    first = _slug(batch[0].suite.name)
+    name = f"{index + 1:02d}-{first}" + (f"-and-{len(batch) - 1}-more" if len(batch) > 1 else "")
+    return Job(
+        name=name,
+        markers=batch[0].suite.markers,
+        args=tuple(args),
+        expected=tuple((u.suite.name, u.nodeids) for u in batch),
+    )
+
+
+def retry_job(job: Job, leftovers: list[tuple[str, tuple[str, ...]]]) -> Job:
+    """A new job for suites a stopped process never reached, by node id."""
+    return Job(
+        name=f"{job.name}-retry{job.attempt}",
+        markers=job.markers,
+        args=tuple(n for _, ids in leftovers for n in ids),
+        expected=tuple(leftovers),
+        attempt=job.attempt + 1,
+    )
+
+
+def _slug(name: str) -> str:
+    out = "".join(c.lower() if c.isalnum() else "-" for c in name)
+    return "-".join(p for p in out.split("-") if p)[:40] or "suite"

@@ -1,0 +1,134 @@
+"""pytest as a subprocess: how it is invoked, and how it is stopped without losing results."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PLUGIN_DIR = Path(__file__).parent / "plugin"
+
+# pytest writes its reports and runs fixture teardown on SIGINT; a process that still runs
+# after this many seconds is killed.
+INTERRUPT_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class PytestSetup:
+    """Everything every pytest process of an iteration shares."""
+
+    python: str
+    workdir: Path
+    pytest_args: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def argv(self, args: list[str], markers: str | None, extra: list[str]) -> list[str]:
+        # Our options come after the user's, so they win: `--maxfail=0` undoes `-x` or
+        # `--maxfail` from addopts (every test of every suite must run), and `--rootdir`
+        # makes node ids relative to the working directory, where config paths live too.
+        argv = [self.python, "-m", "pytest", *self.pytest_args, *args, *extra]
+        argv += ["--maxfail=0", "--continue-on-collection-errors", "--rootdir", str(self.workdir)]
+        if markers:
+            argv += ["-m", markers]
+        return argv
+
+    def process_env(self, *, with_plugin: bool) -> dict[str, str]:
+        env = dict(self.env)
+        if with_plugin:
+            paths = [str(PLUGIN_DIR)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+            env["PYTHONPATH"] = os.pathsep.join(paths)
+        return env
+
+
+class PytestProcess:
+    """One pytest run in its own process group, output to a log file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.argv = argv
+        self.log_path = log_path
+        self.started = time.monotonic()
+        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in _reap)
+        try:
+            # A session of its own: Ctrl-C in the terminal reaches `loop` only, which then
+            # stops each pytest on its own terms; and a timeout can kill a test's children too.
+            self._proc = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError:
+            self._log.close()
+            raise
+        self._interrupted_at: float | None = None
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        """The exit code once pytest has exited (its leftover children are then killed)."""
+        if self.returncode is None:
+            code = self._proc.poll()
+            if code is None and self._interrupted_at is not None:
+                if time.monotonic() - self._interrupted_at > INTERRUPT_GRACE_S:
+                    self._signal(signal.SIGKILL)
+                    code = self._proc.wait()
+            if code is not None:
+                self._reap(code)
+        return self.returncode
+
+    def interrupt(self) -> None:
+        """Ask pytest to stop (SIGINT); poll() kills it if it has not stopped in time."""
+        if self._interrupted_at is None and self.returncode is None:
+            self._interrupted_at = time.monotonic()
+            self._signal(signal.SIGINT)
+
+    def stop(self) -> int:
+        """Interrupt, and wait until the process is gone."""
+        self.interrupt()
+        while self.poll() is None:
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    def wait(self, timeout_s: float) -> int:
+        """Wait for a normal exit; stop it if it takes longer than timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                return self.stop()
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+    @property
+    def was_interrupted(self) -> bool:
+        return self._interrupted_at is not None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+    def _signal(self, sig: signal.Signals) -> None:
+        try:
+            os.killpg(self._proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _reap(self, code: int) -> None:
+        self.returncode = code
+        # Whatever the tests started (servers, browsers) must not outlive them.
+        self._signal(signal.SIGKILL)
+        self._log.close()

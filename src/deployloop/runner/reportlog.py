@@ -1,0 +1,188 @@
+"""Turn pytest-reportlog's JSON lines into one result per test.
+
+pytest reports each test in up to three phases (setup, call, teardown); like pytest's own
+junitxml, the phases merge into one outcome: an error in setup or teardown is an error, a
+failing call is a failure, an expected failure that happened is xfailed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployloop.models import Outcome, TestResult
+from deployloop.store import now_iso
+
+_MAX_LONGREPR = 20_000  # a failure's text beyond this is cut: reports stay readable
+
+
+@dataclass
+class _Phases:
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class ReportLogReader:
+    """Feeds on reportlog text as it grows; calls `on_result` once per finished test.
+
+    `suite_of` maps a node id to its suite (None: not one of ours, ignored).
+    """
+
+    def __init__(
+        self,
+        suite_of: Callable[[str], str | None],
+        on_result: Callable[[TestResult], None],
+    ) -> None:
+        self._suite_of = suite_of
+        self._on_result = on_result
+        self._partial = b""
+        self._open: dict[str, _Phases] = {}
+        self.session_finished = False
+        self.exitstatus: int | None = None
+
+    def feed(self, data: bytes) -> None:
+        """Take a chunk of the file; a line cut short stays until its end arrives."""
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._line(line.decode("utf-8", errors="replace"))
+
+    def _line(self, line: str) -> None:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            return  # a line torn by a kill mid-write: the test is recorded as unfinished
+        kind = record.get("$report_type")
+        if kind == "TestReport":
+            self._test_report(record)
+        elif kind == "CollectReport" and record.get("outcome") == "failed":
+            self._collect_error(record)
+        elif kind == "SessionFinish":
+            self.session_finished = True
+            self.exitstatus = record.get("exitstatus")
+
+    def _test_report(self, record: dict[str, Any]) -> None:
+        nodeid = record.get("nodeid", "")
+        if record.get("outcome") == "rerun":
+            return  # a rerun plugin's earlier attempt: the final attempt follows
+        phases = self._open.setdefault(nodeid, _Phases())
+        phases.reports[record.get("when", "call")] = record
+        if record.get("when") == "teardown":
+            del self._open[nodeid]
+            self._emit(nodeid, merge_phases(phases.reports))
+
+    def _collect_error(self, record: dict[str, Any]) -> None:
+        nodeid = record.get("nodeid", "")
+        text = longrepr_text(record.get("longrepr"))
+        self._emit(nodeid, (Outcome.ERROR, 0.0, "collection error: " + crash_line(text), text))
+
+    def _emit(self, nodeid: str, merged: tuple[Outcome, float, str | None, str | None]) -> None:
+        suite = self._suite_of(nodeid)
+        if suite is None:
+            return
+        outcome, duration, message, longrepr = merged
+        self._on_result(
+            TestResult(nodeid, suite, outcome, duration, message, longrepr, now_iso())
+        )
+
+    def unfinished(self) -> dict[str, tuple[Outcome, float, str | None, str | None]]:
+        """Tests that reported some phases but not teardown (the process died meanwhile)."""
+        return {nodeid: merge_phases(p.reports) for nodeid, p in self._open.items()}
+
+
+def merge_phases(
+    reports: dict[str, dict[str, Any]],
+) -> tuple[Outcome, float, str | None, str | None]:
+    """(outcome, duration, one-line message, full text) from the phases a test reported."""
+    duration = sum(float(r.get("duration") or 0.0) for r in reports.values())
+    setup, call, teardown = reports.get("setup"), reports.get("call"), reports.get("teardown")
+    if setup and setup.get("outcome") == "failed":
+        return _failure(Outcome.ERROR, duration, setup, "error in setup: ")
+    if setup and setup.get("outcome") == "skipped":
+        outcome = Outcome.XFAILED if "wasxfail" in setup else Outcome.SKIPPED
+        return outcome, duration, skip_reason(setup.get("longrepr")), None
+    if call is None:
+        if teardown and teardown.get("outcome") == "failed":
+            return _failure(Outcome.ERROR, duration, teardown, "error in teardown: ")
+        return Outcome.ERROR, duration, "no result: the test did not finish", None
+    result: tuple[Outcome, float, str | None, str | None]
+    if call.get("outcome") == "failed":
+        result = _failure(Outcome.FAILED, duration, call, "")
+    elif call.get("outcome") == "skipped":
+        outcome = Outcome.XFAILED if "wasxfail" in call else Outcome.SKIPPED
+        result = (outcome, duration, skip_reason(call.get("longrepr")) or call.get("wasxfail"),
+                  None)
+    elif "wasxfail" in call:
+        result = (Outcome.XPASSED, duration, call.get("wasxfail") or None, None)
+    else:
+        result = (Outcome.PASSED, duration, None, None)
+    if teardown and teardown.get("outcome") == "failed":
+        if result[0] == Outcome.FAILED:
+            return result  # the failure explains more than the teardown error after it
+        return _failure(Outcome.ERROR, duration, teardown, "error in teardown: ")
+    return result
+
+
+def _failure(
+    outcome: Outcome, duration: float, report: dict[str, Any], prefix: str
+) -> tuple[Outcome, float, str | None, str | None]:
+    text = longrepr_text(report.get("longrepr"))
+    return outcome, duration, prefix + crash_message(report.get("longrepr"), text), text
+
+
+def crash_message(longrepr: Any, text: str) -> str:
+    """The exception line pytest shows in its short summary."""
+    if isinstance(longrepr, dict):
+        crash = longrepr.get("reprcrash") or {}
+        message = crash.get("message")
+        if message:
+            return str(message)
+    return crash_line(text)
+
+
+def crash_line(text: str) -> str:
+    """The last `E   ` line of a pytest traceback, else its last non-empty line."""
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    e_lines = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
+    if e_lines:
+        return e_lines[0] if len(e_lines) == 1 else e_lines[-1]
+    return lines[-1].strip() if lines else "(no message)"
+
+
+def skip_reason(longrepr: Any) -> str | None:
+    # A skip's longrepr is [path, lineno, "Skipped: reason"].
+    if isinstance(longrepr, list) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return None
+
+
+def longrepr_text(longrepr: Any) -> str:
+    """A readable traceback from reportlog's serialized form."""
+    if longrepr is None:
+        return ""
+    if isinstance(longrepr, str):
+        return longrepr[:_MAX_LONGREPR]
+    if isinstance(longrepr, list):
+        return " ".join(str(x) for x in longrepr)
+    parts: list[str] = []
+    chain = longrepr.get("chain") or [
+        [longrepr.get("reprtraceback"), longrepr.get("reprcrash"), None]
+    ]
+    for traceback, crash, description in chain:
+        for entry in (traceback or {}).get("reprentries", []):
+            data = entry.get("data", {})
+            parts.extend(data.get("lines", []))
+            loc = data.get("reprfileloc")
+            if loc:
+                parts.append(f"{loc.get('path')}:{loc.get('lineno')}: {loc.get('message')}")
+        if description:
+            parts.append(str(description))
+        elif crash and not parts:
+            parts.append(str(crash.get("message", "")))
+    for section in longrepr.get("sections", []) or []:
+        if isinstance(section, list) and len(section) == 2:
+            parts.append(f"--- {section[0]} ---")
+            parts.append(str(section[1]))
+    return "\n".join(parts)[:_MAX_LONGREPR]

@@ -1,0 +1,406 @@
+"""The SQLite store: every record of every iteration, written as it happens.
+
+All SQL of the project lives here. WAL mode lets `loop status` read while `loop run` writes;
+the schema version is `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from deployloop.models import (
+    Deployment,
+    DeployStatus,
+    InventoryItem,
+    IterationRecord,
+    IterationStatus,
+    Outcome,
+    SuiteRecord,
+    SuiteStatus,
+    TestResult,
+    TestRow,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE iterations (
+    id INTEGER PRIMARY KEY,
+    env TEXT NOT NULL,
+    number INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    git_sha TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    target_pass_rate REAL NOT NULL,
+    workers INTEGER NOT NULL,
+    error TEXT,
+    UNIQUE (env, number)
+);
+CREATE TABLE deployments (
+    iteration_id INTEGER NOT NULL REFERENCES iterations(id),
+    service TEXT NOT NULL,
+    status TEXT NOT NULL,
+    url TEXT,
+    revision TEXT,
+    started_at TEXT,
+    ready_at TEXT,
+    error TEXT,
+    PRIMARY KEY (iteration_id, service)
+);
+CREATE TABLE suites (
+    iteration_id INTEGER NOT NULL REFERENCES iterations(id),
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    selected INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    started_at TEXT,
+    finished_at TEXT,
+    error TEXT,
+    PRIMARY KEY (iteration_id, name)
+);
+CREATE TABLE tests (
+    iteration_id INTEGER NOT NULL REFERENCES iterations(id),
+    position INTEGER NOT NULL,
+    nodeid TEXT NOT NULL,
+    suite TEXT NOT NULL,
+    file TEXT NOT NULL,
+    outcome TEXT,
+    duration_s REAL,
+    message TEXT,
+    longrepr TEXT,
+    finished_at TEXT,
+    PRIMARY KEY (iteration_id, suite, nodeid)
+);
+CREATE INDEX tests_by_outcome ON tests (iteration_id, outcome);
+"""
+
+
+class StoreError(Exception):
+    """The state database cannot be used (newer schema, not a database)."""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Progress:
+    collected: int
+    done: int
+    failed: int
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = True) -> Store:
+        if not create and not path.exists():
+            raise StoreError(f"{path}: no state yet (run `loop run` first)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            # WAL with NORMAL sync survives a killed process; one fsync per result would not
+            # keep up with fast suites.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            _migrate(conn, path)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(f"{path}: cannot use the state database: {exc}") from None
+        return cls(conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # --- iterations -------------------------------------------------------------------------
+
+    def start_iteration(
+        self, env: str, git_sha: str | None, target_pass_rate: float, workers: int
+    ) -> IterationRecord:
+        with self._tx() as tx:
+            (last,) = tx.execute(
+                "SELECT COALESCE(MAX(number), 0) FROM iterations WHERE env = ?", (env,)
+            ).fetchone()
+            cur = tx.execute(
+                "INSERT INTO iterations (env, number, status, git_sha, started_at,"
+                " target_pass_rate, workers) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (env, last + 1, IterationStatus.RUNNING, git_sha, now_iso(), target_pass_rate,
+                 workers),
+            )
+            iteration_id = cur.lastrowid
+        assert iteration_id is not None
+        record = self.iteration_by_id(iteration_id)
+        assert record is not None
+        return record
+
+    def reopen_iteration(self, iteration_id: int) -> None:
+        """Mark an interrupted iteration running again (`loop run --resume`)."""
+        self._conn.execute(
+            "UPDATE iterations SET status = ?, finished_at = NULL, error = NULL WHERE id = ?",
+            (IterationStatus.RUNNING, iteration_id),
+        )
+
+    def finish_iteration(
+        self, iteration_id: int, status: IterationStatus, error: str | None = None
+    ) -> None:
+        self._conn.execute(
+            "UPDATE iterations SET status = ?, finished_at = ?, error = ? WHERE id = ?",
+            (status, now_iso(), error, iteration_id),
+        )
+
+    def iteration_by_id(self, iteration_id: int) -> IterationRecord | None:
+        row = self._conn.execute(
+            f"SELECT {_ITERATION_COLUMNS} FROM iterations WHERE id = ?", (iteration_id,)
+        ).fetchone()
+        return _iteration(row) if row else None
+
+    def iteration(self, env: str, number: int | None = None) -> IterationRecord | None:
+        """Iteration `number` of `env`, or its latest when number is None."""
+        if number is None:
+            row = self._conn.execute(
+                f"SELECT {_ITERATION_COLUMNS} FROM iterations WHERE env = ?"
+                " ORDER BY number DESC LIMIT 1",
+                (env,),
+            ).fetchone()
+        else:
+            row = self._conn.execute(
+                f"SELECT {_ITERATION_COLUMNS} FROM iterations WHERE env = ? AND number = ?",
+                (env, number),
+            ).fetchone()
+        return _iteration(row) if row else None
+
+    def iterations(self, env: str) -> list[IterationRecord]:
+        rows = self._conn.execute(
+            f"SELECT {_ITERATION_COLUMNS} FROM iterations WHERE env = ? ORDER BY number",
+            (env,),
+        ).fetchall()
+        return [_iteration(r) for r in rows]
+
+    def envs(self) -> list[str]:
+        rows = self._conn.execute("SELECT DISTINCT env FROM iterations ORDER BY env")
+        return [r[0] for r in rows]
+
+    # --- deployments ------------------------------------------------------------------------
+
+    def record_deployments(self, iteration_id: int, deployments: Iterable[Deployment]) -> None:
+        with self._tx() as tx:
+            tx.executemany(
+                "INSERT OR REPLACE INTO deployments (iteration_id, service, status, url, revision,"
+                " started_at, ready_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (iteration_id, d.service, d.status, d.url, d.revision, d.started_at,
+                     d.ready_at, d.error)
+                    for d in deployments
+                ],
+            )
+
+    def deployments(self, iteration_id: int) -> list[Deployment]:
+        rows = self._conn.execute(
+            "SELECT service, status, url, revision, started_at, ready_at, error FROM deployments"
+            " WHERE iteration_id = ? ORDER BY rowid",
+            (iteration_id,),
+        ).fetchall()
+        return [
+            Deployment(r[0], DeployStatus(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows
+        ]
+
+    # --- suites and inventory ---------------------------------------------------------------
+
+    def record_plan(
+        self, iteration_id: int, suites: Sequence[SuiteRecord], inventory: Sequence[InventoryItem]
+    ) -> None:
+        """The suites of this iteration and every collected test, pending until it reports.
+
+        Collection errors are stored as error results right away: never dropped.
+        """
+        with self._tx() as tx:
+            tx.execute("DELETE FROM tests WHERE iteration_id = ?", (iteration_id,))
+            tx.execute("DELETE FROM suites WHERE iteration_id = ?", (iteration_id,))
+            tx.executemany(
+                "INSERT INTO suites (iteration_id, position, name, priority, selected, status,"
+                " error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (iteration_id, i, s.name, s.priority, int(s.selected), s.status, s.error)
+                    for i, s in enumerate(suites)
+                ],
+            )
+            tx.executemany(
+                "INSERT OR IGNORE INTO tests (iteration_id, position, nodeid, suite, file,"
+                " outcome, duration_s, message, longrepr, finished_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        iteration_id, i, item.nodeid, item.suite, item.file,
+                        Outcome.ERROR if item.collect_error else None,
+                        0.0 if item.collect_error else None,
+                        item.collect_error,
+                        item.collect_detail or item.collect_error,
+                        now_iso() if item.collect_error else None,
+                    )
+                    for i, item in enumerate(inventory)
+                ],
+            )
+
+    def set_suite_status(
+        self,
+        iteration_id: int,
+        suite: str,
+        status: SuiteStatus,
+        *,
+        error: str | None = None,
+        started: bool = False,
+        finished: bool = False,
+    ) -> None:
+        sets = ["status = ?"]
+        args: list[object] = [status]
+        if error is not None:
+            sets.append("error = ?")
+            args.append(error)
+        if started:
+            sets.append("started_at = COALESCE(started_at, ?)")
+            args.append(now_iso())
+        if finished:
+            sets.append("finished_at = ?")
+            args.append(now_iso())
+        self._conn.execute(
+            f"UPDATE suites SET {', '.join(sets)} WHERE iteration_id = ? AND name = ?",
+            (*args, iteration_id, suite),
+        )
+
+    def suites(self, iteration_id: int) -> list[SuiteRecord]:
+        rows = self._conn.execute(
+            "SELECT name, priority, selected, status, started_at, finished_at, error FROM suites"
+            " WHERE iteration_id = ? ORDER BY position",
+            (iteration_id,),
+        ).fetchall()
+        return [
+            SuiteRecord(r[0], r[1], bool(r[2]), SuiteStatus(r[3]), r[4], r[5], r[6]) for r in rows
+        ]
+
+    # --- results ----------------------------------------------------------------------------
+
+    def record_results(self, iteration_id: int, results: Iterable[TestResult]) -> None:
+        """Store results; a node id that was not in the inventory is added to its suite."""
+        rows = [
+            (r.outcome, r.duration_s, r.message, r.longrepr, r.finished_at or now_iso(),
+             iteration_id, r.suite, r.nodeid, _file_of(r.nodeid))
+            for r in results
+        ]
+        if not rows:
+            return
+        with self._tx() as tx:
+            (next_pos,) = tx.execute(
+                "SELECT COALESCE(MAX(position), -1) + 1 FROM tests WHERE iteration_id = ?",
+                (iteration_id,),
+            ).fetchone()
+            for i, row in enumerate(rows):
+                cur = tx.execute(
+                    "UPDATE tests SET outcome = ?, duration_s = ?, message = ?, longrepr = ?,"
+                    " finished_at = ? WHERE iteration_id = ? AND suite = ? AND nodeid = ?",
+                    row[:-1],
+                )
+                if cur.rowcount == 0:
+                    tx.execute(
+                        "INSERT INTO tests (outcome, duration_s, message, longrepr, finished_at,"
+                        " iteration_id, suite, nodeid, file, position)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (*row, next_pos + i),
+                    )
+
+    def tests(self, iteration_id: int) -> list[TestRow]:
+        rows = self._conn.execute(
+            "SELECT nodeid, suite, file, outcome, duration_s, message, longrepr FROM tests"
+            " WHERE iteration_id = ? ORDER BY position",
+            (iteration_id,),
+        ).fetchall()
+        return [
+            TestRow(r[0], r[1], r[2], Outcome(r[3]) if r[3] else None, r[4], r[5], r[6])
+            for r in rows
+        ]
+
+    def pending_tests(self, iteration_id: int) -> list[tuple[str, str]]:
+        """(suite, nodeid) of every collected test without a result yet."""
+        rows = self._conn.execute(
+            "SELECT suite, nodeid FROM tests WHERE iteration_id = ? AND outcome IS NULL"
+            " ORDER BY position",
+            (iteration_id,),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def progress(self, iteration_id: int) -> Progress:
+        row = self._conn.execute(
+            "SELECT COUNT(*), COUNT(outcome),"
+            " SUM(CASE WHEN outcome IN ('failed', 'error') THEN 1 ELSE 0 END)"
+            " FROM tests WHERE iteration_id = ?",
+            (iteration_id,),
+        ).fetchone()
+        return Progress(row[0], row[1], row[2] or 0)
+
+
+_ITERATION_COLUMNS = (
+    "id, env, number, status, git_sha, started_at, finished_at, target_pass_rate, workers, error"
+)
+
+
+def _iteration(row: Sequence[object]) -> IterationRecord:
+    return IterationRecord(
+        id=int(row[0]),  # type: ignore[call-overload]
+        env=str(row[1]),
+        number=int(row[2]),  # type: ignore[call-overload]
+        status=IterationStatus(str(row[3])),
+        git_sha=row[4] if isinstance(row[4], str) else None,
+        started_at=str(row[5]),
+        finished_at=row[6] if isinstance(row[6], str) else None,
+        target_pass_rate=float(row[7]),  # type: ignore[arg-type]
+        workers=int(row[8]),  # type: ignore[call-overload]
+        error=row[9] if isinstance(row[9], str) else None,
+    )
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: written by a newer deployloop (schema {version}, this one reads"
+            f" {SCHEMA_VERSION}); upgrade deployloop or use another --state-dir"
+        )
+    # Two `loop` processes may open a new database at once: only one creates the schema.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == 0:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]

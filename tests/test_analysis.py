@@ -1,0 +1,305 @@
+"""The analyze stage: figures, failure signatures, clusters, known issues, summary."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from deployloop.analysis import build_summary
+from deployloop.analysis.clusters import cluster_failures, key_issue
+from deployloop.analysis.figures import figures
+from deployloop.analysis.known_issues import match_known_issues
+from deployloop.analysis.normalize import normalize
+from deployloop.config import KnownIssue
+from deployloop.models import (
+    Deployment,
+    DeployStatus,
+    Figures,
+    IterationRecord,
+    IterationStatus,
+    Outcome,
+    SuiteRecord,
+    SuiteStatus,
+)
+from deployloop.models import TestRow as Row  # aliased: pytest collects classes named Test*
+
+WS_403 = (
+    "AssertionError: events stream rejected: HTTP 403 for user {user}\n"
+    "assert 403 == 200\n"
+    " +  where 403 = <Response [403 Forbidden]>.status_code"
+)
+TODAY = date(2025, 9, 7)
+
+
+def row(
+    nodeid: str,
+    outcome: Outcome | None,
+    message: str | None = None,
+    suite: str = "p1",
+    duration_s: float | None = 0.5,
+) -> Row:
+    file = nodeid.split("::")[0]
+    if outcome is None:
+        duration_s = None
+    return Row(nodeid, suite, file, outcome, duration_s, message, None)
+
+
+# --- figures ---------------------------------------------------------------------------------
+
+
+def test_figures_count_executed_and_pass_rate_exactly() -> None:
+    rows = [row(f"t.py::p{i}", Outcome.PASSED) for i in range(116)]
+    rows += [row(f"t.py::f{i}", Outcome.FAILED, "x") for i in range(6)]
+    rows += [row("t.py::e", Outcome.ERROR, "x")]
+    result = figures(rows)
+    assert (result.executed, result.passed, result.failed, result.errors) == (123, 116, 6, 1)
+    assert result.pass_rate == pytest.approx(100.0 * 116 / 123)
+
+
+def test_skipped_xfailed_xpassed_are_shown_never_passed_or_executed() -> None:
+    rows = [
+        row("t.py::a", Outcome.PASSED),
+        row("t.py::b", Outcome.SKIPPED),
+        row("t.py::c", Outcome.XFAILED),
+        row("t.py::d", Outcome.XPASSED),
+    ]
+    result = figures(rows)
+    assert result == Figures(collected=4, executed=1, passed=1, skipped=1, xfailed=1, xpassed=1)
+    assert result.pass_rate == 100.0
+
+
+def test_pending_tests_are_collected_not_executed() -> None:
+    rows = [row("t.py::a", Outcome.FAILED, "x"), row("t.py::b", None), row("t.py::c", None)]
+    result = figures(rows)
+    assert (result.collected, result.executed, result.pending) == (3, 1, 2)
+    assert result.pass_rate == 0.0
+    assert figures([]).pass_rate is None
+
+
+# --- normalize -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            WS_403.format(user="u-8f3a"),
+            "AssertionError: events stream rejected: HTTP 403 for user <id>",
+        ),
+        ("httpx.ConnectError: [Errno 111] Connection refused",) * 2,
+        ("Failed: Timeout >5.0s", "Failed: Timeout ><dur>"),
+        (
+            "assert 403 == 200\n +  where 403 = <Response [403 Forbidden]>.status_code",
+            "assert 403 == 200",
+        ),
+        (
+            "HTTPStatusError: Client error '503 Service Unavailable' for url "
+            "'http://127.0.0.1:8123/api/events?token=abc'",
+            "HTTPStatusError: Client error '503 Service Unavailable' for url "
+            "'http://<ip>/api/events?<query>'",
+        ),
+        (
+            "AssertionError: expected 200, got 500 for 550e8400-e29b-41d4-a716-446655440000 "
+            "at 2025-09-07T07:15:03.123Z after 1.25s",
+            "AssertionError: expected 200, got 500 for <uuid> at <ts> after <dur>",
+        ),
+        ("KeyError: 'user_1234'", "KeyError: <str>"),
+        ("AssertionError\nassert False", "AssertionError: assert False"),
+        ("E   assert 3 ==   4", "assert <n> == <n>"),
+        (
+            "RuntimeError: commit abc1234def at 0x7f3a00 failed",
+            "RuntimeError: commit <hex> at <hex> failed",
+        ),
+    ],
+)
+def test_normalize_removes_what_varies_and_keeps_what_explains(message: str, expected: str) -> None:
+    assert normalize(message) == expected
+
+
+# Fragments that exercise every rule and their boundaries, glued together at random.
+FRAGMENTS = [
+    "HTTP", "HTTP/1.1", "status_code", "==", "!=", "403", "200", "5", "1.5", ".", ":", "-", "_",
+    "'", '"', "<", ">", "<n>", "<str>", "[", "]", "Errno", "http://", "https://h:80/a?b=1", "?",
+    "u-8f3a", "deadbeef1", "0x1f", "2025-09-07", "07:15:03", "10.0.0.1:80", "ms", "s", "E   ",
+    "\n", " ", "Forbidden", "Not Found", "AssertionError", "x", "é", "٣",
+]  # fmt: skip
+messages = st.one_of(st.text(), st.lists(st.sampled_from(FRAGMENTS)).map("".join))
+
+
+@settings(max_examples=1000)
+@given(messages)
+@example("'a'5")
+@example("<n>'a'")
+@example("'http://1.2.3.4:5/x?y'")
+def test_normalize_is_idempotent(message: str) -> None:
+    once = normalize(message)
+    assert normalize(once) == once
+    assert "\n" not in once and "  " not in once
+
+
+one_line = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=30
+) | st.lists(st.sampled_from([f for f in FRAGMENTS if f != "\n"]), max_size=8).map("".join)
+status = st.integers(100, 599)
+
+
+@given(one_line, one_line, status, status)
+def test_different_http_status_never_normalizes_equal(
+    before: str, after: str, a: int, b: int
+) -> None:
+    if a != b:
+        assert normalize(f"{before} HTTP {a} {after}") != normalize(f"{before} HTTP {b} {after}")
+
+
+exception_names = st.from_regex(r"\A([a-z]{1,6}\.)?[A-Z][a-z]{0,8}(Error|Exception)\Z")
+
+
+@given(exception_names, exception_names, one_line)
+def test_different_exception_types_never_normalize_equal(a: str, b: str, rest: str) -> None:
+    if a != b:
+        assert normalize(f"{a}: {rest}") != normalize(f"{b}: {rest}")
+
+
+# --- clusters --------------------------------------------------------------------------------
+
+
+def test_messages_differing_only_in_ids_numbers_and_times_merge() -> None:
+    rows = [
+        row("a.py::one", Outcome.FAILED, WS_403.format(user="u-8f3a")),
+        row("b.py::two", Outcome.ERROR, WS_403.format(user="u-11c0"), suite="p2"),
+        row("a.py::three", Outcome.FAILED, "TimeoutError: no event after 5.0s at 07:15:03"),
+        row("a.py::four", Outcome.FAILED, "TimeoutError: no event after 12.5s at 08:01:44"),
+        row("a.py::ok", Outcome.PASSED),
+    ]
+    first, second = cluster_failures(rows, ())
+    assert first.label == "AssertionError: events stream rejected: HTTP 403 for user <id>"
+    assert first.tests == ("a.py::one", "b.py::two")
+    assert first.suites == ("p1", "p2")
+    assert (second.count, second.label) == (2, "TimeoutError: no event after <dur> at <ts>")
+
+
+def test_different_status_codes_and_exception_types_never_merge() -> None:
+    rows = [
+        row("t.py::a", Outcome.FAILED, "AssertionError: HTTP 403 from /events"),
+        row("t.py::b", Outcome.FAILED, "AssertionError: HTTP 500 from /events"),
+        row("t.py::c", Outcome.FAILED, "ValueError: HTTP 500 from /events"),
+        row("t.py::d", Outcome.FAILED, "assert 403 == 200"),
+        row("t.py::e", Outcome.FAILED, "assert 500 == 200"),
+    ]
+    assert len(cluster_failures(rows, ())) == 5
+
+
+def test_clusters_sort_by_count_then_label() -> None:
+    rows = [
+        row("t.py::a", Outcome.FAILED, "ZeroDivisionError: division by zero"),
+        row("t.py::b", Outcome.FAILED, "KeyError: 'x'"),
+        row("t.py::c", Outcome.FAILED, "KeyError: 'y'"),
+        row("t.py::d", Outcome.FAILED, "AttributeError: nope"),
+    ]
+    labels = [c.label for c in cluster_failures(rows, ())]
+    assert labels == [
+        "KeyError: <str>",
+        "AttributeError: nope",
+        "ZeroDivisionError: division by zero",
+    ]
+
+
+def test_known_issue_annotates_a_failure_and_keeps_it_counted() -> None:
+    issues = [
+        KnownIssue(id="events-403", match=r"events stream rejected: HTTP 403", reason="OAuth"),
+        KnownIssue(id="any-403", match="403", reason="shadowed by the first"),
+        KnownIssue(id="old", match="never matches", expires=date(2025, 1, 1)),
+    ]
+    rows = [
+        row("t.py::a", Outcome.FAILED, WS_403.format(user="u-1")),
+        row("t.py::b", Outcome.FAILED, WS_403.format(user="u-2")),
+        row("t.py::c", Outcome.PASSED, "events stream rejected: HTTP 403"),  # not a failure
+    ]
+    (cluster,) = cluster_failures(rows, issues)
+    assert cluster.known_issue == "events-403" and cluster.count == 2
+    matches = match_known_issues(rows, issues, TODAY)
+    assert [(m.id, m.failures, m.expired) for m in matches] == [
+        ("events-403", ("t.py::a", "t.py::b"), False),
+        ("any-403", (), False),
+        ("old", (), True),
+    ]
+    assert figures(rows).failed == 2  # still failures
+
+
+def test_key_issue_is_the_most_common_cluster() -> None:
+    rows = [
+        row("t.py::a", Outcome.FAILED, "ConnectionResetError: reset by peer"),
+        row("t.py::b", Outcome.FAILED, WS_403.format(user="u-1")),
+        row("t.py::c", Outcome.ERROR, WS_403.format(user="u-2")),
+    ]
+    assert key_issue(rows) == "AssertionError: events stream rejected: HTTP 403 for user <id>"
+    assert key_issue([row("t.py::ok", Outcome.PASSED)]) is None
+
+
+# --- summary ---------------------------------------------------------------------------------
+
+
+def iteration(workers: int = 2) -> IterationRecord:
+    return IterationRecord(
+        id=1, env="staging", number=4, status=IterationStatus.FAILED, git_sha="abc1234",
+        started_at="2025-09-07T07:07:00Z", finished_at="2025-09-07T07:15:00Z",
+        target_pass_rate=100.0, workers=workers,
+    )  # fmt: skip
+
+
+def test_build_summary_totals_are_the_sum_of_suites() -> None:
+    suites = [
+        SuiteRecord("Agent Pipeline", priority=2, selected=True, status=SuiteStatus.FAILED),
+        SuiteRecord("Critical", priority=1, selected=True, status=SuiteStatus.FAILED),
+        SuiteRecord("Later", priority=1, selected=False, status=SuiteStatus.NOT_RUN),
+        SuiteRecord("Streaming", priority=2, selected=True, status=SuiteStatus.PASSED),
+    ]
+    rows = [
+        row("crit.py::a", Outcome.PASSED, suite="Critical", duration_s=1.0),
+        row("crit.py::ws", Outcome.FAILED, WS_403.format(user="u-1"), "Critical", 3.0),
+        row("pipe.py::a", Outcome.ERROR, WS_403.format(user="u-2"), "Agent Pipeline", 2.0),
+        row("pipe.py::b", Outcome.SKIPPED, suite="Agent Pipeline", duration_s=0.0),
+        row("stream.py::a", Outcome.PASSED, suite="Streaming", duration_s=2.0),
+        row("later.py::a", None, suite="Later"),
+        row("later.py::b", None, suite="Later"),
+    ]
+    deployments = [Deployment("backend", DeployStatus.READY, "http://localhost:8001", "r1")]
+    summary = build_summary(iteration(workers=2), suites, rows, deployments, [], TODAY, 480.0)
+
+    assert [s.name for s in summary.suites] == ["Critical", "Later", "Agent Pipeline", "Streaming"]
+    for field in ("collected", "executed", "passed", "failed", "errors", "skipped"):
+        per_suite = sum(getattr(s.figures, field) for s in summary.suites)
+        assert getattr(summary.totals, field) == per_suite, field
+    assert summary.totals == figures(rows)
+    assert (summary.totals.executed, summary.totals.passed, summary.totals.pending) == (4, 2, 2)
+    assert summary.suites[0].key_issue == summary.clusters[0].label
+    assert summary.suites[3].key_issue is None
+    assert summary.remaining_suites == ("Later",)
+    assert [r.nodeid for r in summary.failures] == ["crit.py::ws", "pipe.py::a"]
+    assert summary.clusters[0].count == 2
+    assert summary.deployments == tuple(deployments)
+    # 2 pending x mean(1, 3, 2, 0, 2) = 1.6 s / 2 workers
+    assert summary.estimated_remaining_s == pytest.approx(1.6)
+    assert summary.elapsed_s == 480.0
+
+
+def test_estimate_is_zero_when_nothing_is_pending_and_none_without_durations() -> None:
+    suites = [SuiteRecord("p1", priority=1, selected=True, status=SuiteStatus.RUNNING)]
+    done = [row("t.py::a", Outcome.PASSED)]
+    assert build_summary(iteration(), suites, done, [], [], TODAY, 1.0).estimated_remaining_s == 0.0
+    unknown = [row("t.py::a", Outcome.PASSED, duration_s=None), row("t.py::b", None)]
+    assert (
+        build_summary(iteration(), suites, unknown, [], [], TODAY, 1.0).estimated_remaining_s
+        is None
+    )
+
+
+def test_a_row_of_an_unrecorded_suite_is_an_error_not_a_silent_mismatch() -> None:
+    suites = [SuiteRecord("p1", priority=1, selected=True, status=SuiteStatus.PASSED)]
+    with pytest.raises(ValueError, match="ghost"):
+        build_summary(
+            iteration(), suites, [row("t.py::a", Outcome.PASSED, suite="ghost")], [], [], TODAY, 1.0
+        )
