@@ -1,0 +1,61 @@
+"""The store keeps every record as it arrives and refuses what it cannot read."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from deployloop.models import (
+    InventoryItem,
+    IterationStatus,
+    Outcome,
+    SuiteRecord,
+    SuiteStatus,
+    TestResult,
+)
+from deployloop.store import Store, StoreError
+
+
+def test_results_are_visible_to_another_reader_as_they_arrive(tmp_path: Path) -> None:
+    db = tmp_path / "loop.db"
+    writer = Store.open(db)
+    record = writer.start_iteration("local", "abc", 100.0, 2)
+    items = [InventoryItem("S", f"t.py::test_{i}", "t.py") for i in range(3)]
+    items.append(InventoryItem("S", "broken.py", "broken.py", "collection error: ImportError"))
+    writer.record_plan(record.id, [SuiteRecord("S", 1, True, SuiteStatus.PENDING)], items)
+    reader = Store.open(db, create=False)
+    progress = reader.progress(record.id)
+    # The collection error counts at once: it is a result, not something left to run.
+    assert (progress.collected, progress.done, progress.failed) == (4, 1, 1)
+    writer.record_results(record.id, [TestResult("t.py::test_0", "S", Outcome.PASSED, 0.1)])
+    assert reader.progress(record.id).done == 2
+    assert [nodeid for _, nodeid in reader.pending_tests(record.id)] == [
+        "t.py::test_1", "t.py::test_2"
+    ]
+
+
+def test_iterations_are_numbered_per_env(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "loop.db")
+    assert store.start_iteration("local", None, 100, 1).number == 1
+    assert store.start_iteration("local", None, 100, 1).number == 2
+    assert store.start_iteration("staging", None, 100, 1).number == 1
+    store.finish_iteration(1, IterationStatus.INTERRUPTED)
+    latest = store.iteration("local")
+    assert latest is not None and latest.number == 2
+
+
+def test_a_newer_schema_is_refused_with_a_reason(tmp_path: Path) -> None:
+    db = tmp_path / "loop.db"
+    Store.open(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(StoreError, match="newer deployloop"):
+        Store.open(db)
+
+
+def test_missing_state_is_an_error_only_when_reading(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no state yet"):
+        Store.open(tmp_path / "none" / "loop.db", create=False)
