@@ -34,15 +34,13 @@ from urllib.parse import parse_qs, urlsplit
 
 STREAM_AUDIENCE = "backend"
 MAX_WAIT_S = 5.0
-CATALOG: dict[str, dict[str, Any]] = {
-    item["id"]: item
-    for item in [
-        {"id": "sku-coffee", "name": "Coffee beans, 1 kg", "price_cents": 1800},
-        {"id": "sku-mug", "name": "Enamel mug", "price_cents": 1200},
-        {"id": "sku-filter", "name": "Paper filters, 100", "price_cents": 450},
-        {"id": "sku-grinder", "name": "Hand grinder", "price_cents": 5900},
-    ]
-}
+ITEMS: list[dict[str, Any]] = [
+    {"id": "sku-coffee", "name": "Coffee beans, 1 kg", "price_cents": 1800},
+    {"id": "sku-mug", "name": "Enamel mug", "price_cents": 1200},
+    {"id": "sku-filter", "name": "Paper filters, 100", "price_cents": 450},
+    {"id": "sku-grinder", "name": "Hand grinder", "price_cents": 5900},
+]
+CATALOG: dict[str, dict[str, Any]] = {str(item["id"]): item for item in ITEMS}
 
 
 class HttpError(Exception):
