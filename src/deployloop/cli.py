@@ -137,7 +137,7 @@ def run(
     Exit codes: 0 target reached, 1 ended below target, 2 usage or config error,
     3 deploy failed or a service never became ready, 130 interrupted.
     """
-    from deployloop.iteration import UsageError, select_suites
+    from deployloop.iteration import UsageError, resolve_python, select_suites
     from deployloop.loop import RunOptions, run_loop, settings_for
 
     config = _load_config(config_dir, env)
@@ -146,6 +146,7 @@ def run(
     )
     try:
         select_suites(config, settings.suite_globs)
+        resolve_python(config, Path.cwd())
     except UsageError as exc:
         _fail(str(exc))
     store = _open_store(state_dir, create=True)
@@ -313,7 +314,11 @@ def plan(
     config_dir: ConfigDirOption = Path("configs"),
 ) -> None:
     """Validate the config; show what would deploy and run. Changes nothing."""
+    from deployloop.iteration import UsageError
     from deployloop.planning import show_plan
 
     config = _load_config(config_dir, env)
-    show_plan(env, config, Path.cwd(), _console())
+    try:
+        show_plan(env, config, Path.cwd(), _console())
+    except UsageError as exc:
+        _fail(str(exc))

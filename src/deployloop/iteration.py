@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -286,14 +287,22 @@ def test_environment(
     return env
 
 
+def resolve_python(config: Config, workdir: Path) -> str:
+    """The tests' interpreter; a missing one is a usage error before anything starts."""
+    python = config.tests.python
+    if python is None:
+        return sys.executable
+    found = str(workdir / python) if os.sep in python else shutil.which(python)
+    if found is None or not os.access(found, os.X_OK) or os.path.isdir(found):
+        raise UsageError(f"tests.python: {python!r} is not an executable interpreter")
+    return found
+
+
 def _pytest_setup(
     settings: IterationSettings, record: IterationRecord, deployments: Sequence[Deployment]
 ) -> PytestSetup:
-    python = settings.config.tests.python or sys.executable
-    if os.sep in python and not os.path.isabs(python):
-        python = str(settings.workdir / python)
     return PytestSetup(
-        python=python,
+        python=resolve_python(settings.config, settings.workdir),
         workdir=settings.workdir,
         pytest_args=tuple(settings.config.tests.pytest_args),
         env=test_environment(settings, record.number, deployments),

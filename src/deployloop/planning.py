@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -12,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deployloop.config import Config, deploy_waves
+from deployloop.iteration import resolve_python
 from deployloop.runner.inventory import collect_inventory
 from deployloop.runner.process import PytestSetup
 
@@ -35,7 +35,7 @@ def show_plan(env: str, config: Config, workdir: Path, console: Console) -> None
     # Collection output goes to a throwaway folder: plan leaves no trace in the state dir.
     with tempfile.TemporaryDirectory(prefix="loop-plan-") as tmp:
         setup = PytestSetup(
-            python=config.tests.python or sys.executable,
+            python=resolve_python(config, workdir),
             workdir=workdir,
             pytest_args=tuple(config.tests.pytest_args),
             env={**os.environ, **config.tests.env, "LOOP_ENV": env},

@@ -4,9 +4,9 @@ Two failures with the same cause must get the same signature even when their mes
 in ids, ports, timestamps or durations; two failures with different causes must not. So what
 varies becomes a placeholder (<n>, <id>, <uuid>, <hex>, <ip>, <ts>, <dur>, <str>, <query>)
 and what explains stays: HTTP status codes in an HTTP context, exception names, errno numbers
-and names. When in doubt a number is kept out of a placeholder only if it is an HTTP status in
-context: keeping too much splits a cluster in two, which a reader notices; replacing a status
-code would merge a 403 with a 500, which hides a failure behind another.
+and names. The rules lean towards keeping: keeping too much splits one cause into two clusters,
+which a reader notices; replacing a status code would merge a 403 with a 500 and hide one
+failure behind another.
 """
 
 from __future__ import annotations

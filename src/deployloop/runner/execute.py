@@ -16,7 +16,7 @@ from typing import IO, Protocol
 
 from deployloop.models import Outcome, SuiteStatus, TestResult
 from deployloop.runner.jobs import Job, retry_job
-from deployloop.runner.process import PytestProcess, PytestSetup
+from deployloop.runner.process import PytestProcess, PytestSetup, error_line
 from deployloop.runner.reportlog import ReportLogReader
 from deployloop.store import now_iso
 
@@ -225,7 +225,7 @@ class TestRunner:
                 reason = f"suite timed out after {self._timeout:g} s (tests.suite_timeout_s)"
                 self._mark_problem(suite, SuiteStatus.TIMEOUT)
             elif crashed:
-                reason = _crash_reason(code, run.reader.session_finished)
+                reason = _crash_reason(code, run.reader.session_finished, output)
                 self._mark_problem(suite, SuiteStatus.CRASHED)
             else:
                 reason = "collected before the run, but pytest did not report it"
@@ -313,11 +313,11 @@ def _after(job: Job, suite: str, stopped: str | None) -> bool:
     return stopped is not None and job.suites.index(suite) > job.suites.index(stopped)
 
 
-def _crash_reason(code: int, session_finished: bool) -> str:
+def _crash_reason(code: int, session_finished: bool, output: str) -> str:
     if code < 0:
         return f"pytest was killed by signal {-code}"
     if code == 4:
-        return "pytest usage error (exit 4)"
+        return f"pytest usage error (exit 4): {error_line(output)}"
     if code == 3:
         return "pytest crashed (exit 3: internal error or os._exit)"
     if not session_finished:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from deployloop.config import SuiteConfig
 from deployloop.models import InventoryItem
-from deployloop.runner.process import PytestProcess, PytestSetup
+from deployloop.runner.process import PytestProcess, PytestSetup, error_line
 from deployloop.runner.reportlog import crash_line
 
 _EXIT_NO_TESTS = 5
@@ -124,7 +124,7 @@ def _assign(
         # A suite with nothing to run is a mistake worth seeing, not a silent zero.
         if _failed_as_a_whole(collected):
             message = f"pytest could not collect this suite (exit {collected.returncode}): "
-            message += _usage_line(collected.output)
+            message += error_line(collected.output)
         else:
             message = "no tests collected from " + ", ".join(suite.paths)
             if suite.markers:
@@ -174,9 +174,3 @@ def _resolve(workdir: Path, path: str) -> Path:
 def _file(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
-
-def _usage_line(output: str) -> str:
-    for line in output.splitlines():
-        if line.startswith("ERROR:") or "error:" in line.lower():
-            return line.removeprefix("ERROR:").strip()
-    return crash_line(output)

@@ -132,3 +132,12 @@ class PytestProcess:
         # Whatever the tests started (servers, browsers) must not outlive them.
         self._signal(signal.SIGKILL)
         self._log.close()
+
+
+def error_line(output: str) -> str:
+    """The line of pytest's output that says why it could not start."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith("ERROR:") or "error:" in line.lower():
+            return line.removeprefix("ERROR:").strip()
+    return lines[-1] if lines else "(no output)"

@@ -88,8 +88,17 @@ class ReportLogReader:
         )
 
     def unfinished(self) -> dict[str, tuple[Outcome, float, str | None, str | None]]:
-        """Tests that reported some phases but not teardown (the process died meanwhile)."""
-        return {nodeid: merge_phases(p.reports) for nodeid, p in self._open.items()}
+        """Failures of tests whose process died before their teardown reported.
+
+        A test interrupted in its call phase reported only its setup: it has nothing to say
+        and is left out, so the caller can give the reason it was stopped.
+        """
+        out = {}
+        for nodeid, phases in self._open.items():
+            setup = phases.reports.get("setup", {})
+            if "call" in phases.reports or setup.get("outcome") == "failed":
+                out[nodeid] = merge_phases(phases.reports)
+        return out
 
 
 def merge_phases(
