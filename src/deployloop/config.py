@@ -37,11 +37,39 @@ class ServiceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     command: Argv | None = Field(None, min_length=1)  # local target
     url: str | None = None  # command and none targets
-    image: str | None = None  # cloudrun target
     env: dict[str, str] = Field(default_factory=dict)
     depends_on: list[str] = Field(default_factory=list)
     health_path: str = "/health"
     ready_timeout_s: float = Field(30.0, gt=0)
+    # cloudrun target
+    image: str | None = None  # may hold {git_sha} and {iteration}
+    service_name: str | None = Field(None, pattern=r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$")
+    secrets: dict[str, str] = Field(default_factory=dict)  # ENV_VAR -> "secret:version"
+    service_account: str | None = None
+    cpu: str | None = None  # "1", "2", "1000m"
+    memory: str | None = None  # "512Mi", "1Gi"
+    min_instances: int | None = Field(None, ge=0)
+    max_instances: int | None = Field(None, ge=1)
+    concurrency: int | None = Field(None, ge=1, le=1000)
+    timeout_s: int | None = Field(None, ge=1, le=3600)
+    ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] | None = None
+    allow_unauthenticated: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("secrets")
+    @classmethod
+    def _secret_refs(cls, value: dict[str, str]) -> dict[str, str]:
+        for var, ref in value.items():
+            if not re.match(r"^[A-Za-z0-9_-]+:([0-9]+|latest)$", ref):
+                raise ValueError(
+                    f"{var}: {ref!r} is not a Secret Manager reference 'name:version'"
+                    " (version a number or 'latest')"
+                )
+        return value
+
+    @property
+    def cloud_run_name(self) -> str:
+        return self.service_name or self.name
 
     @field_validator("health_path")
     @classmethod
@@ -63,6 +91,7 @@ class DeploySection(_Strict):
     command: Argv | None = Field(None, min_length=1)
     project: str | None = None
     region: str | None = None
+    rollback_on_failure: bool = False
     services: list[ServiceConfig] = Field(default_factory=list)
 
 
@@ -206,9 +235,32 @@ def _cross_check(config: Config) -> tuple[str, str] | None:
 
 def _target_check(deploy: DeploySection) -> tuple[str, str] | None:
     if deploy.target == "cloudrun":
-        return "deploy.target", (
-            "'cloudrun' is not available in this version yet; use local, command or none"
-        )
+        for key in ("project", "region"):
+            if not getattr(deploy, key):
+                return f"deploy.{key}", "required when deploy.target = 'cloudrun'"
+        names: dict[str, int] = {}
+        for i, service in enumerate(deploy.services):
+            if not service.image:
+                return f"deploy.services[{i}].image", "required when deploy.target = 'cloudrun'"
+            bad = re.findall(r"\{([^}]*)\}", service.image)
+            unknown = [b for b in bad if b not in ("git_sha", "iteration")]
+            if unknown:
+                return f"deploy.services[{i}].image", (
+                    f"unknown placeholder {{{unknown[0]}}} (use {{git_sha}} or {{iteration}})"
+                )
+            if not service.service_name and not re.match(
+                r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$", service.name
+            ):
+                return f"deploy.services[{i}].name", (
+                    f"{service.name!r} is not a valid Cloud Run service name"
+                    " (lower-case letters, digits, '-'); set service_name"
+                )
+            if service.cloud_run_name in names:
+                return f"deploy.services[{i}].service_name", (
+                    f"two services deploy to Cloud Run service {service.cloud_run_name!r}"
+                )
+            names[service.cloud_run_name] = i
+        return None
     if deploy.target == "command" and not deploy.command:
         return "deploy.command", "required when deploy.target = 'command'"
     for i, service in enumerate(deploy.services):

@@ -86,6 +86,9 @@ class Deployment:
     started_at: str | None = None
     ready_at: str | None = None
     error: str | None = None
+    image: str | None = None
+    # Set when traffic was sent back to an earlier revision after this iteration.
+    rolled_back_to: str | None = None
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,8 @@ CREATE TABLE deployments (
     started_at TEXT,
     ready_at TEXT,
     error TEXT,
+    image TEXT,
+    rolled_back_to TEXT,
     PRIMARY KEY (iteration_id, service)
 );
 CREATE TABLE suites (
@@ -207,22 +209,41 @@ class Store:
         with self._tx() as tx:
             tx.executemany(
                 "INSERT OR REPLACE INTO deployments (iteration_id, service, status, url, revision,"
-                " started_at, ready_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, ready_at, error, image, rolled_back_to)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (iteration_id, d.service, d.status, d.url, d.revision, d.started_at,
-                     d.ready_at, d.error)
+                     d.ready_at, d.error, d.image, d.rolled_back_to)
                     for d in deployments
                 ],
             )
 
+    def record_rollback(self, iteration_id: int, service: str, to_revision: str) -> None:
+        self._conn.execute(
+            "UPDATE deployments SET rolled_back_to = ? WHERE iteration_id = ? AND service = ?",
+            (to_revision, iteration_id, service),
+        )
+
+    def last_good_revisions(self, env: str, before_number: int) -> dict[str, str]:
+        """Per service, the revision of the latest iteration before `before_number` that
+        reached its target: where a rollback sends traffic."""
+        rows = self._conn.execute(
+            "SELECT d.service, d.revision FROM deployments d JOIN iterations i"
+            " ON i.id = d.iteration_id WHERE i.env = ? AND i.number < ? AND i.status = ?"
+            " AND d.status = 'ready' AND d.revision IS NOT NULL ORDER BY i.number",
+            (env, before_number, IterationStatus.PASSED),
+        ).fetchall()
+        return {service: revision for service, revision in rows}
+
     def deployments(self, iteration_id: int) -> list[Deployment]:
         rows = self._conn.execute(
-            "SELECT service, status, url, revision, started_at, ready_at, error FROM deployments"
-            " WHERE iteration_id = ? ORDER BY rowid",
+            "SELECT service, status, url, revision, started_at, ready_at, error, image,"
+            " rolled_back_to FROM deployments WHERE iteration_id = ? ORDER BY rowid",
             (iteration_id,),
         ).fetchall()
         return [
-            Deployment(r[0], DeployStatus(r[1]), r[2], r[3], r[4], r[5], r[6]) for r in rows
+            Deployment(r[0], DeployStatus(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+            for r in rows
         ]
 
     # --- suites and inventory ---------------------------------------------------------------

@@ -26,4 +26,8 @@ def make_target(config: Config) -> DeployTarget:
         from deployloop.deploy.none import NoneTarget
 
         return NoneTarget()
+    if target == "cloudrun":
+        from deployloop.deploy.cloudrun import CloudRunTarget
+
+        return CloudRunTarget()
     raise ConfigError(f"deploy.target: {target!r} is not available in this version")

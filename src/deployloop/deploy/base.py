@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +29,23 @@ class DeployContext:
     base_env: dict[str, str] = field(default_factory=dict)  # os.environ at start
 
 
+@dataclass(frozen=True)
+class Rollback:
+    service: str
+    from_revision: str | None
+    to_revision: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlannedDeploy:
+    """What `loop plan` shows for one service: what would deploy, and what would change."""
+
+    service: str
+    artifact: str  # image with placeholders filled, command, or url
+    changes: tuple[str, ...]  # empty: nothing differs from what runs now (or unknown)
+
+
 class DeployTarget(Protocol):
     def deploy(self, config: Config, ctx: DeployContext) -> list[Deployment]:
         """Bring every service up in dependency order; return one record per service.
@@ -39,3 +57,31 @@ class DeployTarget(Protocol):
     def stop(self) -> None:
         """Stop whatever this target started; safe to call twice or after a failure."""
         ...
+
+    def test_env(self, config: Config, deployments: Sequence[Deployment]) -> dict[str, str]:
+        """Extra environment for one pytest process, made fresh for each (ID tokens)."""
+        ...
+
+    def rollback(self, config: Config, revisions: Mapping[str, str], reason: str) -> list[Rollback]:
+        """Send each service's traffic to the given revision; return what was rolled back."""
+        ...
+
+    def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:
+        """What deploy() would do, changing nothing."""
+        ...
+
+
+class TargetDefaults:
+    """For targets with no revisions and no credentials: nothing to add, nothing to roll back."""
+
+    def test_env(self, config: Config, deployments: Sequence[Deployment]) -> dict[str, str]:
+        return {}
+
+    def rollback(self, config: Config, revisions: Mapping[str, str], reason: str) -> list[Rollback]:
+        return []
+
+    def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:
+        return [
+            PlannedDeploy(s.name, " ".join(s.command) if s.command else (s.url or ""), ())
+            for s in config.deploy.services
+        ]

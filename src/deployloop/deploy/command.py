@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from deployloop.config import Config
-from deployloop.deploy.base import DeployContext, DeployError
+from deployloop.deploy.base import DeployContext, DeployError, TargetDefaults
 from deployloop.deploy.local import (
     STOP_GRACE_S,
     cannot_run,
@@ -29,7 +29,7 @@ LOG_NAME = "deploy-command.log"
 COMMAND_EXTRA_S = 600.0
 
 
-class CommandTarget:
+class CommandTarget(TargetDefaults):
     def deploy(self, config: Config, ctx: DeployContext) -> list[Deployment]:
         problem = run_deploy_command(config, ctx)
         if problem is not None:

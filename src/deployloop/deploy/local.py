@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from deployloop.config import Config, ServiceConfig, url_env_var
-from deployloop.deploy.base import DeployContext
+from deployloop.deploy.base import DeployContext, TargetDefaults
 from deployloop.deploy.readiness import (
     ABANDONED,
     NotReady,
@@ -29,7 +29,7 @@ _LOG_TAIL_BYTES = 64 * 1024
 _LOG_LINE_CHARS = 300
 
 
-class LocalTarget:
+class LocalTarget(TargetDefaults):
     """Starts services as process groups of their own, so stop() takes their children too."""
 
     def __init__(self) -> None:

@@ -6,12 +6,12 @@ import threading
 from collections.abc import Mapping
 
 from deployloop.config import Config, ServiceConfig
-from deployloop.deploy.base import DeployContext
+from deployloop.deploy.base import DeployContext, TargetDefaults
 from deployloop.deploy.readiness import check_url, deploy_in_waves
 from deployloop.models import Deployment
 
 
-class NoneTarget:
+class NoneTarget(TargetDefaults):
     def deploy(self, config: Config, ctx: DeployContext) -> list[Deployment]:
         return check_all(config)
 
