@@ -14,7 +14,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from deployloop.config import Config, KnownIssue
+    from deployloop.config import Config
     from deployloop.models import IterationRecord, Summary
     from deployloop.store import Store
 
@@ -92,14 +92,14 @@ def _open_store(state_dir: Path, *, create: bool) -> Store:
         _fail(str(exc))
 
 
-def _known_issues(config_dir: Path, env: str) -> list[KnownIssue]:
-    """Known issues of env's config, if it loads: reports work without a config too."""
+def _optional_config(config_dir: Path, env: str) -> Config | None:
+    """env's config if it loads (known issues, categories): reports work without one too."""
     from deployloop.config import ConfigError, load_config
 
     try:
-        return list(load_config(config_dir, env).known_issues)
+        return load_config(config_dir, env)
     except ConfigError:
-        return []
+        return None
 
 
 @app.command()
@@ -197,12 +197,15 @@ def _no_iterations(env: str, format: TableFormat) -> NoReturn:
     raise typer.Exit(0)
 
 
-def _summary(store: Store, record: IterationRecord, config_dir: Path) -> Summary:
+def _summary(
+    store: Store, record: IterationRecord, config_dir: Path, compare: int | None = None
+) -> Summary:
     from datetime import date
 
     from deployloop.summaries import load_summary
 
-    return load_summary(store, record, _known_issues(config_dir, record.env), date.today())
+    config = _optional_config(config_dir, record.env)
+    return load_summary(store, record, config, date.today(), compare_to=compare)
 
 
 @app.command()
@@ -213,7 +216,7 @@ def summarize(
     ] = None,
     compare: Annotated[
         int | None,
-        typer.Option("--compare", help="Compare with iteration M (not available yet)."),
+        typer.Option("--compare", "-c", help="Diff against iteration M [the one before]."),
     ] = None,
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
     output: Annotated[
@@ -223,14 +226,14 @@ def summarize(
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
     """One iteration's figures, failure patterns, progress and deployments."""
-    if compare is not None:
-        _fail("--compare is not available in this version yet")
     store = _open_store(state_dir, create=False)
     record = store.iteration(env, iteration)
     if record is None:
         which = f"iteration {iteration}" if iteration else "any iteration"
         _fail(f"no {which} recorded for env {env!r} in {state_dir}/")
-    summary = _summary(store, record, config_dir)
+    if compare is not None and store.iteration(env, compare) is None:
+        _fail(f"--compare {compare}: no iteration {compare} recorded for env {env!r}")
+    summary = _summary(store, record, config_dir, compare)
     if format == ReportFormat.table and output is None:
         from deployloop.report.terminal import render_summary
 
@@ -312,13 +315,22 @@ def _history_entry(record: IterationRecord, figures: object) -> dict[str, object
 def plan(
     env: EnvOption = "local",
     config_dir: ConfigDirOption = Path("configs"),
+    state_dir: StateDirOption = Path(".loop"),
 ) -> None:
     """Validate the config; show what would deploy and run. Changes nothing."""
+    from deployloop.deploy import DeployError
     from deployloop.iteration import UsageError
+    from deployloop.layout import StateLayout
     from deployloop.planning import show_plan
 
     config = _load_config(config_dir, env)
+    next_iteration = 1
+    if StateLayout(state_dir).db.exists():
+        store = _open_store(state_dir, create=False)
+        last = store.iteration(env)
+        next_iteration = last.number + 1 if last else 1
+        store.close()
     try:
-        show_plan(env, config, Path.cwd(), _console())
-    except UsageError as exc:
+        show_plan(env, config, Path.cwd(), _console(), next_iteration)
+    except (UsageError, DeployError) as exc:
         _fail(str(exc))

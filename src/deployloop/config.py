@@ -106,6 +106,9 @@ class TestsSection(_Strict):
     python: str | None = None
     workers: int = Field(4, ge=1, le=64)
     suite_timeout_s: float = Field(900.0, gt=0)
+    # Run each failing test again up to N times in a fresh process, to tell flaky from broken.
+    # The first failure still counts: a rerun that passes never hides it.
+    reruns: int = Field(0, ge=0, le=5)
     pytest_args: Argv = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     suites: list[SuiteConfig] = Field(min_length=1)
@@ -127,11 +130,40 @@ class KnownIssue(_Strict):
         return value
 
 
+class CategoryRule(_Strict):
+    """Failures whose message (and traceback) match get this category; first match wins."""
+
+    name: Literal["product", "test", "environment", "unknown"]
+    message: str = Field(min_length=1)
+    traceback: str | None = None
+
+    @field_validator("message", "traceback")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class AnalysisSection(_Strict):
+    broken_after: int = Field(3, ge=2)  # failed in each of its last N runs: broken, not flaky
+    # An e2e test that finishes faster than this did not talk to anything: a false green.
+    # 0 turns the check off.
+    min_test_duration_s: float = Field(0.001, ge=0)
+    skipped_jump_pct: float = Field(20.0, gt=0, le=100)  # skipped share up by this many points
+    outage_share: float = Field(0.5, gt=0, le=1)  # this share of executed tests failing one way
+
+
 class Config(_Strict):
-    loop: LoopSection = Field(default_factory=LoopSection)  # type: ignore[arg-type]
-    deploy: DeploySection = Field(default_factory=DeploySection)  # type: ignore[arg-type]
+    loop: LoopSection = Field(default_factory=LoopSection)
+    deploy: DeploySection = Field(default_factory=DeploySection)
     tests: TestsSection
     known_issues: list[KnownIssue] = Field(default_factory=list)
+    categories: list[CategoryRule] = Field(default_factory=list)
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
 
 
 def config_path(config_dir: Path, env: str) -> Path:

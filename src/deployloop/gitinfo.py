@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -20,3 +21,41 @@ def git_sha(workdir: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}-dirty" if status else sha or None
+
+
+def code_state(workdir: Path) -> str | None:
+    """An identity of the code in the work tree: HEAD plus a digest of every uncommitted
+    change, untracked files included. Two iterations with the same state tested the same code,
+    so a test that passed in one and failed in the other is flaky, not fixed or broken."""
+    try:
+        head = _git(workdir, "rev-parse", "HEAD").strip()
+        diff = _git(workdir, "diff", "HEAD", "--binary")
+        untracked = _git(workdir, "ls-files", "--others", "--exclude-standard", "-z")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    digest = hashlib.sha256(diff.encode())
+    for name in sorted(n for n in untracked.split("\0") if n):
+        digest.update(name.encode() + b"\0")
+        path = workdir / name
+        if path.is_file() and path.stat().st_size <= _MAX_UNTRACKED_BYTES:
+            digest.update(path.read_bytes())
+    return f"{head}+{digest.hexdigest()[:16]}" if diff or untracked else head
+
+
+_MAX_UNTRACKED_BYTES = 1 << 20
+
+
+def _git(workdir: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=workdir, capture_output=True, text=True, timeout=20, check=True
+    ).stdout
+
+
+def file_digests(workdir: Path, paths: set[str]) -> dict[str, str]:
+    """sha256 of each test file: a test that starts passing while its file changed is shown."""
+    out = {}
+    for path in paths:
+        full = workdir / path
+        if full.is_file():
+            out[path] = hashlib.sha256(full.read_bytes()).hexdigest()
+    return out

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from deployloop.analysis.figures import figures
 from deployloop.config import Config, SuiteConfig, url_env_var
 from deployloop.deploy import DeployContext, DeployError, make_target
-from deployloop.deploy.base import DeployTarget
+from deployloop.deploy.base import DeployTarget, Rollback
+from deployloop.gitinfo import file_digests
 from deployloop.layout import StateLayout
 from deployloop.models import (
     Deployment,
@@ -31,6 +33,7 @@ from deployloop.models import (
     SuiteStatus,
     Summary,
     TestResult,
+    TestRow,
 )
 from deployloop.runner.display import LineDisplay, LiveDisplay
 from deployloop.runner.execute import Interrupted, RunState, SuiteProgress, TestRunner
@@ -101,10 +104,12 @@ def run_iteration(
         plan = plan_iteration(settings, store, console, record, resume)
         try:
             deployments = deploy_services(settings, store, console, plan, target)
-            run_tests(settings, store, console, plan, deployments)
+            run_tests(settings, store, console, plan, deployments, target)
         except DeployError as exc:
             deploy_error = str(exc)
             store.record_deployments(record.id, exc.deployments)
+        if settings.config.deploy.rollback_on_failure:
+            roll_back_if_worse(settings, store, console, record, target, deploy_error)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
     finally:
@@ -113,7 +118,7 @@ def run_iteration(
     store.finish_iteration(record.id, status, error=deploy_error)
     finished = store.iteration_by_id(record.id)
     assert finished is not None
-    summary = load_summary(store, finished, settings.config.known_issues, date.today())
+    summary = load_summary(store, finished, settings.config, date.today())
     write_reports(settings.layout, summary)
     return IterationOutcome(finished, summary, deploy_error, interrupted)
 
@@ -149,6 +154,9 @@ def plan_iteration(
         for s in settings.config.tests.suites
     ]
     store.record_plan(record.id, suites, inventory)
+    store.record_test_files(
+        record.id, file_digests(settings.workdir, {i.file for i in inventory})
+    )
     _print_inventory(console, settings.config.tests.suites, inventory, names)
     return Plan(record, tuple(selected), out)
 
@@ -193,6 +201,11 @@ def deploy_services(
     )
     deployments = target.deploy(config, ctx)
     store.record_deployments(plan.record.id, deployments)
+    revisions = sorted(f"{d.service}@{d.revision}" for d in deployments if d.revision)
+    if revisions:
+        # A new revision is new code even when the work tree is the same.
+        base = plan.record.code_key or ""
+        store.set_code_key(plan.record.id, base + "|" + ",".join(revisions))
     for d in deployments:
         console.print(f"  [green]ready[/] {d.service} {d.url or ''}", highlight=False)
     return list(deployments)
@@ -223,6 +236,7 @@ def run_tests(
     console: Console,
     plan: Plan,
     deployments: list[Deployment],
+    target: DeployTarget,
 ) -> None:
     rows = store.tests(plan.record.id)
     selected = {s.name for s in plan.suites}
@@ -268,9 +282,73 @@ def run_tests(
     setup = _pytest_setup(settings, plan.record, deployments)
     display = LiveDisplay(console, state) if console.is_terminal else LineDisplay(console)
     with display:
-        runner = TestRunner(setup, plan.dir / "pytest", settings.config.tests.suite_timeout_s,
-                            workers, recorder, display, state)
+        runner = TestRunner(
+            setup, plan.dir / "pytest", settings.config.tests.suite_timeout_s, workers,
+            recorder, display, state,
+            fresh_env=lambda: target.test_env(settings.config, deployments),
+        )
         runner.run(jobs)
+    if settings.config.tests.reruns:
+        rerun_failures(settings, store, console, plan, setup, deployments, target)
+
+
+class _AttemptRecorder:
+    """Rerun results go beside the first ones: the first failure stays the test's outcome."""
+
+    def __init__(self, store: Store, iteration_id: int, attempt: int) -> None:
+        self._store = store
+        self._id = iteration_id
+        self._attempt = attempt
+        self.failing: set[tuple[str, str]] = set()
+
+    def results(self, results: list[TestResult]) -> None:
+        for result in results:
+            self._store.record_attempt(self._id, self._attempt, result)
+            if result.outcome in (Outcome.FAILED, Outcome.ERROR):
+                self.failing.add((result.suite, result.nodeid))
+
+    def suite_status(self, suite: str, status: SuiteStatus, error: str | None = None) -> None:
+        return None
+
+
+def rerun_failures(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    plan: Plan,
+    setup: PytestSetup,
+    deployments: list[Deployment],
+    target: DeployTarget,
+) -> None:
+    """Run failing tests again (`[tests] reruns`) so flaky ones show as flaky."""
+    failing = {(r.suite, r.nodeid) for r in store.tests(plan.record.id) if _rerunnable(r)}
+    for attempt in range(2, settings.config.tests.reruns + 2):
+        if not failing:
+            return
+        pending: dict[str, list[str]] = {}
+        for suite, nodeid in sorted(failing):
+            pending.setdefault(suite, []).append(nodeid)
+        suites = [s for s in plan.suites if s.name in pending]
+        console.print(f"  rerun {attempt - 1}: {len(failing)} failing tests")
+        jobs = plan_jobs(suites, pending, {}, settings.workers, prefix=f"rerun{attempt - 1}-")
+        recorder = _AttemptRecorder(store, plan.record.id, attempt)
+        state = RunState({s.name: SuiteProgress(s.name, len(pending[s.name])) for s in suites})
+        with LineDisplay(console) as display:
+            TestRunner(
+                setup, plan.dir / "pytest", settings.config.tests.suite_timeout_s,
+                settings.workers, recorder, display, state,
+                fresh_env=lambda: target.test_env(settings.config, deployments),
+            ).run(jobs)
+        failing = recorder.failing
+
+
+def _rerunnable(row: TestRow) -> bool:
+    # Collection errors, timeouts and crashes would only repeat themselves, slowly.
+    message = row.message or ""
+    return row.outcome in (Outcome.FAILED, Outcome.ERROR) and not (
+        message.startswith(("collection error", "not run:")) or "timed out" in message
+        or "crashed" in message or "exited with code" in message
+    )
 
 
 def test_environment(
@@ -307,6 +385,50 @@ def _pytest_setup(
         pytest_args=tuple(settings.config.tests.pytest_args),
         env=test_environment(settings, record.number, deployments),
     )
+
+
+# --- rollback --------------------------------------------------------------------------------
+
+
+def roll_back_if_worse(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    record: IterationRecord,
+    target: DeployTarget,
+    deploy_error: str | None,
+) -> list[Rollback]:
+    """Send traffic back to the revisions of the last passing iteration when this one's
+    deploy failed or its pass rate dropped below the previous iteration's."""
+    reason = _rollback_reason(store, record, deploy_error)
+    if reason is None:
+        return []
+    revisions = store.last_good_revisions(settings.env, record.number)
+    if not revisions:
+        console.print(f"  [yellow]no rollback[/]: {reason}, but no earlier iteration passed")
+        return []
+    done = target.rollback(settings.config, revisions, reason)
+    for rollback in done:
+        store.record_rollback(record.id, rollback.service, rollback.to_revision)
+        console.print(
+            f"  [yellow]rolled back[/] {rollback.service}: {rollback.from_revision or '?'}"
+            f" -> {rollback.to_revision} ({rollback.reason})",
+            highlight=False,
+        )
+    return done
+
+
+def _rollback_reason(store: Store, record: IterationRecord, deploy_error: str | None) -> str | None:
+    if deploy_error is not None:
+        return "deploy failed"
+    previous = store.iteration(record.env, record.number - 1)
+    if previous is None:
+        return None
+    now = figures(store.tests(record.id)).pass_rate
+    before = figures(store.tests(previous.id)).pass_rate
+    if now is not None and before is not None and now < before:
+        return f"pass rate dropped from {before:.1f}% to {now:.1f}%"
+    return None
 
 
 # --- analyze and report ----------------------------------------------------------------------

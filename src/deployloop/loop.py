@@ -17,7 +17,7 @@ from deployloop.decide import (
     IterationResult,
     decide,
 )
-from deployloop.gitinfo import git_sha
+from deployloop.gitinfo import code_state, git_sha
 from deployloop.hook import HookError, run_between_iterations
 from deployloop.iteration import IterationOutcome, IterationSettings, run_iteration
 from deployloop.models import IterationRecord, IterationStatus
@@ -71,7 +71,11 @@ def _next_record(
             return reopened
         console.print("Nothing to resume: the last iteration finished; starting a new one.")
     return store.start_iteration(
-        settings.env, git_sha(settings.workdir), settings.target_pass_rate, settings.workers
+        settings.env,
+        git_sha(settings.workdir),
+        settings.target_pass_rate,
+        settings.workers,
+        code_key=code_state(settings.workdir),
     )
 
 

@@ -103,6 +103,7 @@ class IterationRecord:
     target_pass_rate: float
     workers: int
     error: str | None = None
+    code_key: str | None = None  # identity of the code tested: git state and revisions
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,13 @@ class SuiteSummary:
     key_issue: str | None
 
 
+class Category(StrEnum):
+    PRODUCT = "product"
+    TEST = "test"
+    ENVIRONMENT = "environment"
+    UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class Cluster:
     label: str
@@ -172,6 +180,8 @@ class Cluster:
     tests: tuple[str, ...]
     suites: tuple[str, ...]
     known_issue: str | None = None
+    category: Category = Category.UNKNOWN
+    first_iteration: int | None = None  # the earliest iteration with this signature
 
     @property
     def count(self) -> int:
@@ -184,6 +194,113 @@ class KnownIssueMatch:
     reason: str
     expired: bool
     failures: tuple[str, ...]
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.failures)
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One result of one test in one iteration (or one rerun attempt within it)."""
+
+    __test__ = False
+
+    iteration: int
+    nodeid: str
+    suite: str
+    outcome: Outcome
+    attempt: int  # 1 for the first run; reruns count up
+    message: str | None
+    duration_s: float | None
+    code_key: str | None  # what was deployed and tested; equal keys = the same code
+    file_hash: str | None  # the test file's content hash in that iteration
+
+
+@dataclass(frozen=True)
+class HistoryPoint:
+    iteration: int
+    outcome: Outcome
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class TestHistory:
+    """A flaky or broken test with the results that make it so, oldest first."""
+
+    __test__ = False
+
+    test: str
+    history: tuple[HistoryPoint, ...]
+    reason: str
+
+
+@dataclass(frozen=True)
+class IntegrityFlag:
+    test: str  # a node id, or a suite name for a drop in a suite's test count
+    file: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class FalseGreen:
+    subject: str  # a suite name, a node id, or "iteration"
+    kind: str  # "suite", "test" or "iteration"
+    reason: str
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Clearly a projection: where the pass rate would land if the remaining tests ran."""
+
+    final_pass_rate: float
+    low: float
+    high: float
+    remaining_tests: int
+    basis: str  # how it was computed, in words
+
+
+@dataclass(frozen=True)
+class SignatureChange:
+    test: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class IterationDiff:
+    compared_to: int
+    fixed: tuple[str, ...]
+    new_failures: tuple[str, ...]
+    still_failing: tuple[str, ...]
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed_signatures: tuple[SignatureChange, ...]
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Pass rate per iteration so far, and how many more iterations to green at that pace."""
+
+    pass_rates: tuple[tuple[int, float | None], ...]
+    iterations_to_green: float | None  # None: not improving, or not enough history
+
+
+@dataclass(frozen=True)
+class Insights:
+    """What the analysis finds beyond one iteration's figures (history, integrity, ...)."""
+
+    flaky: tuple[TestHistory, ...] = ()
+    broken: tuple[TestHistory, ...] = ()
+    integrity: tuple[IntegrityFlag, ...] = ()
+    false_greens: tuple[FalseGreen, ...] = ()
+    outage: str | None = None  # set when most tests failed the same way: the reason
+    failures_with_known_issue: int = 0
+    failures_without_known_issue: int = 0
+    projection: Projection | None = None
+    trend: Trend | None = None
+    diff: IterationDiff | None = None
+    remaining_suite_tests: tuple[tuple[str, int], ...] = ()  # (suite, tests) not run yet
 
 
 @dataclass(frozen=True)
@@ -200,3 +317,4 @@ class Summary:
     elapsed_s: float
     estimated_remaining_s: float | None
     failures: tuple[TestRow, ...] = field(default=())
+    insights: Insights = field(default_factory=Insights)

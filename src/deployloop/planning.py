@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -11,24 +12,34 @@ from rich.console import Console
 from rich.table import Table
 
 from deployloop.config import Config, deploy_waves
+from deployloop.deploy import DeployContext, make_target
+from deployloop.gitinfo import git_sha
 from deployloop.iteration import resolve_python
 from deployloop.runner.inventory import collect_inventory
 from deployloop.runner.process import PytestSetup
 
 
-def show_plan(env: str, config: Config, workdir: Path, console: Console) -> None:
+def show_plan(
+    env: str, config: Config, workdir: Path, console: Console, next_iteration: int
+) -> None:
     console.print(f"[bold]Plan for env {env!r}[/]: config is valid")
     deploy = config.deploy
-    console.print(f"\nDeploy target: {deploy.target}")
+    console.print(f"\nDeploy target: {deploy.target}  (next iteration: {next_iteration})")
     if deploy.command:
         console.print(f"  command: {' '.join(deploy.command)}")
-    services = Table("wave", "service", "depends on", "runs / checks", "health")
+    with tempfile.TemporaryDirectory(prefix="loop-plan-") as tmp:
+        ctx = DeployContext(
+            env=env, iteration=next_iteration, git_sha=git_sha(workdir), log_dir=Path(tmp),
+            python=sys.executable, base_env=dict(os.environ),
+        )
+        planned = {p.service: p for p in make_target(config).plan(config, ctx)}
+    services = Table("wave", "service", "depends on", "deploys / runs / checks", "changes")
     for number, wave in enumerate(deploy_waves(deploy.services), start=1):
         for service in wave:
-            what = " ".join(service.command) if service.command else (service.url or "")
+            what = planned.get(service.name)
             services.add_row(
-                str(number), service.name, ", ".join(service.depends_on) or "-", what,
-                service.health_path,
+                str(number), service.name, ", ".join(service.depends_on) or "-",
+                what.artifact if what else "", "\n".join(what.changes) if what else "",
             )
     console.print(services)
 

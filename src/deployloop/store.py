@@ -16,6 +16,7 @@ from pathlib import Path
 from deployloop.models import (
     Deployment,
     DeployStatus,
+    HistoryRow,
     InventoryItem,
     IterationRecord,
     IterationStatus,
@@ -40,6 +41,7 @@ CREATE TABLE iterations (
     target_pass_rate REAL NOT NULL,
     workers INTEGER NOT NULL,
     error TEXT,
+    code_key TEXT,
     UNIQUE (env, number)
 );
 CREATE TABLE deployments (
@@ -81,6 +83,22 @@ CREATE TABLE tests (
     PRIMARY KEY (iteration_id, suite, nodeid)
 );
 CREATE INDEX tests_by_outcome ON tests (iteration_id, outcome);
+CREATE TABLE attempts (
+    iteration_id INTEGER NOT NULL REFERENCES iterations(id),
+    suite TEXT NOT NULL,
+    nodeid TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    duration_s REAL,
+    message TEXT,
+    PRIMARY KEY (iteration_id, suite, nodeid, attempt)
+);
+CREATE TABLE test_files (
+    iteration_id INTEGER NOT NULL REFERENCES iterations(id),
+    path TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (iteration_id, path)
+);
 """
 
 
@@ -138,7 +156,12 @@ class Store:
     # --- iterations -------------------------------------------------------------------------
 
     def start_iteration(
-        self, env: str, git_sha: str | None, target_pass_rate: float, workers: int
+        self,
+        env: str,
+        git_sha: str | None,
+        target_pass_rate: float,
+        workers: int,
+        code_key: str | None = None,
     ) -> IterationRecord:
         with self._tx() as tx:
             (last,) = tx.execute(
@@ -146,9 +169,9 @@ class Store:
             ).fetchone()
             cur = tx.execute(
                 "INSERT INTO iterations (env, number, status, git_sha, started_at,"
-                " target_pass_rate, workers) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " target_pass_rate, workers, code_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (env, last + 1, IterationStatus.RUNNING, git_sha, now_iso(), target_pass_rate,
-                 workers),
+                 workers, code_key),
             )
             iteration_id = cur.lastrowid
         assert iteration_id is not None
@@ -161,6 +184,11 @@ class Store:
         self._conn.execute(
             "UPDATE iterations SET status = ?, finished_at = NULL, error = NULL WHERE id = ?",
             (IterationStatus.RUNNING, iteration_id),
+        )
+
+    def set_code_key(self, iteration_id: int, code_key: str | None) -> None:
+        self._conn.execute(
+            "UPDATE iterations SET code_key = ? WHERE id = ?", (code_key, iteration_id)
         )
 
     def finish_iteration(
@@ -349,6 +377,44 @@ class Store:
                         (*row, next_pos + i),
                     )
 
+    def record_attempt(self, iteration_id: int, attempt: int, result: TestResult) -> None:
+        """A rerun's result: kept beside the first one, which stays the test's outcome."""
+        self._conn.execute(
+            "INSERT OR REPLACE INTO attempts (iteration_id, suite, nodeid, attempt, outcome,"
+            " duration_s, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (iteration_id, result.suite, result.nodeid, attempt, result.outcome,
+             result.duration_s, result.message),
+        )
+
+    def record_test_files(self, iteration_id: int, hashes: dict[str, str]) -> None:
+        with self._tx() as tx:
+            tx.execute("DELETE FROM test_files WHERE iteration_id = ?", (iteration_id,))
+            tx.executemany(
+                "INSERT INTO test_files (iteration_id, path, sha256) VALUES (?, ?, ?)",
+                [(iteration_id, path, digest) for path, digest in sorted(hashes.items())],
+            )
+
+    def history(self, env: str, up_to: int) -> list[HistoryRow]:
+        """Every recorded result of env's iterations 1..up_to, reruns included, oldest first."""
+        rows = self._conn.execute(
+            "SELECT i.number, t.nodeid, t.suite, t.outcome, 1, t.message, t.duration_s,"
+            " i.code_key, f.sha256 FROM tests t JOIN iterations i ON i.id = t.iteration_id"
+            " LEFT JOIN test_files f ON f.iteration_id = t.iteration_id AND f.path = t.file"
+            " WHERE i.env = ? AND i.number <= ? AND t.outcome IS NOT NULL"
+            " UNION ALL"
+            " SELECT i.number, a.nodeid, a.suite, a.outcome, a.attempt, a.message, a.duration_s,"
+            " i.code_key, f.sha256 FROM attempts a JOIN iterations i ON i.id = a.iteration_id"
+            " LEFT JOIN test_files f ON f.iteration_id = a.iteration_id"
+            " AND f.path = substr(a.nodeid, 1, instr(a.nodeid || '::', '::') - 1)"
+            " WHERE i.env = ? AND i.number <= ?"
+            " ORDER BY 1, 2, 5",
+            (env, up_to, env, up_to),
+        ).fetchall()
+        return [
+            HistoryRow(r[0], r[1], r[2], Outcome(r[3]), r[4], r[5], r[6], r[7], r[8])
+            for r in rows
+        ]
+
     def tests(self, iteration_id: int) -> list[TestRow]:
         rows = self._conn.execute(
             "SELECT nodeid, suite, file, outcome, duration_s, message, longrepr FROM tests"
@@ -380,7 +446,8 @@ class Store:
 
 
 _ITERATION_COLUMNS = (
-    "id, env, number, status, git_sha, started_at, finished_at, target_pass_rate, workers, error"
+    "id, env, number, status, git_sha, started_at, finished_at, target_pass_rate, workers, error,"
+    " code_key"
 )
 
 
@@ -396,6 +463,7 @@ def _iteration(row: Sequence[object]) -> IterationRecord:
         target_pass_rate=float(row[7]),  # type: ignore[arg-type]
         workers=int(row[8]),  # type: ignore[call-overload]
         error=row[9] if isinstance(row[9], str) else None,
+        code_key=row[10] if isinstance(row[10], str) else None,
     )
 
 

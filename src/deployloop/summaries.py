@@ -2,27 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
+from deployloop.analysis.context import AnalysisContext, IterationRows
 from deployloop.analysis.summary import build_summary
-from deployloop.config import KnownIssue
+from deployloop.config import AnalysisSection, Config
 from deployloop.models import IterationRecord, Summary
 from deployloop.store import Store
 
 
 def load_summary(
-    store: Store, record: IterationRecord, known_issues: Sequence[KnownIssue], today: date
+    store: Store,
+    record: IterationRecord,
+    config: Config | None,
+    today: date,
+    compare_to: int | None = None,
 ) -> Summary:
+    """`config` gives known issues, categories and thresholds; reports work without one.
+    `compare_to` picks the diff's other iteration (default: the one before)."""
+    previous = _rows(store, record.env, record.number - 1)
+    compare = previous if compare_to is None else _rows(store, record.env, compare_to)
+    context = AnalysisContext(
+        history=store.history(record.env, record.number),
+        iterations=[r for r in store.iterations(record.env) if r.number <= record.number],
+        previous=previous,
+        compare=compare,
+        categories=config.categories if config else (),
+        settings=config.analysis if config else AnalysisSection(),
+    )
     return build_summary(
         iteration=record,
         suites=store.suites(record.id),
         rows=store.tests(record.id),
         deployments=store.deployments(record.id),
-        known_issues=known_issues,
+        known_issues=config.known_issues if config else (),
         today=today,
         elapsed_s=elapsed_s(record),
+        context=context,
     )
+
+
+def _rows(store: Store, env: str, number: int) -> IterationRows | None:
+    if number < 1:
+        return None
+    record = store.iteration(env, number)
+    return IterationRows(record, store.tests(record.id)) if record else None
 
 
 def elapsed_s(record: IterationRecord) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -97,6 +98,7 @@ class TestRunner:
         recorder: Recorder,
         display: Display,
         state: RunState,
+        fresh_env: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self._setup = setup
         self._out_dir = out_dir
@@ -105,6 +107,8 @@ class TestRunner:
         self._recorder = recorder
         self._display = display
         self.state = state
+        # Made again for each process: short-lived credentials (ID tokens) stay fresh.
+        self._fresh_env = fresh_env
 
     def run(self, jobs: list[Job]) -> None:
         """Run every job; raises Interrupted after a graceful stop on Ctrl-C."""
@@ -141,7 +145,9 @@ class TestRunner:
         )
         reportlog.unlink(missing_ok=True)
         proc = PytestProcess(
-            argv, self._setup.process_env(with_plugin=False), self._setup.workdir,
+            argv,
+            {**self._setup.process_env(with_plugin=False), **self._fresh_env()},
+            self._setup.workdir,
             self._out_dir / f"{job.name}.log",
         )
         owner = {n: suite for suite, ids in job.expected for n in ids}

@@ -43,6 +43,7 @@ def plan_jobs(
     pending: dict[str, list[str]],
     collectable: dict[str, list[str]],
     workers: int,
+    prefix: str = "",
 ) -> list[Job]:
     """Jobs for the `pending` node ids of `suites` (already in run order: priority first).
 
@@ -74,7 +75,7 @@ def plan_jobs(
             last.append(unit)
         else:
             batches.append([unit])
-    return [_job(i, batch) for i, batch in enumerate(batches)]
+    return [_job(prefix, i, batch) for i, batch in enumerate(batches)]
 
 
 def _shard(unit: _Unit, target: int, workers: int) -> list[_Unit]:
@@ -89,12 +90,13 @@ def _shard(unit: _Unit, target: int, workers: int) -> list[_Unit]:
     ]
 
 
-def _job(index: int, batch: list[_Unit]) -> Job:
+def _job(prefix: str, index: int, batch: list[_Unit]) -> Job:
     args: list[str] = []
     for unit in batch:
         args += unit.suite.paths if unit.whole else unit.nodeids
     first = _slug(batch[0].suite.name)
-    name = f"{index + 1:02d}-{first}" + (f"-and-{len(batch) - 1}-more" if len(batch) > 1 else "")
+    more = f"-and-{len(batch) - 1}-more" if len(batch) > 1 else ""
+    name = f"{prefix}{index + 1:02d}-{first}{more}"
     return Job(
         name=name,
         markers=batch[0].suite.markers,
