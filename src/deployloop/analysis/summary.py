@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from deployloop.analysis.clusters import cluster_failures, key_issue
+from deployloop.analysis.context import AnalysisContext
 from deployloop.analysis.figures import figures
 from deployloop.analysis.known_issues import match_known_issues
 from deployloop.analysis.normalize import is_failure
@@ -36,6 +37,7 @@ def build_summary(
     known_issues: Sequence[KnownIssue],
     today: date,
     elapsed_s: float,
+    context: AnalysisContext | None = None,
 ) -> Summary:
     """Summarize an iteration; `suites` come in config order, `rows` hold every collected test.
 
