@@ -19,6 +19,14 @@ class ConfigError(Exception):
     """A config that cannot be used; the message names the file and the key."""
 
 
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,11 +131,7 @@ class KnownIssue(_Strict):
     @field_validator("match")
     @classmethod
     def _valid_regex(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+        return _regex(value)
 
 
 class CategoryRule(_Strict):
@@ -140,12 +144,7 @@ class CategoryRule(_Strict):
     @field_validator("message", "traceback")
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
-        return value
+        return None if value is None else _regex(value)
 
 
 class AnalysisSection(_Strict):

@@ -10,14 +10,8 @@ from pathlib import Path
 def git_sha(workdir: Path) -> str | None:
     """HEAD's SHA, with `-dirty` when tracked files differ from it; None outside git."""
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=workdir, capture_output=True, text=True,
-            timeout=10, check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=workdir,
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()
+        sha = _git(workdir, "rev-parse", "HEAD").strip()
+        status = _git(workdir, "status", "--porcelain", "--untracked-files=no").strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{sha}-dirty" if status else sha or None
