@@ -292,7 +292,9 @@ def _history_entry(record: IterationRecord, figures: object) -> dict[str, object
     from deployloop.models import Figures
 
     assert isinstance(figures, Figures)
-    rate = figures.pass_rate
+    from deployloop.report._format import pass_rate
+
+    rate = pass_rate(figures)
     return {
         "iteration": record.number,
         "status": record.status.value,
@@ -306,7 +308,7 @@ def _history_entry(record: IterationRecord, figures: object) -> dict[str, object
             "failed": figures.failed,
             "errors": figures.errors,
             "skipped": figures.skipped,
-            "pass_rate": None if rate is None else round(rate, 1),
+            "pass_rate": rate,
         },
     }
 

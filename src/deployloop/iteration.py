@@ -37,7 +37,7 @@ from deployloop.models import (
 )
 from deployloop.runner.display import LineDisplay, LiveDisplay
 from deployloop.runner.execute import Interrupted, RunState, SuiteProgress, TestRunner
-from deployloop.runner.inventory import collect_inventory
+from deployloop.runner.inventory import collect_inventory, suites_covering_others
 from deployloop.runner.jobs import plan_jobs
 from deployloop.runner.process import PytestSetup
 from deployloop.store import Store
@@ -268,7 +268,10 @@ def run_tests(
     )
     recorder = _StoreRecorder(store, plan.record.id)
     workers = settings.workers
-    jobs = plan_jobs(plan.suites, pending, collectable, workers)
+    overlapping = suites_covering_others(
+        plan.suites, {row.nodeid: row.suite for row in rows}, settings.workdir
+    )
+    jobs = plan_jobs(plan.suites, pending, collectable, workers, by_node_id=overlapping)
     # Suites with nothing left to run (all collection errors, or finished before a resume).
     for suite in plan.suites:
         if suite.name in selected and not pending.get(suite.name):

@@ -1,32 +1,92 @@
-"""Failure clusters: failures grouped by signature, so one cause reads as one line."""
+"""Failure clusters: failures grouped by cause, so one cause reads as one line.
+
+Failures with equal signatures (see `signatures`) form a group; groups whose signatures are
+near-identical (same exception, status codes and frame, token sets >= 90 % alike) merge. Each
+cluster gets a readable label, the suites it spans, a category, and — given the history — the
+first iteration that failed the same way.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 
-from deployloop.analysis.normalize import failure_message, is_failure, normalize
-from deployloop.config import KnownIssue
-from deployloop.models import Cluster, TestRow
+from deployloop.analysis.categories import categorize
+from deployloop.analysis.normalize import FAILURE_OUTCOMES, failure_message, is_failure
+from deployloop.analysis.signatures import (
+    Failure,
+    MessageKey,
+    failure_of,
+    label,
+    message_key,
+    same_cause,
+    similar_messages,
+)
+from deployloop.config import CategoryRule, KnownIssue
+from deployloop.models import Category, Cluster, HistoryRow, TestRow
 
-_MAX_LABEL = 160
-_NO_MESSAGE = "(no failure message)"
+# An outage is many tests failing one way: below this many, one bug can look like one.
+OUTAGE_MIN_TESTS = 3
+
+
+def group_failures(rows: Sequence[TestRow]) -> list[tuple[Failure, ...]]:
+    """The failed and errored rows, grouped by cause; each group sorted by node id."""
+    by_signature: dict[str, list[Failure]] = {}
+    for row in rows:
+        if is_failure(row):
+            failure = failure_of(row)
+            by_signature.setdefault(failure.signature, []).append(failure)
+    groups = [by_signature[signature] for signature in sorted(by_signature)]
+    merged = _merge_similar(groups)
+    return [tuple(sorted(group, key=lambda f: (f.row.nodeid, f.row.suite))) for group in merged]
+
+
+def _merge_similar(groups: list[list[Failure]]) -> list[list[Failure]]:
+    """Union of groups whose first failures are the same cause (single linkage).
+
+    `same_cause` requires equal exception, kept numbers and frame, so a merge never joins
+    different status codes or exception types, however many steps it takes.
+    """
+    parent = list(range(len(groups)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    buckets: dict[tuple[str, tuple[str, ...], str | None], list[int]] = {}
+    for i, group in enumerate(groups):
+        first = group[0]
+        buckets.setdefault((first.exception, first.key.numbers, first.frame), []).append(i)
+    for members in buckets.values():
+        for position, i in enumerate(members):
+            for j in members[position + 1 :]:
+                if same_cause(groups[i][0], groups[j][0]):
+                    parent[root(j)] = root(i)
+    merged: dict[int, list[Failure]] = {}
+    for i, group in enumerate(groups):
+        merged.setdefault(root(i), []).extend(group)
+    return list(merged.values())
 
 
 def cluster_failures(
-    rows: Sequence[TestRow], known_issues: Sequence[KnownIssue] = ()
+    rows: Sequence[TestRow],
+    known_issues: Sequence[KnownIssue] = (),
+    categories: Sequence[CategoryRule] = (),
+    history: Sequence[HistoryRow] | None = None,
+    current: int | None = None,
 ) -> tuple[Cluster, ...]:
-    """Failed and errored tests grouped by signature, largest cluster first.
+    """Failed and errored tests grouped by cause, largest cluster first.
 
-    The signature is the normalized message, which starts with the exception name, so
-    different exception types or status codes never share a cluster. A known issue only
-    labels a cluster: its tests are still failures.
+    A known issue only labels a cluster: its tests are still failures. `first_iteration` is
+    set when `history` is given (and is at most `current`, the iteration analyzed).
     """
-    groups: dict[str, list[TestRow]] = {}
-    for row in rows:
-        if is_failure(row):
-            groups.setdefault(normalize(failure_message(row)), []).append(row)
-    clusters = [_cluster(signature, members, known_issues) for signature, members in groups.items()]
+    clusters = [
+        _cluster(group, known_issues, categories, history, current)
+        for group in group_failures(rows)
+    ]
     return tuple(sorted(clusters, key=lambda c: (-c.count, c.label, c.signature)))
 
 
@@ -36,30 +96,93 @@ def key_issue(rows: Sequence[TestRow]) -> str | None:
     return clusters[0].label if clusters else None
 
 
+def suite_key_issue(clusters: Sequence[Cluster], rows: Sequence[TestRow]) -> str | None:
+    """The label of the cluster holding most of these rows' failures, so a suite's key issue
+    reads exactly like the cluster it belongs to; ties go to the larger cluster."""
+    failing = {row.nodeid for row in rows if is_failure(row)}
+    best: tuple[int, int] | None = None
+    chosen: str | None = None
+    for position, cluster in enumerate(clusters):
+        count = len(failing.intersection(cluster.tests))
+        if count and (best is None or (-count, position) < best):
+            best, chosen = (-count, position), cluster.label
+    return chosen
+
+
 def _cluster(
-    signature: str, members: Sequence[TestRow], known_issues: Sequence[KnownIssue]
+    members: Sequence[Failure],
+    known_issues: Sequence[KnownIssue],
+    categories: Sequence[CategoryRule],
+    history: Sequence[HistoryRow] | None,
+    current: int | None,
 ) -> Cluster:
+    signatures = sorted({f.signature for f in members})
     return Cluster(
-        label=_label(signature),
-        signature=signature,
-        tests=tuple(sorted(row.nodeid for row in members)),
-        suites=tuple(sorted({row.suite for row in members})),
+        label=label(members),
+        signature=signatures[0],
+        tests=tuple(f.row.nodeid for f in members),
+        suites=tuple(sorted({f.row.suite for f in members})),
         known_issue=_cluster_issue(members, known_issues),
+        category=categorize(members, categories),
+        first_iteration=None if history is None else first_iteration(members, history, current),
     )
 
 
-def _label(signature: str) -> str:
-    if not signature:
-        return _NO_MESSAGE
-    if len(signature) <= _MAX_LABEL:
-        return signature
-    return signature[: _MAX_LABEL - 1] + "…"
-
-
-def _cluster_issue(members: Sequence[TestRow], known_issues: Sequence[KnownIssue]) -> str | None:
+def _cluster_issue(members: Sequence[Failure], known_issues: Sequence[KnownIssue]) -> str | None:
     # Members differ only in what normalize removed (ids, numbers), which a regex may still
     # look at, so the first configured issue matching any member wins.
     for issue in known_issues:
-        if any(re.search(issue.match, failure_message(row)) for row in members):
+        if any(re.search(issue.match, failure_message(f.row)) for f in members):
             return issue.id
     return None
+
+
+def first_iteration(
+    members: Sequence[Failure], history: Sequence[HistoryRow], current: int | None
+) -> int | None:
+    """The earliest iteration with a failure of the same cause, any attempt.
+
+    History holds messages, not tracebacks: a failure there is the same cause when its message
+    is (see `similar_messages`), and — for a cluster told apart by its frame because its
+    message says nothing on its own — when it is also one of the cluster's tests.
+    """
+    keys = {f.key for f in members}
+    by_frame = any(f.frame is not None for f in members)
+    tests = {f.row.nodeid for f in members}
+    earliest = current
+    seen: dict[str, bool] = {}
+    for row in history:
+        if row.outcome not in FAILURE_OUTCOMES:
+            continue
+        if earliest is not None and row.iteration >= earliest:
+            continue
+        if by_frame and row.nodeid not in tests:
+            continue
+        message = row.message or ""
+        if message not in seen:
+            seen[message] = _matches(message_key(message), keys)
+        if seen[message]:
+            earliest = row.iteration
+    return earliest
+
+
+def _matches(key: MessageKey, keys: set[MessageKey]) -> bool:
+    return key in keys or any(similar_messages(key, other) for other in keys)
+
+
+def mark_outage(
+    clusters: Sequence[Cluster], executed: int, share: float
+) -> tuple[tuple[Cluster, ...], str | None]:
+    """When one cluster holds at least `share` of the executed tests (and at least
+    OUTAGE_MIN_TESTS of them), it is the environment failing: its category says so, and
+    the returned text says why."""
+    if executed == 0 or not clusters:
+        return tuple(clusters), None
+    biggest = clusters[0]  # clusters come largest first
+    if biggest.count < OUTAGE_MIN_TESTS or biggest.count < share * executed:
+        return tuple(clusters), None
+    text = (
+        f"environment outage: {biggest.count} of {executed} executed tests failed with "
+        f"{biggest.label}"
+    )
+    return (replace(biggest, category=Category.ENVIRONMENT), *clusters[1:]), text

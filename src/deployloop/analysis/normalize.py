@@ -78,7 +78,7 @@ _PYTEST_E_PREFIX = re.compile(r"^E {2,}")  # "E   assert ..." lines of a longrep
 
 def normalize(message: str) -> str:
     """The signature text of a failure message: deterministic and idempotent."""
-    text = _meaningful_lines(message)
+    text = meaningful_line(message)
     # Rewrite to a fixpoint: a replacement can change a neighbour's boundary (a quoted value
     # next to a number), so one pass is not always stable; a second or third pass is.
     for _ in range(8):
@@ -89,7 +89,7 @@ def normalize(message: str) -> str:
     return text
 
 
-def _meaningful_lines(message: str) -> str:
+def meaningful_line(message: str) -> str:
     """The first non-blank line, with the next one when the first is a bare exception name."""
     lines = [_PYTEST_E_PREFIX.sub("", line).strip() for line in message.splitlines()]
     lines = [line for line in lines if line]
@@ -124,6 +124,15 @@ def _rewrite_url(url: str) -> str:
     rest, question, query = rest.partition("?")
     # An empty query stays "?": replacing it would grow "?<query>" on every pass.
     return f"{scheme}://{_TOKEN.sub(_rewrite, rest)}{question}" + ("<query>" if query else "")
+
+
+def status_codes(text: str) -> tuple[str, ...]:
+    """The HTTP status codes a (normalized) text names in an HTTP context, in order."""
+    return tuple(
+        code
+        for match in _STATUS_IN_TEXT.finditer(text)
+        for code in re.findall(r"(?<!\d)[1-5]\d\d(?!\d)", match.group(), re.ASCII)
+    )
 
 
 FAILURE_OUTCOMES = frozenset({Outcome.FAILED, Outcome.ERROR})

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from deployloop.models import (
+    Category,
     Cluster,
     DeployStatus,
+    FalseGreen,
     Figures,
+    HistoryPoint,
+    IntegrityFlag,
+    IterationDiff,
     IterationStatus,
     KnownIssueMatch,
+    Projection,
     SuiteStatus,
     SuiteSummary,
     Summary,
+    Trend,
 )
 
 # Figures fields that the TOTAL row must equal the column sums of.
@@ -239,3 +247,282 @@ def remaining_time(summary: Summary) -> str:
 
 def suites_by_name(suites: Iterable[SuiteSummary]) -> dict[str, SuiteSummary]:
     return {suite.name: suite for suite in suites}
+
+
+# --- insights: wording shared by the three formats ---------------------------------------------
+
+# How a format shows a node id or a suite name: as is in the terminal, as inline code in markdown.
+Namer = Callable[[str], str]
+
+TOP_FACTS = 3
+NAMES_SHOWN = 3
+
+
+def as_is(text: str) -> str:
+    return text
+
+
+def listing(items: Sequence[str], name: Namer = as_is, limit: int = NAMES_SHOWN) -> str:
+    """The first few names, then how many more: "a, b, c and 2 more"."""
+    shown = [name(item) for item in items[:limit]]
+    hidden = len(items) - len(shown)
+    text = ", ".join(shown)
+    return f"{text} and {hidden} more" if hidden > 0 else text
+
+
+def history_point(point: HistoryPoint) -> str:
+    when = f"it{point.iteration}"
+    if point.attempt > 1:
+        when += f" rerun {point.attempt - 1}"
+    return f"{when}: {label(point.outcome)}"
+
+
+def history_text(history: Sequence[HistoryPoint]) -> str:
+    """Oldest first: "it3: failed → it3 rerun 1: passed"."""
+    return " → ".join(history_point(point) for point in history) or "no history recorded"
+
+
+def integrity_subject(flag: IntegrityFlag, name: Namer = as_is) -> str:
+    """The flagged test, with its file when the node id does not already say it."""
+    subject = name(flag.test)
+    if flag.file and not flag.test.startswith(flag.file):
+        subject += f" (file {name(flag.file)})"
+    return subject
+
+
+def integrity_line(flag: IntegrityFlag, name: Namer = as_is) -> str:
+    return f"{integrity_subject(flag, name)}: {one_line(flag.reason)}"
+
+
+def false_green_subject(green: FalseGreen, name: Namer = as_is) -> str:
+    if green.kind == "iteration":
+        return "the iteration"
+    if green.kind in ("suite", "test"):
+        return f"{green.kind} {name(green.subject)}"
+    return name(green.subject)
+
+
+def false_green_line(green: FalseGreen, name: Namer = as_is) -> str:
+    return f"{false_green_subject(green, name)}: {one_line(green.reason)}"
+
+
+def diff_counts(diff: IterationDiff) -> str:
+    """ "vs iteration 3: 4 fixed, 1 new failure, 2 still failing", then what else changed."""
+    parts = [
+        f"{len(diff.fixed)} fixed",
+        plural(len(diff.new_failures), "new failure"),
+        f"{len(diff.still_failing)} still failing",
+    ]
+    if diff.added:
+        parts.append(f"{len(diff.added)} added")
+    if diff.removed:
+        parts.append(f"{len(diff.removed)} removed")
+    if diff.changed_signatures:
+        parts.append(plural(len(diff.changed_signatures), "changed failure signature"))
+    return f"vs iteration {diff.compared_to}: " + ", ".join(parts)
+
+
+def first_seen(cluster: Cluster, current: int) -> str | None:
+    if cluster.first_iteration is None:
+        return None
+    text = f"first seen in iteration {cluster.first_iteration}"
+    return text + " (this one)" if cluster.first_iteration == current else text
+
+
+def cluster_facets(summary: Summary, cluster: Cluster) -> str:
+    """ "environment, first seen in iteration 2": what kind of failure, and since when."""
+    category = cluster.category
+    parts = ["category unknown" if category is Category.UNKNOWN else category.value]
+    seen = first_seen(cluster, summary.iteration.number)
+    if seen:
+        parts.append(seen)
+    return ", ".join(parts)
+
+
+PROJECTION_LABEL = "Projection (not a result)"
+
+
+def projection_text(projection: Projection) -> str:
+    """Worded as a projection, never as a figure: it says what has not been run yet."""
+    return (
+        f"final pass rate {format_percent(round_rate(projection.final_pass_rate))} "
+        f"(range {format_percent(round_rate(projection.low))}"
+        f"–{format_percent(round_rate(projection.high))}) "
+        f"if the {plural(projection.remaining_tests, 'remaining test')} "
+        f"{'runs' if projection.remaining_tests == 1 else 'run'}; "
+        f"basis: {one_line(projection.basis)}"
+    )
+
+
+def round_rate(value: float | None) -> float | None:
+    """A rate the analysis computed, to the one decimal every other rate has."""
+    if value is None or math.isnan(value):
+        return None
+    return round(value, 1)
+
+
+def to_green_text(trend: Trend) -> str:
+    steps = trend.iterations_to_green
+    if steps is None:
+        return "no estimate of iterations to green (not improving, or too little history)"
+    if steps <= 0:
+        return "at the target at this pace"
+    return f"about {plural(math.ceil(steps), 'more iteration')} to green at this pace"
+
+
+def trend_text(trend: Trend) -> str:
+    rates = " → ".join(
+        f"it{number} {format_percent(round_rate(rate))}" for number, rate in trend.pass_rates
+    )
+    return f"{rates or 'no pass rates yet'}; {to_green_text(trend)}"
+
+
+def remaining_tests_by_suite(summary: Summary) -> list[tuple[str, int | None]]:
+    """Each remaining suite with its tests still to run: the analysis's count where it gave one,
+    else the suite's collected tests; None when neither is known."""
+    counts = dict(summary.insights.remaining_suite_tests)
+    suites = suites_by_name(summary.suites)
+    result: list[tuple[str, int | None]] = []
+    for name in summary.remaining_suites:
+        suite = suites.get(name)
+        result.append((name, counts.get(name, suite.figures.collected if suite else None)))
+    return result
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One of the few facts a reader must see first; `severity` picks the terminal colour."""
+
+    kind: str
+    severity: str  # "error", "warning" or "info"
+    text: str
+
+
+def top_facts(summary: Summary, name: Namer = as_is, limit: int = TOP_FACTS) -> list[Fact]:
+    """The most important facts, by priority: outage, integrity, new failures, false greens,
+    the biggest failure pattern, flaky tests, known-issue failures, progress.
+
+    Integrity flags come right after an outage, so they are always among the first facts.
+    """
+    facts = [fact for build in _FACT_BUILDERS if (fact := build(summary, name)) is not None]
+    return facts[:limit]
+
+
+def _outage_fact(summary: Summary, name: Namer) -> Fact | None:
+    outage = summary.insights.outage
+    if not outage:
+        return None
+    return Fact("outage", "error", f"Outage: {one_line(outage)}")
+
+
+def _integrity_fact(summary: Summary, name: Namer) -> Fact | None:
+    flags = summary.insights.integrity
+    if not flags:
+        return None
+    shown = "; ".join(integrity_line(flag, name) for flag in flags[:2])
+    more = f"; and {len(flags) - 2} more" if len(flags) > 2 else ""
+    return Fact(
+        "integrity",
+        "error",
+        f"Integrity: {plural(len(flags), 'flag')} to check before trusting these results — "
+        f"{shown}{more}",
+    )
+
+
+def _new_failures_fact(summary: Summary, name: Namer) -> Fact | None:
+    diff = summary.insights.diff
+    if diff is None or not diff.new_failures:
+        return None
+    return Fact(
+        "new_failures",
+        "error",
+        f"{plural(len(diff.new_failures), 'new failure')} since iteration {diff.compared_to}: "
+        f"{listing(diff.new_failures, name)} "
+        f"({len(diff.fixed)} fixed, {len(diff.still_failing)} still failing)",
+    )
+
+
+def _false_greens_fact(summary: Summary, name: Namer) -> Fact | None:
+    greens = summary.insights.false_greens
+    if not greens:
+        return None
+    shown = "; ".join(false_green_line(green, name) for green in greens[:2])
+    more = f"; and {len(greens) - 2} more" if len(greens) > 2 else ""
+    return Fact(
+        "false_greens",
+        "warning",
+        f"{plural(len(greens), 'false green')} (passing on paper, not in fact): {shown}{more}",
+    )
+
+
+def _cluster_fact(summary: Summary, name: Namer) -> Fact | None:
+    clusters = clusters_in_order(summary)
+    if not clusters:
+        return None
+    biggest = clusters[0]
+    text = (
+        f"Biggest failure pattern: {one_line(biggest.label)} — "
+        f"{plural(biggest.count, 'failure')} in {plural(len(biggest.suites), 'suite')} "
+        f"({cluster_facets(summary, biggest)})"
+    )
+    if biggest.known_issue:
+        text += f"; {known_issue_note(summary, biggest.known_issue)}"
+    return Fact("cluster", "warning", text)
+
+
+def _flaky_fact(summary: Summary, name: Namer) -> Fact | None:
+    flaky = summary.insights.flaky
+    if not flaky:
+        return None
+    tests = [history.test for history in flaky]
+    return Fact(
+        "flaky",
+        "warning",
+        f"{plural(len(flaky), 'flaky test')} (passed and failed without a change): "
+        f"{listing(tests, name)}",
+    )
+
+
+def _known_issue_fact(summary: Summary, name: Namer) -> Fact | None:
+    insights = summary.insights
+    if not insights.failures_with_known_issue:
+        return None
+    count = insights.failures_with_known_issue
+    verbs = (
+        "matches a known issue and still counts"
+        if count == 1
+        else ("match a known issue and still count")
+    )
+    return Fact(
+        "known_issues",
+        "warning",
+        f"{plural(count, 'failure')} {verbs} as failing; "
+        f"{insights.failures_without_known_issue} without a known issue",
+    )
+
+
+def _progress_fact(summary: Summary, name: Namer) -> Fact:
+    totals = summary.totals
+    share = format_percent(percent(totals.executed, totals.collected))
+    parts = [
+        f"Progress: executed {totals.executed} of {totals.collected} collected tests ({share})"
+    ]
+    remaining = remaining_tests_by_suite(summary)
+    if remaining:
+        parts.append(f"{plural(len(remaining), 'suite')} remaining")
+    if totals.pending:
+        parts.append(f"{plural(totals.pending, 'test')} not run yet")
+        parts.append(f"estimated remaining time {remaining_time(summary)}")
+    return Fact("progress", "info", "; ".join(parts))
+
+
+_FACT_BUILDERS: tuple[Callable[[Summary, Namer], Fact | None], ...] = (
+    _outage_fact,
+    _integrity_fact,
+    _new_failures_fact,
+    _false_greens_fact,
+    _cluster_fact,
+    _flaky_fact,
+    _known_issue_fact,
+    _progress_fact,
+)

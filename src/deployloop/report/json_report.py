@@ -2,6 +2,8 @@
 
 Keys and their order are part of the user interface (scripts and CI parse them), so the dicts
 are built field by field rather than from `dataclasses.asdict`, which would follow models.py.
+Keys added later go after the ones already there, so a document from an older version is always
+a prefix, in the same order, of one from a newer version.
 """
 
 from __future__ import annotations
@@ -12,16 +14,31 @@ from typing import Any
 from deployloop.models import (
     Cluster,
     Deployment,
+    FalseGreen,
     Figures,
+    IntegrityFlag,
+    IterationDiff,
     KnownIssueMatch,
+    Projection,
     SuiteSummary,
     Summary,
+    TestHistory,
+    Trend,
 )
-from deployloop.report._format import pass_rate, suites_in_order
+from deployloop.report._format import (
+    pass_rate,
+    remaining_tests_by_suite,
+    round_rate,
+    suites_in_order,
+)
+
+# FalseGreen.kind -> the key that names its subject, as DESIGN.md has it: {suite or test, reason}.
+FALSE_GREEN_KEYS = {"suite": "suite", "test": "test", "iteration": "iteration"}
 
 
 def summary_to_dict(summary: Summary) -> dict[str, Any]:
     iteration = summary.iteration
+    insights = summary.insights
     return {
         "env": iteration.env,
         "iteration": iteration.number,
@@ -39,6 +56,22 @@ def summary_to_dict(summary: Summary) -> dict[str, Any]:
             "elapsed_s": summary.elapsed_s,
             "estimated_remaining_s": summary.estimated_remaining_s,
         },
+        # The analysis features, after the keys above.
+        "known_issue_failures": {
+            "with": insights.failures_with_known_issue,
+            "without": insights.failures_without_known_issue,
+        },
+        "remaining_tests": [
+            {"suite": name, "tests": tests} for name, tests in remaining_tests_by_suite(summary)
+        ],
+        "outage": insights.outage,
+        "integrity": [_integrity(flag) for flag in insights.integrity],
+        "false_greens": [_false_green(green, iteration.number) for green in insights.false_greens],
+        "flaky": [_history(history) for history in insights.flaky],
+        "broken": [_history(history) for history in insights.broken],
+        "projection": _projection(insights.projection),
+        "trend": _trend(insights.trend),
+        "diff": _diff(insights.diff),
     }
 
 
@@ -86,6 +119,8 @@ def _cluster(cluster: Cluster) -> dict[str, Any]:
         "tests": list(cluster.tests),
         "known_issue": cluster.known_issue,
         "suites": list(cluster.suites),
+        "category": cluster.category.value,
+        "first_iteration": cluster.first_iteration,
     }
 
 
@@ -108,4 +143,72 @@ def _deployment(deployment: Deployment) -> dict[str, Any]:
         "started_at": deployment.started_at,
         "ready_at": deployment.ready_at,
         "error": deployment.error,
+        "image": deployment.image,
+        "rolled_back_to": deployment.rolled_back_to,
+    }
+
+
+def _history(history: TestHistory) -> dict[str, Any]:
+    return {
+        "test": history.test,
+        "history": [
+            {"iteration": point.iteration, "outcome": point.outcome.value, "attempt": point.attempt}
+            for point in history.history
+        ],
+        "reason": history.reason,
+    }
+
+
+def _integrity(flag: IntegrityFlag) -> dict[str, Any]:
+    return {"test": flag.test, "file": flag.file, "reason": flag.reason}
+
+
+def _false_green(green: FalseGreen, iteration: int) -> dict[str, Any]:
+    key = FALSE_GREEN_KEYS.get(green.kind)
+    if key is None:  # a kind this version does not know: keep both rather than guess
+        return {"subject": green.subject, "kind": green.kind, "reason": green.reason}
+    # A false green of the whole iteration names the iteration by its number.
+    subject: str | int = iteration if key == "iteration" else green.subject
+    return {key: subject, "reason": green.reason}
+
+
+def _projection(projection: Projection | None) -> dict[str, Any] | None:
+    if projection is None:
+        return None
+    return {
+        "final_pass_rate": round_rate(projection.final_pass_rate),
+        "low": round_rate(projection.low),
+        "high": round_rate(projection.high),
+        "remaining_tests": projection.remaining_tests,
+        "basis": projection.basis,
+    }
+
+
+def _trend(trend: Trend | None) -> dict[str, Any] | None:
+    if trend is None:
+        return None
+    steps = trend.iterations_to_green
+    return {
+        "pass_rates": [
+            {"iteration": number, "pass_rate": round_rate(rate)}
+            for number, rate in trend.pass_rates
+        ],
+        "iterations_to_green": None if steps is None else round(steps, 1),
+    }
+
+
+def _diff(diff: IterationDiff | None) -> dict[str, Any] | None:
+    if diff is None:
+        return None
+    return {
+        "compared_to": diff.compared_to,
+        "fixed": list(diff.fixed),
+        "new_failures": list(diff.new_failures),
+        "still_failing": list(diff.still_failing),
+        "added": list(diff.added),
+        "removed": list(diff.removed),
+        "changed_signatures": [
+            {"test": change.test, "before": change.before, "after": change.after}
+            for change in diff.changed_signatures
+        ],
     }

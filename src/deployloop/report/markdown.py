@@ -3,31 +3,45 @@
 Same sections as the reports teams write by hand, but every figure comes from the Summary, so
 the verdict, the TOTAL row and the progress line cannot disagree, and a failure that matches a
 known issue is listed as a failure with the issue's reason, never as "expected".
+
+It opens with the verdict and the three facts that matter most (an outage, integrity flags, new
+failures, ... by priority); integrity flags also get their own section before the results, since
+they say whether the results can be trusted at all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from deployloop.models import Cluster, Figures, SuiteSummary, Summary
+from deployloop.models import Cluster, Figures, SuiteSummary, Summary, TestHistory
 from deployloop.report._format import (
+    PROJECTION_LABEL,
     clusters_in_order,
+    diff_counts,
     failing,
     failure_messages,
+    false_green_line,
     figures_disagreement,
+    first_seen,
     format_duration,
     format_percent,
     format_time,
+    history_text,
+    integrity_line,
     known_issue_note,
     label,
     one_line,
     pass_rate,
     percent,
     plural,
+    projection_text,
     remaining_note,
+    remaining_tests_by_suite,
     remaining_time,
     suites_by_name,
     suites_in_order,
+    top_facts,
+    trend_text,
     unclustered_failures,
     verdict_detail,
     verdict_word,
@@ -53,13 +67,18 @@ RESULT_ALIGN = ("left", "right", "left") + ("right",) * 7 + ("left",)
 def summary_to_markdown(summary: Summary) -> str:
     sections = [
         _title(summary),
+        _top_facts(summary),
+        _integrity(summary),
         _results(summary),
         _failure_analysis(summary),
+        _flaky_and_broken(summary),
+        _false_greens(summary),
+        _changes(summary),
         _progress(summary),
         _deployments(summary),
         _key_metrics(summary),
     ]
-    return "\n\n".join(sections) + "\n"
+    return "\n\n".join(section for section in sections if section) + "\n"
 
 
 def cell(text: object) -> str:
@@ -90,6 +109,87 @@ def _title(summary: Summary) -> str:
     iteration = summary.iteration
     verdict = f"**Verdict: {verdict_word(iteration.status)}** — {verdict_detail(summary)}"
     return f"# {iteration.env} — iteration {iteration.number}\n\n{verdict}"
+
+
+def _top_facts(summary: Summary) -> str:
+    return "\n".join(f"- {fact.text}" for fact in top_facts(summary, code))
+
+
+def _integrity(summary: Summary) -> str:
+    flags = summary.insights.integrity
+    if not flags:
+        return ""
+    lines = [
+        "## Integrity",
+        "",
+        f"{plural(len(flags), 'flag')}: check these before trusting the pass rate.",
+        "",
+    ]
+    lines.extend(f"- {integrity_line(flag, code)}" for flag in flags)
+    return "\n".join(lines)
+
+
+def _history_entry(history: TestHistory) -> str:
+    return (
+        f"- {code(history.test)} — {one_line(history.reason)}\n  - {history_text(history.history)}"
+    )
+
+
+def _flaky_and_broken(summary: Summary) -> str:
+    insights = summary.insights
+    if not insights.flaky and not insights.broken:
+        return ""
+    parts = ["## Flaky and broken tests"]
+    if insights.flaky:
+        lines = [f"### Flaky ({len(insights.flaky)})", ""]
+        lines.extend(_history_entry(history) for history in insights.flaky)
+        parts.append("\n".join(lines))
+    if insights.broken:
+        lines = [f"### Broken ({len(insights.broken)})", ""]
+        lines.extend(_history_entry(history) for history in insights.broken)
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _false_greens(summary: Summary) -> str:
+    greens = summary.insights.false_greens
+    if not greens:
+        return ""
+    lines = [
+        "## False greens",
+        "",
+        f"{plural(len(greens), 'result')} that passed on paper but not in fact:",
+        "",
+    ]
+    lines.extend(f"- {false_green_line(green, code)}" for green in greens)
+    return "\n".join(lines)
+
+
+def _changes(summary: Summary) -> str:
+    diff = summary.insights.diff
+    if diff is None:
+        return ""
+    parts = [f"## Changes since iteration {diff.compared_to}", diff_counts(diff) + "."]
+    groups = (
+        ("New failures", diff.new_failures),
+        ("Still failing", diff.still_failing),
+        ("Fixed", diff.fixed),
+        ("Added", diff.added),
+        ("Removed", diff.removed),
+    )
+    for title, tests in groups:
+        if tests:
+            lines = [f"### {title} ({len(tests)})", ""]
+            lines.extend(f"- {code(test)}" for test in tests)
+            parts.append("\n".join(lines))
+    if diff.changed_signatures:
+        lines = [f"### Changed failure signatures ({len(diff.changed_signatures)})", ""]
+        lines.extend(
+            f"- {code(change.test)}: {one_line(change.before)} → {one_line(change.after)}"
+            for change in diff.changed_signatures
+        )
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
 
 
 def _figure_cells(figures: Figures) -> list[str]:
@@ -139,6 +239,7 @@ def _failure_analysis(summary: Summary) -> str:
     else:
         parts.append(
             f"{plural(count, 'failing test')} in {plural(len(summary.clusters), 'pattern')}."
+            + _known_issue_counts(summary)
         )
     messages = failure_messages(summary)
     for number, cluster in enumerate(clusters_in_order(summary), start=1):
@@ -159,7 +260,11 @@ def _cluster(summary: Summary, number: int, cluster: Cluster, messages: dict[str
         f"### {number}. {one_line(cluster.label)} — {plural(cluster.count, 'failure')}",
         "",
         f"- Suites: {', '.join(cluster.suites) or '-'}",
+        f"- Category: {cluster.category.value}",
     ]
+    seen = first_seen(cluster, summary.iteration.number)
+    if seen:
+        lines.append(f"- {seen[0].upper()}{seen[1:]}")
     if cluster.known_issue:
         lines.append(f"- {known_issue_note(summary, cluster.known_issue)}")
     lines.append("- Tests:")
@@ -186,6 +291,16 @@ def _known_issues(summary: Summary) -> str:
     return "\n".join(lines)
 
 
+def _known_issue_counts(summary: Summary) -> str:
+    insights = summary.insights
+    known, unknown = insights.failures_with_known_issue, insights.failures_without_known_issue
+    if not known and not unknown:
+        return ""  # the analysis did not count them
+    return (
+        f" {known} with a known issue (still counted as failing), {unknown} without a known issue."
+    )
+
+
 def _progress(summary: Summary) -> str:
     totals = summary.totals
     share = format_percent(percent(totals.executed, totals.collected))
@@ -196,34 +311,52 @@ def _progress(summary: Summary) -> str:
         f"{totals.skipped} skipped, {totals.xfailed} xfailed, {totals.xpassed} xpassed, "
         f"{totals.pending} not run yet.",
     ]
+    if summary.suites:
+        lines.append("- Per suite:")
+        for suite in suites_in_order(summary):
+            figures = suite.figures
+            rate = format_percent(percent(figures.executed, figures.collected))
+            lines.append(
+                f"  - {suite.name}: executed {figures.executed} of {figures.collected} ({rate})"
+            )
     suites = suites_by_name(summary.suites)
-    if summary.remaining_suites:
-        lines.append(f"- Remaining suites ({len(summary.remaining_suites)}):")
-        for name in summary.remaining_suites:
-            suite = suites.get(name)
-            size = f", {plural(suite.figures.collected, 'test')}" if suite else ""
-            lines.append(f"  - {name} ({remaining_note(suite)}{size})")
+    remaining = remaining_tests_by_suite(summary)
+    if remaining:
+        lines.append(f"- Remaining suites ({len(remaining)}):")
+        for name, tests in remaining:
+            size = f", {plural(tests, 'test')}" if tests is not None else ""
+            lines.append(f"  - {name} ({remaining_note(suites.get(name))}{size})")
     else:
         lines.append("- Remaining suites: none.")
     lines.append(f"- Estimated remaining time: {remaining_time(summary)}")
+    insights = summary.insights
+    if insights.projection is not None:
+        lines.append(f"- **{PROJECTION_LABEL}:** {projection_text(insights.projection)}")
+    if insights.trend is not None:
+        lines.append(f"- Trend: {trend_text(insights.trend)}")
     return "\n".join(lines)
 
 
 def _deployments(summary: Summary) -> str:
     if not summary.deployments:
         return "## Deployment status\n\nNo services deployed in this iteration."
-    rows = [
-        [
-            d.service,
-            label(d.status),
-            d.url or "-",
-            d.revision or "-",
-            one_line(d.error) if d.error else "",
-        ]
-        for d in summary.deployments
-    ]
-    headers = ("Service", "Status", "URL", "Revision", "Error")
-    return "## Deployment status\n\n" + table(headers, ("left",) * 5, rows)
+    # Image and rollback columns only when some service has them: local deploys have neither.
+    images = any(d.image for d in summary.deployments)
+    rollbacks = any(d.rolled_back_to for d in summary.deployments)
+    headers = ["Service", "Status", "URL"]
+    headers += ["Image"] if images else []
+    headers += ["Revision"]
+    headers += ["Rolled back to"] if rollbacks else []
+    headers += ["Error"]
+    rows = []
+    for d in summary.deployments:
+        row = [d.service, label(d.status), d.url or "-"]
+        row += [d.image or "-"] if images else []
+        row += [d.revision or "-"]
+        row += [d.rolled_back_to or "-"] if rollbacks else []
+        row += [one_line(d.error) if d.error else ""]
+        rows.append(row)
+    return "## Deployment status\n\n" + table(headers, ("left",) * len(headers), rows)
 
 
 def _key_metrics(summary: Summary) -> str:

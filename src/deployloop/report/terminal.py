@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -24,28 +24,41 @@ from deployloop.models import (
     Summary,
 )
 from deployloop.report._format import (
+    PROJECTION_LABEL,
+    Fact,
+    cluster_facets,
     clusters_in_order,
+    diff_counts,
     failing,
+    false_green_line,
     figures_disagreement,
     format_duration,
     format_percent,
     format_time,
+    integrity_line,
     known_issue_note,
     label,
+    listing,
     one_line,
     pass_rate,
     percent,
     plural,
+    projection_text,
     remaining_time,
     seconds_between,
     short_sha,
     suites_in_order,
+    top_facts,
+    trend_text,
     verdict_detail,
     verdict_word,
 )
 
 TOP_CLUSTERS = 5
 TESTS_PER_CLUSTER = 3
+ATTENTION_LINES = 5  # per kind: integrity flags, false greens
+
+_FACT_STYLES = {"error": "bold red", "warning": "yellow", "info": ""}
 
 _ITERATION_STYLES = {
     IterationStatus.PASSED: "bold green",
@@ -68,20 +81,35 @@ _DEPLOY_STYLES = {
 def render_summary(summary: Summary, console: Console) -> None:
     iteration = summary.iteration
     console.print(Text(f"{iteration.env} — iteration {iteration.number}", style="bold"))
+    attention = _attention(summary)
+    if attention is not None:
+        console.print(attention)
+        console.print()
     console.print(_suite_table(summary, console.width))
     for problem in figures_disagreement(summary):
         console.print(Text(f"Totals disagree with the suite rows: {problem}", style="bold red"))
     if summary.clusters:
         console.print(_clusters(summary))
         console.print()
+    lines = _insight_lines(summary)
+    for line in lines:
+        console.print(line)
+    if lines:
+        console.print()
     if summary.deployments:
-        console.print(_deployment_table(summary))
+        console.print(_deployment_table(summary, console.width))
     console.print(
         Text(
             f"Elapsed {format_duration(summary.elapsed_s)}, "
             f"estimated remaining {remaining_time(summary)}, git {short_sha(iteration.git_sha)}"
         )
     )
+    projection = summary.insights.projection
+    if projection is not None:
+        line = Text()
+        line.append(f"{PROJECTION_LABEL}: ", style="bold")
+        line.append(projection_text(projection))
+        console.print(line)
     console.print(verdict(summary))
 
 
@@ -102,10 +130,12 @@ def render_status(summary: Summary, console: Console) -> None:
         )
         console.print(_grid(bar, counts))
     if summary.suites:
-        console.print(_status_table(summary))
+        console.print(_status_table(summary, console.width))
     else:
         console.print(Text("No suites collected yet."))
     console.print(verdict(summary))
+    console.print(Text("Top facts", style="bold"))
+    console.print(_facts(top_facts(summary)))
 
 
 def render_history(rows: Sequence[tuple[IterationRecord, Figures]], console: Console) -> None:
@@ -149,6 +179,74 @@ def verdict(summary: Summary) -> Text:
     text = Text(f"Verdict: {verdict_word(status)}", style=_iteration_style(status))
     text.append(f" — {verdict_detail(summary)}")
     return text
+
+
+def _attention(summary: Summary) -> Group | None:
+    """What must be read before the tables: an outage, integrity flags, false greens."""
+    insights = summary.insights
+    if not (insights.outage or insights.integrity or insights.false_greens):
+        return None
+    rows: list[tuple[str, str, str]] = []  # (label, text, style)
+    if insights.outage:
+        rows.append(("Outage", one_line(insights.outage), "red"))
+    rows += [("Integrity", integrity_line(f), "red") for f in insights.integrity[:ATTENTION_LINES]]
+    rows += _more(len(insights.integrity), "integrity flag")
+    greens = insights.false_greens[:ATTENTION_LINES]
+    rows += [("False green", false_green_line(g), "yellow") for g in greens]
+    rows += _more(len(insights.false_greens), "false green")
+    grid = Table.grid(padding=0)
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for name, body, style in rows:
+        text = Text()
+        if name:
+            text.append(f"{name}: ", style=f"bold {style}")
+        text.append(body, style=style)
+        grid.add_row(Text("  ! " if name else "    ", style=f"bold {style}"), text)
+    return Group(Text("Attention", style="bold red"), grid)
+
+
+def _more(count: int, word: str) -> list[tuple[str, str, str]]:
+    hidden = count - ATTENTION_LINES
+    return [("", f"... and {plural(hidden, 'more ' + word)}", "dim")] if hidden > 0 else []
+
+
+def _insight_lines(summary: Summary) -> list[Text]:
+    """Known-issue counts, flaky and broken tests, the diff and the trend: a line each."""
+    insights = summary.insights
+    lines = []
+    if insights.failures_with_known_issue:
+        lines.append(
+            Text(
+                f"Known issues: {plural(insights.failures_with_known_issue, 'failure')} with a "
+                f"known issue (still counted as failing), "
+                f"{insights.failures_without_known_issue} without",
+                style="yellow",
+            )
+        )
+    for word, histories, style in (
+        ("Flaky", insights.flaky, "yellow"),
+        ("Broken", insights.broken, "red"),
+    ):
+        if histories:
+            names = listing([history.test for history in histories])
+            lines.append(Text(f"{word}: {len(histories)} — {names}", style=style))
+    if insights.diff is not None:
+        style = "red" if insights.diff.new_failures else ""
+        lines.append(Text(diff_counts(insights.diff), style=style))
+    if insights.trend is not None:
+        lines.append(Text(f"Trend: {trend_text(insights.trend)}"))
+    return lines
+
+
+def _facts(facts: Sequence[Fact]) -> Table:
+    """Top facts as bullets; a long fact wraps under its own text, not under the bullet."""
+    grid = Table.grid(padding=0)
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for fact in facts:
+        grid.add_row(Text("  • "), Text(fact.text, style=_FACT_STYLES.get(fact.severity, "")))
+    return grid
 
 
 def _grid(*cells: Text | ProgressBar) -> Table:
@@ -229,6 +327,7 @@ def _clusters(summary: Summary) -> Text:
         text.append(f"{cluster.count:>4} ", style="bold red")
         text.append(one_line(cluster.label))
         text.append(f"  [{', '.join(cluster.suites)}]", style="dim")
+        text.append(f"  {cluster_facets(summary, cluster)}", style="dim")
         if cluster.known_issue:
             text.append("\n     " + known_issue_note(summary, cluster.known_issue), style="yellow")
         for test in _first_tests(cluster):
@@ -247,27 +346,57 @@ def _first_tests(cluster: Cluster) -> list[str]:
     return tests
 
 
-def _deployment_table(summary: Summary) -> Table:
+def _deployment_table(summary: Summary, width: int) -> Group:
     table = Table(title=Text("Deployments"), box=box.SIMPLE_HEAVY)
-    for name in ("Service", "Status", "URL", "Revision"):
-        table.add_column(name, overflow="fold")
+    # Image and rollback columns only when some service has them: local deploys have neither.
+    # Below 100 columns they go under the table instead, one line per service.
+    narrow = width < _NARROW
+    images = any(d.image for d in summary.deployments)
+    rollbacks = any(d.rolled_back_to for d in summary.deployments)
+    names = ["Service", "Status", "URL"]
+    names += ["Image"] if images and not narrow else []
+    names += ["Revision"]
+    names += ["Rolled back to"] if rollbacks and not narrow else []
+    longest = max((len(d.image or "") for d in summary.deployments), default=0)
+    for name in names:
+        # On a wide terminal an image reference stays whole: it gets copied into commands.
+        whole = min(longest, 60) if name == "Image" and width >= _WIDE else None
+        table.add_column(name, overflow="fold", min_width=whole)
     table.add_column("Error", overflow="fold", max_width=60)
+    notes = Text()
     for d in summary.deployments:
-        table.add_row(
+        cells = [
             Text(d.service),
             Text(label(d.status), style=_DEPLOY_STYLES.get(d.status, "bold red")),
             Text(d.url or "-"),
-            Text(d.revision or "-"),
-            Text(one_line(d.error) if d.error else "", style="red"),
+        ]
+        cells += [Text(d.image or "-")] if "Image" in names else []
+        cells += [Text(d.revision or "-")]
+        cells += (
+            [Text(d.rolled_back_to or "-", style="yellow")] if "Rolled back to" in names else []
         )
-    return table
+        cells += [Text(one_line(d.error) if d.error else "", style="red")]
+        table.add_row(*cells)
+        if narrow and (d.image or d.rolled_back_to):
+            notes.append("\n" if notes else "")
+            notes.append(f"  {d.service}: ")
+            if d.image:
+                notes.append(f"image {d.image}")
+            if d.image and d.rolled_back_to:
+                notes.append("; ")
+            if d.rolled_back_to:
+                notes.append(f"rolled back to {d.rolled_back_to}", style="yellow")
+    return Group(table, notes) if notes else Group(table)
 
 
-def _status_table(summary: Summary) -> Table:
+def _status_table(summary: Summary, width: int) -> Table:
     table = Table(box=box.SIMPLE)
     table.add_column("Suite", no_wrap=True)
     table.add_column("Status", no_wrap=True)
-    for name in ("Done", "Passed", "Failed", "Errors", "Pass rate"):
+    headers = ("Done", "Passed", "Failed", "Errors", "Pass rate")
+    if width < _NARROW:  # short headers rather than "Fail…" and "Pass ra…"
+        headers = ("Done", "Pass", "Fail", "Err", "Rate")
+    for name in headers:
         table.add_column(name, justify="right", no_wrap=True)
     for suite in suites_in_order(summary):
         figures = suite.figures

@@ -26,6 +26,7 @@ class _Collected:
     items: list[dict[str, str]]
     returncode: int
     output: str
+    timed_out_after: float | None = None  # seconds, when collection was stopped
 
 
 def collect_inventory(
@@ -49,7 +50,52 @@ def collect_inventory(
         else:
             for suite_name, items in _assign(members, collected, setup.workdir).items():
                 by_suite[suite_name] += items
-    return [item for suite in suites for item in by_suite[suite.name]]
+    return _one_suite_each(suites, by_suite, setup.workdir)
+
+
+def _one_suite_each(
+    suites: Sequence[SuiteConfig], by_suite: dict[str, list[InventoryItem]], workdir: Path
+) -> list[InventoryItem]:
+    """A test that suites of two `-m` groups both collected belongs to the more specific one
+    (a node id over a file over a folder; a `-m` expression over none), so it runs and counts
+    once."""
+    homes: dict[str, list[SuiteConfig]] = {}
+    for suite in suites:
+        for item in by_suite[suite.name]:
+            homes.setdefault(item.nodeid, []).append(suite)
+    out = []
+    for suite in suites:
+        for item in by_suite[suite.name]:
+            candidates = homes[item.nodeid]
+            if len(candidates) > 1:
+                best = max(candidates, key=lambda s: _specificity(s, item, workdir))
+                if best is not suite:
+                    continue
+            out.append(item)
+    return out
+
+
+def _specificity(suite: SuiteConfig, item: InventoryItem, workdir: Path) -> tuple[int, bool]:
+    item_file = _resolve(workdir, item.file)
+    scores = [_match(spec, item.nodeid, item_file, workdir) for spec in suite.paths]
+    return max((sc for sc in scores if sc is not None), default=-1), suite.markers is not None
+
+
+def suites_covering_others(
+    suites: Sequence[SuiteConfig], owners: dict[str, str], workdir: Path
+) -> set[str]:
+    """Suites whose paths also hold tests that belong to another suite: running them by
+    their paths would run those tests twice, so they must run by node id."""
+    out = set()
+    for suite in suites:
+        for nodeid, owner in owners.items():
+            if owner == suite.name:
+                continue
+            item_file = _resolve(workdir, _file(nodeid))
+            if any(_match(spec, nodeid, item_file, workdir) is not None for spec in suite.paths):
+                out.add(suite.name)
+                break
+    return out
 
 
 def _run_all(
@@ -74,10 +120,12 @@ def _run_all(
         results = []
         for proc, inventory in procs:
             code = proc.wait(timeout_s)
-            output = proc.tail(30)
-            if proc.was_interrupted:
-                output = f"collection took longer than {timeout_s:g} s and was stopped\n" + output
-            results.append(_Collected(_read_inventory(inventory), code, output))
+            results.append(
+                _Collected(
+                    _read_inventory(inventory), code, proc.tail(30),
+                    timeout_s if proc.was_interrupted else None,
+                )
+            )
         return results
     finally:
         for proc, _ in procs:
@@ -99,7 +147,9 @@ def _read_inventory(path: Path) -> list[dict[str, str]]:
 
 def _failed_as_a_whole(collected: _Collected) -> bool:
     # Usage errors (a missing path, a bad option), internal errors, a hang: nothing listed.
-    return not collected.items and collected.returncode not in (0, _EXIT_NO_TESTS)
+    return collected.timed_out_after is not None or (
+        not collected.items and collected.returncode not in (0, _EXIT_NO_TESTS)
+    )
 
 
 def _assign(
@@ -122,7 +172,12 @@ def _assign(
         if out[suite.name]:
             continue
         # A suite with nothing to run is a mistake worth seeing, not a silent zero.
-        if _failed_as_a_whole(collected):
+        if collected.timed_out_after is not None:
+            message = (
+                f"collection timed out after {collected.timed_out_after:g} s"
+                " (tests.suite_timeout_s): pytest was stopped"
+            )
+        elif _failed_as_a_whole(collected):
             message = f"pytest could not collect this suite (exit {collected.returncode}): "
             message += error_line(collected.output)
         else:

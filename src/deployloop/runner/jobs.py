@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from deployloop.config import SuiteConfig
@@ -44,14 +45,20 @@ def plan_jobs(
     collectable: dict[str, list[str]],
     workers: int,
     prefix: str = "",
+    by_node_id: AbstractSet[str] = frozenset(),
 ) -> list[Job]:
     """Jobs for the `pending` node ids of `suites` (already in run order: priority first).
 
     `collectable` holds each suite's node ids that collected without error; a suite whose
-    pending tests are all of them runs by its paths.
+    pending tests are all of them runs by its paths, unless it is in `by_node_id` (its paths
+    hold other suites' tests too).
     """
     units = [
-        _Unit(s, tuple(pending[s.name]), set(pending[s.name]) == set(collectable[s.name]))
+        _Unit(
+            s,
+            tuple(pending[s.name]),
+            s.name not in by_node_id and set(pending[s.name]) == set(collectable.get(s.name, [])),
+        )
         for s in suites
         if pending.get(s.name)
     ]

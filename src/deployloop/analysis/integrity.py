@@ -1,0 +1,96 @@
+"""Integrity flags: results that may be green because the tests changed, not the product.
+
+Compared with the iteration before (N-1):
+- a test that failed in N-1 and passes now while its file's hash changed;
+- a test that failed in N-1 and is not collected now ("failing test removed");
+- a suite that collects fewer tests than in N-1.
+Each is a reason to look before trusting the figures, never a verdict.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from deployloop.analysis.context import IterationRows
+from deployloop.analysis.normalize import is_failure
+from deployloop.models import HistoryRow, IntegrityFlag, Outcome, TestRow
+
+
+def integrity_flags(
+    rows: Sequence[TestRow],
+    previous: IterationRows | None,
+    history: Sequence[HistoryRow],
+    current: int,
+) -> tuple[IntegrityFlag, ...]:
+    if previous is None:
+        return ()
+    return (
+        changed_then_passed(rows, previous, history, current)
+        + failing_removed(rows, previous)
+        + suites_shrunk(rows, previous)
+    )
+
+
+def changed_then_passed(
+    rows: Sequence[TestRow],
+    previous: IterationRows,
+    history: Sequence[HistoryRow],
+    current: int,
+) -> tuple[IntegrityFlag, ...]:
+    """Failed in N-1, passes now, and its file's hash differs between the two (both known)."""
+    before = previous.record.number
+    hashes = {
+        (r.iteration, r.nodeid): r.file_hash
+        for r in history
+        if r.attempt == 1 and r.iteration in (before, current)
+    }
+    failed_before = {row.nodeid for row in previous.rows if is_failure(row)}
+    flags = []
+    for row in sorted(rows, key=lambda r: r.nodeid):
+        if row.outcome != Outcome.PASSED or row.nodeid not in failed_before:
+            continue
+        old, new = hashes.get((before, row.nodeid)), hashes.get((current, row.nodeid))
+        if old is not None and new is not None and old != new:
+            reason = f"passed after its test changed (file hash differs from iteration {before})"
+            flags.append(IntegrityFlag(row.nodeid, row.file, reason))
+    return tuple(flags)
+
+
+def failing_removed(rows: Sequence[TestRow], previous: IterationRows) -> tuple[IntegrityFlag, ...]:
+    """Failed in N-1 and not collected now: a failure that went away by going away."""
+    now = {row.nodeid for row in rows}
+    before = previous.record.number
+    return tuple(
+        IntegrityFlag(
+            row.nodeid,
+            row.file,
+            f"failing test removed: it failed in iteration {before} and is not collected now",
+        )
+        for row in sorted(previous.rows, key=lambda r: r.nodeid)
+        if is_failure(row) and row.nodeid not in now
+    )
+
+
+def suites_shrunk(rows: Sequence[TestRow], previous: IterationRows) -> tuple[IntegrityFlag, ...]:
+    """Suites collecting fewer tests than in N-1, in N-1's suite order."""
+    now_counts = Counter(row.suite for row in rows)
+    before_counts = Counter(row.suite for row in previous.rows)
+    before = previous.record.number
+    flags = []
+    for suite in dict.fromkeys(row.suite for row in previous.rows):
+        now, then = now_counts[suite], before_counts[suite]
+        if now >= then:
+            continue
+        now_ids = {row.nodeid for row in rows if row.suite == suite}
+        then_ids = {row.nodeid for row in previous.rows if row.suite == suite}
+        removed, added = len(then_ids - now_ids), len(now_ids - then_ids)
+        reason = f"suite has {_tests(now)}, {then} in iteration {before}: {removed} removed"
+        if added:
+            reason += f", {added} added"
+        flags.append(IntegrityFlag(suite, None, reason))
+    return tuple(flags)
+
+
+def _tests(count: int) -> str:
+    return f"{count} test" if count == 1 else f"{count} tests"
