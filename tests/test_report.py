@@ -9,19 +9,29 @@ from dataclasses import replace
 from rich.console import Console
 
 from deployloop.models import (
+    Category,
     Cluster,
     Deployment,
     DeployStatus,
+    FalseGreen,
     Figures,
+    HistoryPoint,
+    Insights,
+    IntegrityFlag,
+    IterationDiff,
     IterationRecord,
     IterationStatus,
     KnownIssueMatch,
     Outcome,
+    Projection,
+    SignatureChange,
     SuiteStatus,
     SuiteSummary,
     Summary,
+    Trend,
 )
-from deployloop.models import TestRow as Row  # aliased: pytest collects classes named Test*
+from deployloop.models import TestHistory as History  # aliased: pytest collects Test* classes
+from deployloop.models import TestRow as Row
 from deployloop.report.json_report import summary_to_dict, summary_to_json
 from deployloop.report.markdown import summary_to_markdown
 from deployloop.report.terminal import render_history, render_status, render_summary
@@ -191,6 +201,17 @@ def test_json_has_every_contract_key_in_order() -> None:
         "remaining_suites",
         "deployments",
         "timing",
+        # The analysis features come after the keys above, which keep their order.
+        "known_issue_failures",
+        "remaining_tests",
+        "outage",
+        "integrity",
+        "false_greens",
+        "flaky",
+        "broken",
+        "projection",
+        "trend",
+        "diff",
     ]
     assert list(data["totals"]) == [
         "collected",
@@ -217,7 +238,15 @@ def test_json_has_every_contract_key_in_order() -> None:
         "pass_rate",
         "key_issue",
     ]
-    assert list(data["clusters"][0]) == ["label", "count", "tests", "known_issue", "suites"]
+    assert list(data["clusters"][0]) == [
+        "label",
+        "count",
+        "tests",
+        "known_issue",
+        "suites",
+        "category",
+        "first_iteration",
+    ]
     assert list(data["known_issues"][0]) == ["id", "reason", "failures", "expired", "matched"]
     assert list(data["deployments"][0]) == [
         "service",
@@ -227,6 +256,8 @@ def test_json_has_every_contract_key_in_order() -> None:
         "started_at",
         "ready_at",
         "error",
+        "image",
+        "rolled_back_to",
     ]
     assert list(data["timing"]) == ["elapsed_s", "estimated_remaining_s"]
 
@@ -480,3 +511,478 @@ def test_terminal_summary_keeps_figures_whole_on_an_80_column_terminal() -> None
     assert total_line.split() == ["TOTAL", "88", "46", "41", "4", "1", "2", "89.1%"]
     assert "100.0%" in text  # the passing suite's rate, not cut to "100.…"
     assert "…" not in text
+
+
+# --- insights ------------------------------------------------------------------------------
+
+FLAKY_TEST = "tests/e2e/test_priority2_high.py::test_session_refresh"
+CHANGED_TEST = "tests/e2e/test_auth.py::test_login_rejects_bad_password"
+EMPTY_TEST = "tests/e2e/test_priority2_high.py::test_export[csv]"
+FIXED = tuple(f"tests/e2e/test_priority2_high.py::test_fixed_{n}" for n in range(4))
+ADDED = "tests/e2e/test_priority2_high.py::test_new_export"
+REMOVED = "tests/e2e/test_priority2_high.py::test_old_export"
+PROJECTION_BASIS = "remaining suites pass at their iteration-3 rate"
+
+
+def make_insights() -> Insights:
+    return Insights(
+        flaky=(
+            History(
+                FLAKY_TEST,
+                (
+                    HistoryPoint(3, Outcome.FAILED, 1),
+                    HistoryPoint(3, Outcome.PASSED, 2),
+                    HistoryPoint(4, Outcome.PASSED, 1),
+                ),
+                "failed and passed on the same code",
+            ),
+        ),
+        broken=(
+            History(
+                WS_TESTS[0],
+                (
+                    HistoryPoint(2, Outcome.FAILED),
+                    HistoryPoint(3, Outcome.FAILED),
+                    HistoryPoint(4, Outcome.FAILED),
+                ),
+                "failed in every iteration since 2",
+            ),
+        ),
+        integrity=(
+            IntegrityFlag(
+                CHANGED_TEST, "tests/e2e/test_auth.py", "passed after its test file changed"
+            ),
+            IntegrityFlag("Priority 2 High", None, "12 tests in iteration 3, 10 now"),
+        ),
+        false_greens=(
+            FalseGreen("Priority 2 High", "suite", "passed with 2 of its tests removed"),
+            FalseGreen(EMPTY_TEST, "test", "passed without running an assertion"),
+            FalseGreen("iteration", "iteration", "collected fewer tests than iteration 3"),
+        ),
+        failures_with_known_issue=4,
+        failures_without_known_issue=1,
+        projection=Projection(
+            final_pass_rate=86.43,
+            low=80.25,
+            high=91.0,
+            remaining_tests=40,
+            basis=PROJECTION_BASIS,
+        ),
+        trend=Trend(((1, 60.0), (2, 75.55), (3, None), (4, 89.13)), iterations_to_green=1.6),
+        diff=IterationDiff(
+            compared_to=3,
+            fixed=FIXED,
+            new_failures=(RESET_TEST,),
+            still_failing=(WS_TESTS[0], WS_TESTS[2]),
+            added=(ADDED,),
+            removed=(REMOVED,),
+            changed_signatures=(
+                SignatureChange(WS_TESTS[1], "TimeoutError", "WebSocket handshake rejected: 403"),
+            ),
+        ),
+        remaining_suite_tests=(("Priority 7 Resilience", 40),),
+    )
+
+
+def make_insight_summary(insights: Insights | None = None) -> Summary:
+    base = make_summary()
+    ws, reset = base.clusters
+    auth, backend = base.deployments
+    return replace(
+        base,
+        clusters=(
+            replace(ws, category=Category.ENVIRONMENT, first_iteration=2),
+            replace(reset, category=Category.PRODUCT, first_iteration=4),
+        ),
+        deployments=(
+            replace(
+                auth,
+                image="europe-docker.pkg.dev/p/r/auth:0123456",
+                rolled_back_to="auth-00006-abc",
+            ),
+            backend,
+        ),
+        insights=make_insights() if insights is None else insights,
+    )
+
+
+def section(markdown: str, heading: str) -> str:
+    return markdown.split(heading + "\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_json_carries_every_insight() -> None:
+    data = json.loads(summary_to_json(make_insight_summary()))
+    assert data["flaky"] == [
+        {
+            "test": FLAKY_TEST,
+            "history": [
+                {"iteration": 3, "outcome": "failed", "attempt": 1},
+                {"iteration": 3, "outcome": "passed", "attempt": 2},
+                {"iteration": 4, "outcome": "passed", "attempt": 1},
+            ],
+            "reason": "failed and passed on the same code",
+        }
+    ]
+    assert data["broken"] == [
+        {
+            "test": WS_TESTS[0],
+            "history": [{"iteration": n, "outcome": "failed", "attempt": 1} for n in (2, 3, 4)],
+            "reason": "failed in every iteration since 2",
+        }
+    ]
+    assert data["integrity"] == [
+        {
+            "test": CHANGED_TEST,
+            "file": "tests/e2e/test_auth.py",
+            "reason": "passed after its test file changed",
+        },
+        {"test": "Priority 2 High", "file": None, "reason": "12 tests in iteration 3, 10 now"},
+    ]
+    assert data["false_greens"] == [
+        {"suite": "Priority 2 High", "reason": "passed with 2 of its tests removed"},
+        {"test": EMPTY_TEST, "reason": "passed without running an assertion"},
+        {"iteration": 4, "reason": "collected fewer tests than iteration 3"},
+    ]
+    assert data["known_issue_failures"] == {"with": 4, "without": 1}
+    assert data["outage"] is None
+    assert data["projection"] == {
+        "final_pass_rate": 86.4,
+        "low": 80.2,  # round() to one decimal, like every other rate
+        "high": 91.0,
+        "remaining_tests": 40,
+        "basis": PROJECTION_BASIS,
+    }
+    assert data["trend"] == {
+        "pass_rates": [
+            {"iteration": 1, "pass_rate": 60.0},
+            {"iteration": 2, "pass_rate": 75.5},
+            {"iteration": 3, "pass_rate": None},
+            {"iteration": 4, "pass_rate": 89.1},
+        ],
+        "iterations_to_green": 1.6,
+    }
+    assert data["diff"] == {
+        "compared_to": 3,
+        "fixed": list(FIXED),
+        "new_failures": [RESET_TEST],
+        "still_failing": [WS_TESTS[0], WS_TESTS[2]],
+        "added": [ADDED],
+        "removed": [REMOVED],
+        "changed_signatures": [
+            {
+                "test": WS_TESTS[1],
+                "before": "TimeoutError",
+                "after": "WebSocket handshake rejected: 403",
+            }
+        ],
+    }
+    assert data["remaining_suites"] == ["Priority 7 Resilience"]
+    assert data["remaining_tests"] == [{"suite": "Priority 7 Resilience", "tests": 40}]
+    ws, reset = data["clusters"]
+    assert (ws["category"], ws["first_iteration"]) == ("environment", 2)
+    assert ws["suites"] == ["Priority 1 Critical", "WebSocket Events"]
+    assert (reset["category"], reset["first_iteration"]) == ("product", 4)
+    auth, backend = data["deployments"]
+    assert auth["image"] == "europe-docker.pkg.dev/p/r/auth:0123456"
+    assert auth["rolled_back_to"] == "auth-00006-abc"
+    assert backend["image"] is None and backend["rolled_back_to"] is None
+
+
+def test_json_with_empty_insights() -> None:
+    data = summary_to_dict(make_summary())
+    assert data["known_issue_failures"] == {"with": 0, "without": 0}
+    assert data["outage"] is None
+    for key in ("integrity", "false_greens", "flaky", "broken"):
+        assert data[key] == []
+    for key in ("projection", "trend", "diff"):
+        assert data[key] is None
+    # Without counts from the analysis, a remaining suite counts its collected tests.
+    assert data["remaining_tests"] == [{"suite": "Priority 7 Resilience", "tests": 40}]
+    assert data["clusters"][0]["category"] == "unknown"
+    assert data["clusters"][0]["first_iteration"] is None
+
+
+def test_json_outage_and_unknown_false_green_kind() -> None:
+    insights = Insights(
+        outage="backend unreachable: 40 of 46 tests failed with ConnectionRefusedError",
+        false_greens=(FalseGreen("Priority 2 High", "shard", "one shard never ran"),),
+    )
+    data = summary_to_dict(make_insight_summary(insights))
+    assert data["outage"] == insights.outage
+    assert data["false_greens"] == [
+        {"subject": "Priority 2 High", "kind": "shard", "reason": "one shard never ran"}
+    ]
+
+
+def top_bullets(markdown: str) -> list[str]:
+    """The bullets between the verdict line and the first section."""
+    head = markdown.split("\n## ", 1)[0].splitlines()
+    return [line[2:] for line in head if line.startswith("- ")]
+
+
+def test_markdown_opens_with_verdict_then_three_facts_by_priority() -> None:
+    markdown = summary_to_markdown(make_insight_summary())
+    lines = markdown.splitlines()
+    assert lines[2].startswith("**Verdict: FAILED** — ")
+    assert lines[3] == ""
+    facts = top_bullets(markdown)
+    assert len(facts) == 3
+    assert lines[4:7] == [f"- {fact}" for fact in facts]
+    integrity, new, green = facts
+    assert integrity.startswith("Integrity: 2 flags to check before trusting these results")
+    assert f"`{CHANGED_TEST}`: passed after its test file changed" in integrity
+    assert new.startswith(f"1 new failure since iteration 3: `{RESET_TEST}`")
+    assert new.endswith("(4 fixed, 2 still failing)")
+    assert green.startswith("3 false greens")
+    assert "suite `Priority 2 High`: passed with 2 of its tests removed" in green
+
+
+def test_markdown_an_outage_comes_first_and_integrity_is_never_buried() -> None:
+    insights = replace(make_insights(), outage="backend returned 503 to 40 of 46 tests")
+    facts = top_bullets(summary_to_markdown(make_insight_summary(insights)))
+    assert facts[0] == "Outage: backend returned 503 to 40 of 46 tests"
+    assert facts[1].startswith("Integrity: ")
+    assert len(facts) == 3
+
+
+def test_markdown_top_facts_fall_back_to_cluster_and_progress() -> None:
+    facts = top_bullets(summary_to_markdown(make_summary()))
+    assert len(facts) == 2  # no insights: the biggest pattern and the progress
+    assert facts[0].startswith(
+        "Biggest failure pattern: WebSocket handshake rejected: HTTP 403 — 4 failures in 2 suites"
+    )
+    assert "still counted as failing" in facts[0]
+    assert facts[1] == (
+        f"Progress: executed {EXECUTED} of {COLLECTED} collected tests (52.3%); "
+        "1 suite remaining; 40 tests not run yet; estimated remaining time 22m 30s"
+    )
+    flaky_only = replace(make_insights(), integrity=(), diff=None, false_greens=())
+    facts = top_bullets(summary_to_markdown(make_insight_summary(flaky_only)))
+    assert [fact.split(" ", 2)[:2] for fact in facts] == [
+        ["Biggest", "failure"],
+        ["1", "flaky"],
+        ["4", "failures"],
+    ]
+    assert facts[1] == f"1 flaky test (passed and failed without a change): `{FLAKY_TEST}`"
+    assert facts[2] == (
+        "4 failures match a known issue and still count as failing; 1 without a known issue"
+    )
+
+
+def test_markdown_section_order() -> None:
+    markdown = summary_to_markdown(make_insight_summary())
+    headings = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert headings == [
+        "## Integrity",
+        "## Results",
+        "## Failure analysis",
+        "## Flaky and broken tests",
+        "## False greens",
+        "## Changes since iteration 3",
+        "## Progress",
+        "## Deployment status",
+        "## Key metrics",
+    ]
+    # With nothing to report, the insight sections are left out, not shown empty.
+    plain = summary_to_markdown(make_summary())
+    assert [line for line in plain.splitlines() if line.startswith("## ")] == [
+        "## Results",
+        "## Failure analysis",
+        "## Progress",
+        "## Deployment status",
+        "## Key metrics",
+    ]
+
+
+def test_markdown_integrity_section_lists_every_flag() -> None:
+    integrity = section(summary_to_markdown(make_insight_summary()), "## Integrity")
+    assert "2 flags: check these before trusting the pass rate." in integrity
+    assert f"- `{CHANGED_TEST}`: passed after its test file changed" in integrity
+    assert "- `Priority 2 High` (file" not in integrity
+    assert "- `Priority 2 High`: 12 tests in iteration 3, 10 now" in integrity
+
+
+def test_markdown_clusters_have_category_first_seen_and_known_issue_counts() -> None:
+    analysis = section(summary_to_markdown(make_insight_summary()), "## Failure analysis")
+    assert analysis.startswith(
+        "\n5 failing tests in 2 patterns. 4 with a known issue (still counted as failing), "
+        "1 without a known issue."
+    )
+    ws = analysis.split("### 1. ", 1)[1].split("### 2. ", 1)[0]
+    assert "- Category: environment\n- First seen in iteration 2\n" in ws
+    reset = analysis.split("### 2. ", 1)[1]
+    assert "- Category: product\n- First seen in iteration 4 (this one)\n" in reset
+
+
+def test_markdown_flaky_and_broken_with_history() -> None:
+    part = section(summary_to_markdown(make_insight_summary()), "## Flaky and broken tests")
+    flaky, broken = part.split("### Broken (1)")
+    assert "### Flaky (1)" in flaky
+    assert (
+        f"- `{FLAKY_TEST}` — failed and passed on the same code\n"
+        "  - it3: failed → it3 rerun 1: passed → it4: passed"
+    ) in flaky
+    assert (
+        f"- `{WS_TESTS[0]}` — failed in every iteration since 2\n"
+        "  - it2: failed → it3: failed → it4: failed"
+    ) in broken
+
+
+def test_markdown_false_greens_and_changes() -> None:
+    markdown = summary_to_markdown(make_insight_summary())
+    greens = section(markdown, "## False greens")
+    assert "- suite `Priority 2 High`: passed with 2 of its tests removed" in greens
+    assert f"- test `{EMPTY_TEST}`: passed without running an assertion" in greens
+    assert "- the iteration: collected fewer tests than iteration 3" in greens
+    changes = section(markdown, "## Changes since iteration 3")
+    assert changes.startswith(
+        "\nvs iteration 3: 4 fixed, 1 new failure, 2 still failing, 1 added, 1 removed, "
+        "1 changed failure signature."
+    )
+    order = [changes.index(f"### {title}") for title in ("New", "Still", "Fixed", "Added")]
+    assert order == sorted(order)
+    assert f"### New failures (1)\n\n- `{RESET_TEST}`" in changes
+    assert f"- `{WS_TESTS[1]}`: TimeoutError → WebSocket handshake rejected: 403" in changes
+
+
+def test_markdown_progress_has_labelled_projection_and_trend() -> None:
+    progress = section(summary_to_markdown(make_insight_summary()), "## Progress")
+    assert "  - Priority 1 Critical: executed 25 of 25 (100.0%)" in progress
+    assert "  - Agent | Pipeline: executed 6 of 8 (75.0%)" in progress
+    assert "  - Priority 7 Resilience: executed 0 of 40 (0.0%)" in progress
+    assert "Priority 7 Resilience (not selected this iteration, 40 tests)" in progress
+    assert (
+        "- **Projection (not a result):** final pass rate 86.4% (range 80.2%–91.0%) "
+        f"if the 40 remaining tests run; basis: {PROJECTION_BASIS}"
+    ) in progress
+    assert (
+        "- Trend: it1 60.0% → it2 75.5% → it3 n/a → it4 89.1%; "
+        "about 2 more iterations to green at this pace"
+    ) in progress
+    # The projection appears only labelled as one: never as a figure of its own.
+    markdown = summary_to_markdown(make_insight_summary())
+    assert markdown.count("86.4%") == 1
+
+
+def test_markdown_deployments_show_image_and_rollback() -> None:
+    markdown = summary_to_markdown(make_insight_summary())
+    deployments = section(markdown, "## Deployment status")
+    assert "| Service | Status | URL | Image | Revision | Rolled back to | Error |" in deployments
+    rows = table_rows(markdown, "## Deployment status")
+    assert rows[0] == [
+        "auth",
+        "ready",
+        "https://auth-abc.run.app",
+        "europe-docker.pkg.dev/p/r/auth:0123456",
+        "auth-00007-xyz",
+        "auth-00006-abc",
+        "",
+    ]
+    assert rows[1][:6] == ["backend", "failed", "-", "-", "-", "-"]
+
+
+def test_terminal_summary_has_attention_block_above_the_tables() -> None:
+    insights = replace(make_insights(), outage="backend returned 503 to 40 of 46 tests")
+    out = console()
+    render_summary(make_insight_summary(insights), out)
+    text = out.export_text()
+    lines = [line.rstrip() for line in text.splitlines()]
+    start = lines.index("Attention")
+    assert start < next(i for i, line in enumerate(lines) if "Results" in line)
+    assert lines[start + 1 : start + 7] == [
+        "  ! Outage: backend returned 503 to 40 of 46 tests",
+        f"  ! Integrity: {CHANGED_TEST}: passed after its test file changed",
+        "  ! Integrity: Priority 2 High: 12 tests in iteration 3, 10 now",
+        "  ! False green: suite Priority 2 High: passed with 2 of its tests removed",
+        f"  ! False green: test {EMPTY_TEST}: passed without running an assertion",
+        "  ! False green: the iteration: collected fewer tests than iteration 3",
+    ]
+    assert "environment, first seen in iteration 2" in text
+    assert "product, first seen in iteration 4 (this one)" in text
+    assert f"Flaky: 1 — {FLAKY_TEST}" in text
+    assert f"Broken: 1 — {WS_TESTS[0]}" in text
+    assert "vs iteration 3: 4 fixed, 1 new failure, 2 still failing" in text
+    assert (
+        "Known issues: 4 failures with a known issue (still counted as failing), 1 without" in text
+    )
+    projection = next(line for line in lines if "86.4%" in line)
+    assert projection.startswith("Projection (not a result): final pass rate 86.4% (range")
+    assert "Trend: it1 60.0%" in text
+    assert "auth-00006-abc" in text and "europe-docker.pkg.dev/p/r/auth:0123456" in text
+    assert lines[-1].startswith("Verdict: FAILED")
+
+
+def test_terminal_attention_is_coloured() -> None:
+    insights = replace(make_insights(), outage="backend down")
+    out = Console(record=True, width=160, force_terminal=True, color_system="standard")
+    render_summary(make_insight_summary(insights), out)
+    styled = out.export_text(styles=True)
+    red, yellow = "\x1b[1;31m", "\x1b[1;33m"
+    assert f"{red}Outage: \x1b[0m\x1b[31mbackend down" in styled
+    assert f"{red}Integrity: \x1b[0m\x1b[31m{CHANGED_TEST}" in styled
+    assert f"{yellow}False green: \x1b[0m\x1b[33msuite Priority 2 High" in styled
+
+
+def test_terminal_summary_without_insights_has_no_attention_block() -> None:
+    out = console()
+    render_summary(make_summary(), out)
+    text = out.export_text()
+    assert "Attention" not in text and "Projection" not in text
+    assert "vs iteration" not in text and "Flaky" not in text
+    assert "unknown" in text  # clusters show their category even when not classified
+
+
+def test_terminal_status_shows_progress_verdict_and_top_facts() -> None:
+    summary = make_insight_summary()
+    running = replace(summary, iteration=replace(summary.iteration, status=IterationStatus.RUNNING))
+    out = console()
+    render_status(running, out)
+    text = out.export_text()
+    lines = text.splitlines()
+    assert lines[0] == "Iteration 4 (staging): running"
+    assert f"executed {EXECUTED} of {COLLECTED}" in lines[1]
+    verdict_at = next(i for i, line in enumerate(lines) if line.startswith("Verdict: RUNNING"))
+    assert lines[verdict_at + 1].rstrip() == "Top facts"
+    # Each fact starts with a bullet; a long one wraps under its text.
+    facts = [line for line in lines[verdict_at + 2 :] if line.startswith("  • ")]
+    assert len(facts) == 3
+    assert facts[0].startswith("  • Integrity: 2 flags")
+    assert facts[1].startswith("  • 1 new failure since iteration 3: ")
+    assert facts[2].startswith("  • 3 false greens")
+    assert all(line.startswith("    ") for line in lines[verdict_at + 2 :] if line not in facts)
+    assert RESET_TEST in text
+
+
+def test_terminal_status_with_empty_insights_shows_progress_as_a_fact() -> None:
+    out = console()
+    render_status(make_summary(), out)
+    text = out.export_text()
+    assert "Top facts" in text
+    assert f"  • Progress: executed {EXECUTED} of {COLLECTED} collected tests" in text
+
+
+def test_terminal_attention_shows_the_first_few_and_counts_the_rest() -> None:
+    flags = tuple(
+        IntegrityFlag(f"tests/e2e/t.py::test_{n}", "tests/e2e/t.py", "passed after a change")
+        for n in range(7)
+    )
+    out = console()
+    render_summary(make_insight_summary(replace(make_insights(), integrity=flags)), out)
+    text = out.export_text()
+    assert "tests/e2e/t.py::test_4: passed after a change" in text
+    assert "test_5" not in text
+    assert "    ... and 2 more integrity flags" in text
+
+
+def test_terminal_insights_on_an_80_column_terminal() -> None:
+    out = Console(record=True, width=80, color_system=None)
+    render_summary(make_insight_summary(), out)
+    text = out.export_text()
+    total_line = next(line for line in text.splitlines() if "TOTAL" in line)
+    assert total_line.split() == ["TOTAL", "88", "46", "41", "4", "1", "2", "89.1%"]
+    assert "…" not in text
+    # Too narrow for image and rollback columns: they go under the deployments table.
+    assert "  auth: image europe-docker.pkg.dev/p/r/auth:0123456; rolled back to" in text
+    status = Console(record=True, width=80, color_system=None)
+    render_status(make_insight_summary(), status)
+    assert "…" not in status.export_text()
