@@ -482,6 +482,22 @@ def test_terminal_status_is_compact_with_progress() -> None:
     assert "Verdict: FAILED" in text
 
 
+def test_terminal_status_of_many_suites_fits_one_screen() -> None:
+    passed = tuple(
+        suite(f"Module {i:02d}", 2, SuiteStatus.PASSED, collected=4, passed=4) for i in range(25)
+    )
+    red = suite("Checkout", 1, SuiteStatus.FAILED, collected=4, passed=3, failed=1)
+    suites = (red, *passed)
+    summary = replace(make_summary(), suites=suites, totals=totals_of(suites))
+    out = console()
+    render_status(summary, out)
+    text = out.export_text()
+    assert "Checkout" in text
+    assert "Module 03" not in text
+    assert "... 25 more suites: 25 passed" in text
+    assert len(text.splitlines()) < 40
+
+
 def test_terminal_history_lists_iterations() -> None:
     summary = make_summary()
     earlier = replace(

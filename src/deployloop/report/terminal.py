@@ -6,6 +6,7 @@ into a `Text`, never through console markup, so square brackets print as they we
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from rich import box
@@ -398,7 +399,12 @@ def _status_table(summary: Summary, width: int) -> Table:
         headers = ("Done", "Pass", "Fail", "Err", "Rate")
     for name in headers:
         table.add_column(name, justify="right", no_wrap=True)
-    for suite in suites_in_order(summary):
+    suites = suites_in_order(summary)
+    shown = suites
+    if len(suites) > _STATUS_ROWS:
+        # One screen: the suites that need a look; passed and waiting ones as a count.
+        shown = [s for s in suites if s.status not in _QUIET_STATUSES][:_STATUS_ROWS]
+    for suite in shown:
         figures = suite.figures
         table.add_row(
             Text(suite.name),
@@ -409,4 +415,13 @@ def _status_table(summary: Summary, width: int) -> Table:
             _bad(figures.errors),
             _rate(figures),
         )
+    hidden = [s for s in suites if s not in shown]
+    if hidden:
+        counts = Counter(label(s.status) for s in hidden)
+        text = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        table.add_row(Text(f"... {len(hidden)} more suites: {text}", style="dim"))
     return table
+
+
+_STATUS_ROWS = 12
+_QUIET_STATUSES = frozenset({SuiteStatus.PASSED, SuiteStatus.PENDING, SuiteStatus.NOT_RUN})
