@@ -286,6 +286,16 @@ def _target_check(deploy: DeploySection) -> tuple[str, str] | None:
                     f"{service.name!r} is not a valid Cloud Run service name"
                     " (lower-case letters, digits, '-'); set service_name"
                 )
+            both = sorted(set(service.env) & set(service.secrets))
+            if both:
+                return f"deploy.services[{i}].secrets", (
+                    f"{both[0]} is set in env too: give it in one place"
+                )
+            reserved = sorted((set(service.env) | set(service.secrets)) & _CLOUD_RUN_RESERVED)
+            if reserved:
+                return f"deploy.services[{i}].env", (
+                    f"{reserved[0]} is set by Cloud Run itself and cannot be overridden"
+                )
             if service.cloud_run_name in names:
                 return f"deploy.services[{i}].service_name", (
                     f"two services deploy to Cloud Run service {service.cloud_run_name!r}"
@@ -300,6 +310,9 @@ def _target_check(deploy: DeploySection) -> tuple[str, str] | None:
         if deploy.target in ("command", "none") and not service.url:
             return f"deploy.services[{i}].url", f"required when deploy.target = {deploy.target!r}"
     return None
+
+
+_CLOUD_RUN_RESERVED = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"})
 
 
 def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:

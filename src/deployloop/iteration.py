@@ -410,7 +410,12 @@ def roll_back_if_worse(
     if not revisions:
         console.print(f"  [yellow]no rollback[/]: {reason}, but no earlier iteration passed")
         return []
-    done = target.rollback(settings.config, revisions, reason)
+    try:
+        done = target.rollback(settings.config, revisions, reason)
+    except DeployError as exc:
+        # What did roll back is in the message; the iteration's own result stands.
+        console.print(f"  [red]rollback failed[/]: {exc}", highlight=False)
+        return []
     for rollback in done:
         store.record_rollback(record.id, rollback.service, rollback.to_revision)
         console.print(

@@ -32,7 +32,11 @@ def show_plan(
             env=env, iteration=next_iteration, git_sha=git_sha(workdir), log_dir=Path(tmp),
             python=sys.executable, base_env=dict(os.environ),
         )
-        planned = {p.service: p for p in make_target(config).plan(config, ctx)}
+        target = make_target(config)
+        try:
+            planned = {p.service: p for p in target.plan(config, ctx)}
+        finally:
+            target.stop()
     services = Table("wave", "service", "depends on", "deploys / runs / checks", "changes")
     for number, wave in enumerate(deploy_waves(deploy.services), start=1):
         for service in wave:

@@ -72,7 +72,9 @@ def suites_without_execution(suites: Sequence[SuiteSummary]) -> tuple[FalseGreen
         if f.collected == 0:
             reason = "no tests collected: the suite shows nothing"
         elif f.skipped == f.collected:
-            reason = f"all {f.collected} tests skipped" if f.collected > 1 else "its only test skipped"
+            reason = (
+                f"all {f.collected} tests skipped" if f.collected > 1 else "its only test skipped"
+            )
         else:
             parts = [
                 f"{count} {name}"
@@ -97,7 +99,8 @@ def too_fast(rows: Sequence[TestRow], minimum_s: float) -> tuple[FalseGreen, ...
             f"(min_test_duration_s): too fast to have talked to a deployed service",
         )
         for row in sorted(rows, key=lambda r: r.nodeid)
-        if row.outcome == Outcome.PASSED and row.duration_s is not None
+        if row.outcome == Outcome.PASSED
+        and row.duration_s is not None
         and row.duration_s < minimum_s
     )
 

@@ -48,7 +48,9 @@ def estimate_remaining_s(
     if not everything:
         return None
     overall = sum(everything) / len(everything)
-    total = sum(_mean(durations[nodeid]) if durations.get(nodeid) else overall for nodeid in pending)
+    total = sum(
+        _mean(durations[nodeid]) if durations.get(nodeid) else overall for nodeid in pending
+    )
     return total / max(workers, 1)
 
 
@@ -125,15 +127,11 @@ def trend(
         if point.attempt == 1 and point.outcome in _EXECUTED:
             executed[point.iteration] += 1
             passed[point.iteration] += point.outcome == Outcome.PASSED
-    rates = tuple(
-        (n, 100.0 * passed[n] / executed[n] if executed[n] else None) for n in numbers
-    )
+    rates = tuple((n, 100.0 * passed[n] / executed[n] if executed[n] else None) for n in numbers)
     return Trend(pass_rates=rates, iterations_to_green=iterations_to_green(rates, target))
 
 
-def iterations_to_green(
-    rates: Sequence[tuple[int, float | None]], target: float
-) -> float | None:
+def iterations_to_green(rates: Sequence[tuple[int, float | None]], target: float) -> float | None:
     window = [(n, r) for n, r in rates[-TREND_WINDOW:] if r is not None]
     if not window:
         return None

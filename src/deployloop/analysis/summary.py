@@ -9,14 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
-from deployloop.analysis.clusters import cluster_failures, key_issue
+from deployloop.analysis.clusters import cluster_failures, mark_outage, suite_key_issue
 from deployloop.analysis.context import AnalysisContext
 from deployloop.analysis.figures import figures
+from deployloop.analysis.insights import build_insights
 from deployloop.analysis.known_issues import match_known_issues
 from deployloop.analysis.normalize import is_failure
+from deployloop.analysis.progress import estimate_remaining_s as estimate_from_history
 from deployloop.config import KnownIssue
 from deployloop.models import (
+    Cluster,
     Deployment,
+    Insights,
     IterationRecord,
     SuiteRecord,
     SuiteStatus,
@@ -55,22 +59,25 @@ def build_summary(
     ordered = sorted(suites, key=lambda suite: suite.priority)
     position = {suite.name: i for i, suite in enumerate(ordered)}
     totals = figures(rows)
+    clusters, outage = _clusters(iteration, rows, known_issues, totals.executed, context)
+    suite_summaries = tuple(
+        SuiteSummary(
+            name=suite.name,
+            priority=suite.priority,
+            status=suite.status,
+            selected=suite.selected,
+            figures=figures(by_suite[suite.name]),
+            key_issue=suite_key_issue(clusters, by_suite[suite.name]),
+        )
+        for suite in ordered
+    )
+    matches = match_known_issues(rows, known_issues, today)
     return Summary(
         iteration=iteration,
         totals=totals,
-        suites=tuple(
-            SuiteSummary(
-                name=suite.name,
-                priority=suite.priority,
-                status=suite.status,
-                selected=suite.selected,
-                figures=figures(by_suite[suite.name]),
-                key_issue=key_issue(by_suite[suite.name]),
-            )
-            for suite in ordered
-        ),
-        clusters=cluster_failures(rows, known_issues),
-        known_issues=match_known_issues(rows, known_issues, today),
+        suites=suite_summaries,
+        clusters=clusters,
+        known_issues=matches,
         deployments=tuple(deployments),
         remaining_suites=tuple(
             suite.name
@@ -78,18 +85,43 @@ def build_summary(
             if not suite.selected or suite.status in _REMAINING_STATUSES
         ),
         elapsed_s=elapsed_s,
-        estimated_remaining_s=estimate_remaining_s(rows, iteration.workers),
+        estimated_remaining_s=(
+            estimate_remaining_s(rows, iteration.workers)
+            if context is None
+            else estimate_from_history(rows, iteration.workers, context.history)
+        ),
         failures=tuple(
             sorted(
                 (row for row in rows if is_failure(row)),
                 key=lambda row: (position[row.suite], row.nodeid),
             )
         ),
+        insights=(
+            Insights()
+            if context is None
+            else build_insights(iteration, totals, suite_summaries, rows, matches, outage, context)
+        ),
     )
 
 
+def _clusters(
+    iteration: IterationRecord,
+    rows: Sequence[TestRow],
+    known_issues: Sequence[KnownIssue],
+    executed: int,
+    context: AnalysisContext | None,
+) -> tuple[tuple[Cluster, ...], str | None]:
+    """Clusters, and the outage one of them shows (with a context only: it needs settings)."""
+    if context is None:
+        return cluster_failures(rows, known_issues), None
+    clusters = cluster_failures(
+        rows, known_issues, context.categories, context.history, iteration.number
+    )
+    return mark_outage(clusters, executed, context.settings.outage_share)
+
+
 def estimate_remaining_s(rows: Sequence[TestRow], workers: int) -> float | None:
-    """Pending tests x mean duration of finished tests / workers.
+    """Without history: pending tests x mean duration of finished tests / workers.
 
     0.0 when nothing is pending; None when something is but no finished test has a duration
     to go by (a guess with nothing behind it is worse than no figure).

@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from deployloop.config import Config, ServiceConfig, url_env_var
@@ -47,7 +46,6 @@ from deployloop.deploy.base import DeployContext, DeployError, PlannedDeploy, Ro
 from deployloop.deploy.local import fill
 from deployloop.deploy.readiness import (
     ABANDONED,
-    Alive,
     NotReady,
     aborted_by,
     deploy_in_waves,
@@ -90,9 +88,6 @@ _NEEDS = {
 }
 
 _REDUNDANT_PREFIX = re.compile(r"^Revision '[^']*' is not ready and cannot serve traffic\.\s*")
-_HEALTH_FIRST_WAIT_S = 0.05
-_HEALTH_MAX_WAIT_S = 0.5
-_HEALTH_MAX_REQUEST_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -273,8 +268,9 @@ class CloudRunTarget:
             )
             svc = self._wait_rollout(client, started, path, deadline, abort)
             record.url = svc.uri or None
+            # Kept on failure too: the record names the revision that did not become ready.
             record.revision = short_name(svc.latest_created_revision) or None
-            record.revision = check_rollout(svc, started.previous)
+            check_rollout(svc, started.previous)
             if service.allow_unauthenticated:
                 self._make_public(client, path)
             self._check_health(service, svc.uri, abort)
@@ -282,6 +278,9 @@ class CloudRunTarget:
             return failed_or_abandoned(record, ABANDONED, abort)
         except _Failed as exc:
             return failed_or_abandoned(record, str(exc), abort)
+        except _auth_errors() as exc:  # credentials that fail to refresh outside a call
+            reason = f"Google credentials failed ({_one_line(str(exc))}): {gcp.LOGIN_HINT}"
+            return failed_or_abandoned(record, reason, abort)
         record.status = DeployStatus.READY
         record.ready_at = now_iso()
         return record
@@ -442,7 +441,10 @@ class CloudRunTarget:
                 token = self._mint_id_token(uri)
             except gcp.CredentialsError as exc:
                 raise _Failed(str(exc)) from None
-            wait_ready_authorized(uri, service.health_path, service.ready_timeout_s, token, alive)
+            wait_ready(
+                uri, service.health_path, service.ready_timeout_s, alive=alive,
+                bearer_token=token,
+            )
         except NotReady as exc:
             if str(exc) == ABANDONED:
                 raise _Abandoned() from None
@@ -822,6 +824,12 @@ def _api_errors() -> type[GoogleAPICallError]:
     return GoogleAPICallError
 
 
+def _auth_errors() -> type[Exception]:
+    from google.auth.exceptions import GoogleAuthError
+
+    return GoogleAuthError
+
+
 def _transient_types() -> tuple[type[Exception], ...]:
     from google.api_core import exceptions as gexc
 
@@ -861,7 +869,9 @@ def describe_api_error(exc: GoogleAPICallError, action: str, path: str) -> str:
     if isinstance(exc, gexc.PermissionDenied):
         permission, role = _NEEDS.get(action, ("run.services.update", "roles/run.developer"))
         text = f"permission denied on {path}: the caller needs {permission} ({role})"
-        return f"{text}; Cloud Run said: {said}" if said else text
+        # Cloud Run's own text matters when it names another permission (iam.serviceAccounts
+        # .actAs on the runtime service account, a secret's accessor, ...).
+        return f"{text}; Cloud Run said: {said}" if said and permission not in said else text
     if isinstance(exc, gexc.NotFound):
         return f"not found: {path} ({said}); check deploy.project and deploy.region"
     kind = type(exc).__name__
@@ -910,40 +920,3 @@ def _as_service(result: object) -> run_v2.Service:
 
 
 # --- health check with an ID token ---------------------------------------------------------
-
-
-def wait_ready_authorized(
-    url: str, health_path: str, timeout_s: float, token: str, alive: Alive | None = None
-) -> None:
-    """`readiness.wait_ready`, sending `Authorization: Bearer <token>`; raise NotReady.
-
-    The token is in a header only: never in a message, a log or an exception.
-    """
-    target = url.rstrip("/") + health_path
-    deadline = time.monotonic() + timeout_s
-    wait_s = _HEALTH_FIRST_WAIT_S
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(headers=headers, follow_redirects=False) as client:
-        while True:
-            _give_up_if(alive)
-            request_s = min(_HEALTH_MAX_REQUEST_S, max(deadline - time.monotonic(), 0.05))
-            try:
-                response = client.get(target, timeout=request_s)
-            except httpx.HTTPError as exc:
-                last = f"GET {target}: {type(exc).__name__}"
-            else:
-                if response.is_success:
-                    return
-                last = f"GET {target} answered {response.status_code}"
-                if response.status_code in (401, 403):
-                    last += " (ID token refused: the caller needs roles/run.invoker)"
-            if time.monotonic() + wait_s >= deadline:
-                raise NotReady(f"{last} after {timeout_s:.1f} s")
-            time.sleep(wait_s)
-            wait_s = min(wait_s * 2, _HEALTH_MAX_WAIT_S)
-
-
-def _give_up_if(alive: Alive | None) -> None:
-    reason = alive() if alive is not None else None
-    if reason is not None:
-        raise NotReady(reason)

@@ -78,10 +78,13 @@ def fetch_id_token(audience: str) -> str:
 
     Service account keys (GOOGLE_APPLICATION_CREDENTIALS) and the metadata server (GCE,
     Cloud Run, Cloud Build) mint tokens for any audience through
-    `google.oauth2.id_token.fetch_id_token`. User credentials from `gcloud auth
-    application-default login` cannot: for them the ID token of a credential refresh is
-    used (audience: gcloud's OAuth client, which Cloud Run accepts for users, as it does
-    `gcloud auth print-identity-token`). The token is never logged or written anywhere.
+    `google.oauth2.id_token.fetch_id_token`, which looks at nothing else; ADC that
+    impersonates a service account mints them through the IAM Credentials API. User
+    credentials from `gcloud auth application-default login` cannot choose an audience: for
+    them the ID token of a credential refresh is used, best effort (its audience is the
+    OAuth client of gcloud's ADC login; whether Cloud Run accepts it is not verified here;
+    if the health check answers 401/403, log in with `--impersonate-service-account`).
+    The token is never logged or written anywhere.
 
     google-auth's `transport.requests` needs the `requests` package; google-api-core (a
     dependency of google-cloud-run) requires it, so it is always there with this target.
@@ -89,11 +92,19 @@ def fetch_id_token(audience: str) -> str:
     import google.auth.transport.requests
     import google.oauth2.credentials
     import google.oauth2.id_token
+    from google.auth import impersonated_credentials
     from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
 
     request = google.auth.transport.requests.Request()
     credentials = default_credentials()
     try:
+        if isinstance(credentials, impersonated_credentials.Credentials):
+            # `gcloud auth application-default login --impersonate-service-account=...`
+            id_credentials = impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
+                credentials, target_audience=audience, include_email=True
+            )
+            id_credentials.refresh(request)
+            return str(id_credentials.token)
         if isinstance(credentials, google.oauth2.credentials.Credentials):
             credentials.refresh(request)  # type: ignore[no-untyped-call]
             token = credentials.id_token

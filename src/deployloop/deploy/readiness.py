@@ -51,17 +51,25 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def wait_ready(url: str, health_path: str, timeout_s: float, alive: Alive | None = None) -> None:
+def wait_ready(
+    url: str,
+    health_path: str,
+    timeout_s: float,
+    alive: Alive | None = None,
+    bearer_token: str | None = None,
+) -> None:
     """Return once GET url+health_path answers 2xx; raise NotReady after timeout_s.
 
     `alive()` returns None while the service can still come up, or a reason to give up now
-    (the process exited, the deploy was abandoned).
+    (the process exited, the deploy was abandoned). `bearer_token` (an ID token for a private
+    Cloud Run service) goes in a header only: never in a message, a log or an exception.
     """
+    headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
     target = url.rstrip("/") + health_path
     deadline = time.monotonic() + timeout_s
     # A proxy from the environment must not sit between us and a service on this machine.
     trust_env = urlsplit(target).hostname not in _LOOPBACK_HOSTS
-    with httpx.Client(trust_env=trust_env, follow_redirects=False) as client:
+    with httpx.Client(trust_env=trust_env, follow_redirects=False, headers=headers) as client:
 
         def probe() -> None:
             _check_alive(alive)
@@ -73,7 +81,9 @@ def wait_ready(url: str, health_path: str, timeout_s: float, alive: Alive | None
                 raise _NotYet(f"GET {target}: {_describe(exc)}") from None
             if not response.is_success:
                 _check_alive(alive)
-                raise _NotYet(f"GET {target} answered {response.status_code}")
+                refused = bearer_token and response.status_code in (401, 403)
+                hint = " (ID token refused: the caller needs roles/run.invoker)" if refused else ""
+                raise _NotYet(f"GET {target} answered {response.status_code}{hint}")
 
         retrying = Retrying(
             stop=_past(deadline),

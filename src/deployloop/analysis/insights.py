@@ -1,0 +1,49 @@
+"""Everything the analysis finds beyond one iteration's own figures, gathered in one record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from deployloop.analysis.context import AnalysisContext
+from deployloop.analysis.diff import iteration_diff
+from deployloop.analysis.false_greens import false_greens
+from deployloop.analysis.history import flaky_and_broken
+from deployloop.analysis.integrity import integrity_flags
+from deployloop.analysis.progress import projection, remaining_suite_tests, trend
+from deployloop.models import (
+    Figures,
+    Insights,
+    IterationRecord,
+    KnownIssueMatch,
+    SuiteSummary,
+    TestRow,
+)
+
+
+def build_insights(
+    iteration: IterationRecord,
+    totals: Figures,
+    suites: Sequence[SuiteSummary],
+    rows: Sequence[TestRow],
+    known_issues: Sequence[KnownIssueMatch],
+    outage: str | None,
+    context: AnalysisContext,
+) -> Insights:
+    """`suites` in report order; `known_issues` as matched against `rows`."""
+    flaky, broken = flaky_and_broken(
+        context.history, {row.nodeid for row in rows}, context.settings.broken_after
+    )
+    explained = sum(len(match.failures) for match in known_issues)
+    return Insights(
+        flaky=flaky,
+        broken=broken,
+        integrity=integrity_flags(rows, context.previous, context.history, iteration.number),
+        false_greens=false_greens(totals, suites, rows, context.previous, context.settings),
+        outage=outage,
+        failures_with_known_issue=explained,
+        failures_without_known_issue=totals.failed + totals.errors - explained,
+        projection=projection(rows, totals, context.history),
+        trend=trend(context.iterations, context.history, iteration.target_pass_rate),
+        diff=None if context.compare is None else iteration_diff(rows, context.compare),
+        remaining_suite_tests=remaining_suite_tests(suites),
+    )

@@ -1,0 +1,477 @@
+"""An in-process fake of the Cloud Run Admin API v2, for the real google-cloud-run client.
+
+A `grpc.server` on 127.0.0.1:<free port> answers `google.cloud.run.v2.Services`
+(GetService, CreateService, UpdateService, DeleteService, GetIamPolicy, SetIamPolicy) and
+`google.longrunning.Operations/GetOperation`, with proto-plus `serialize`/`deserialize`.
+Point the client at it with `CLOUDRUN_EMULATOR_HOST=<fake.address>`.
+
+Like Cloud Run, every create or update whose revision template changed makes a revision
+`<service>-0000N-abc`; traffic follows the service's traffic targets. Create and update
+answer with an operation that is done at the first GetOperation, its result packed with
+the real type URL (`Any.Pack(run_v2.Service.pb(svc))`), or the client cannot unpack it.
+
+Each fake service's `uri` is a small stdlib HTTP server on 127.0.0.1 that answers for the
+revision serving its traffic: `/health` (200, or what `unhealthy` set), `/env` (the env
+vars of that revision; secrets as "secret:<name>:<version>", since the fake has no values),
+`/revision`. It records the Authorization headers it receives.
+
+Knobs: `fail_next_rollout` (the next new revision of a service fails, as a FAILED terminal
+condition or as an operation error), `deny` (PERMISSION_DENIED), `unavailable` (UNAVAILABLE
+N times), `unhealthy`. Every RPC is recorded in `calls`, before any knob answers it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from concurrent import futures
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no GOAWAY lines when the server stops
+
+import grpc  # noqa: E402
+from google.cloud import run_v2  # noqa: E402
+from google.iam.v1 import iam_policy_pb2, policy_pb2  # noqa: E402
+from google.longrunning import operations_pb2  # noqa: E402
+from google.protobuf import any_pb2  # noqa: E402
+from google.rpc import code_pb2, status_pb2  # noqa: E402
+
+MUTATING = frozenset({"CreateService", "UpdateService", "DeleteService", "SetIamPolicy"})
+_PERMISSIONS = {
+    "GetService": "run.services.get",
+    "CreateService": "run.services.create",
+    "UpdateService": "run.services.update",
+    "DeleteService": "run.services.delete",
+    "GetIamPolicy": "run.services.getIamPolicy",
+    "SetIamPolicy": "run.services.setIamPolicy",
+    "GetOperation": "run.operations.get",
+}
+State = run_v2.Condition.State
+LATEST = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
+REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    resource: str  # the service (or operation) the call was about
+
+    @property
+    def service(self) -> str:
+        """The service id: `backend` of `projects/p/locations/r/services/backend`."""
+        parts = self.resource.split("/")
+        return parts[5] if len(parts) > 5 and parts[4] == "services" else ""
+
+
+@dataclass
+class _Rule:
+    code: grpc.StatusCode
+    message: str
+    method: str | None  # None: every method
+    service: str | None  # None: every service
+    times: int | None  # None: forever
+
+    def matches(self, call: Call) -> bool:
+        return (self.method in (None, call.method)) and (
+            self.service in (None, call.service)
+        )
+
+
+@dataclass
+class _Failure:
+    message: str
+    as_operation_error: bool
+
+
+@dataclass
+class FakeService:
+    service: run_v2.Service
+    http: ThreadingHTTPServer
+    revisions: dict[str, run_v2.RevisionTemplate] = field(default_factory=dict)
+    count: int = 0
+    health_status: int = 200
+    policy: policy_pb2.Policy = field(default_factory=policy_pb2.Policy)
+    auth_headers: list[str] = field(default_factory=list)
+
+
+class FakeCloudRun:
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.services: dict[str, FakeService] = {}  # by service id
+        self._operations: dict[str, operations_pb2.Operation] = {}
+        self._rules: list[_Rule] = []
+        self._failures: dict[str, _Failure] = {}
+        self._lock = threading.RLock()
+        self._server: grpc.Server | None = None
+        self.address = ""
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> FakeCloudRun:
+        def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=request, response_serializer=response
+            )
+
+        op_out = operations_pb2.Operation.SerializeToString
+        services = grpc.method_handlers_generic_handler(
+            "google.cloud.run.v2.Services",
+            {
+                "GetService": unary(
+                    self._get, run_v2.GetServiceRequest.deserialize, run_v2.Service.serialize
+                ),
+                "CreateService": unary(
+                    self._create, run_v2.CreateServiceRequest.deserialize, op_out
+                ),
+                "UpdateService": unary(
+                    self._update, run_v2.UpdateServiceRequest.deserialize, op_out
+                ),
+                "DeleteService": unary(
+                    self._delete, run_v2.DeleteServiceRequest.deserialize, op_out
+                ),
+                "GetIamPolicy": unary(
+                    self._get_iam, iam_policy_pb2.GetIamPolicyRequest.FromString,
+                    policy_pb2.Policy.SerializeToString,
+                ),
+                "SetIamPolicy": unary(
+                    self._set_iam, iam_policy_pb2.SetIamPolicyRequest.FromString,
+                    policy_pb2.Policy.SerializeToString,
+                ),
+            },
+        )
+        operations = grpc.method_handlers_generic_handler(
+            "google.longrunning.Operations",
+            {
+                "GetOperation": unary(
+                    self._get_operation, operations_pb2.GetOperationRequest.FromString, op_out
+                ),
+            },
+        )
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        server.add_generic_rpc_handlers((services, operations))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        self._server = server
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None).wait(5)
+            self._server = None
+        for fake in self.services.values():
+            fake.http.shutdown()
+            fake.http.server_close()
+
+    def __enter__(self) -> FakeCloudRun:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- knobs -----------------------------------------------------------------------------------
+
+    def fail_next_rollout(
+        self, service: str, message: str, *, as_operation_error: bool = False
+    ) -> None:
+        """The next new revision of `service` does not become ready: its terminal condition
+        is FAILED (or the operation ends with an error) and traffic stays where it was."""
+        with self._lock:
+            self._failures[service] = _Failure(message, as_operation_error)
+
+    def deny(self, service: str | None = None, method: str | None = None) -> None:
+        """PERMISSION_DENIED on every call (or on `method`) about `service`, forever."""
+        with self._lock:
+            self._rules.append(
+                _Rule(grpc.StatusCode.PERMISSION_DENIED, "", method, service, None)
+            )
+
+    def unavailable(self, method: str | None, times: int, service: str | None = None) -> None:
+        """UNAVAILABLE for the next `times` calls of `method` (None: any method)."""
+        with self._lock:
+            self._rules.append(
+                _Rule(grpc.StatusCode.UNAVAILABLE, "The service is currently unavailable.",
+                      method, service, times)
+            )
+
+    def unhealthy(self, service: str, status: int = 503) -> None:
+        with self._lock:
+            self.services[service].health_status = status
+
+    # --- inspection ------------------------------------------------------------------------------
+
+    def mutating_calls(self) -> list[Call]:
+        return [c for c in self.calls if c.method in MUTATING]
+
+    def count(self, method: str, service: str | None = None) -> int:
+        return sum(
+            1 for c in self.calls if c.method == method and service in (None, c.service)
+        )
+
+    def service(self, service: str) -> run_v2.Service:
+        with self._lock:
+            return _copy(self.services[service].service)
+
+    def template(self, service: str, revision: str) -> run_v2.RevisionTemplate:
+        with self._lock:
+            return self.services[service].revisions[revision]
+
+    def serving_revision(self, service: str) -> str:
+        """The revision that gets 100% of the traffic (the fake serves one at a time)."""
+        with self._lock:
+            svc = self.services[service].service
+            for status in svc.traffic_statuses:
+                if status.percent == 100:
+                    return status.revision
+            return ""
+
+    # --- RPCs ------------------------------------------------------------------------------------
+
+    def _enter(self, method: str, resource: str, context: grpc.ServicerContext) -> None:
+        """Record the call; answer it with an error when a knob says so."""
+        call = Call(method, resource)
+        with self._lock:
+            self.calls.append(call)
+            for rule in self._rules:
+                if rule.matches(call) and (rule.times is None or rule.times > 0):
+                    if rule.times is not None:
+                        rule.times -= 1
+                    message = rule.message or (
+                        f"Permission '{_PERMISSIONS[method]}' denied on resource"
+                        f" '{resource}' (or resource may not exist)."
+                    )
+                    break
+            else:
+                return
+        context.abort(rule.code, message)
+
+    def _get(self, request: run_v2.GetServiceRequest, context: grpc.ServicerContext) -> Any:
+        self._enter("GetService", request.name, context)
+        with self._lock:
+            fake = self.services.get(_service_id(request.name))
+            if fake is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.name}' was not found")
+            return _copy(fake.service)
+
+    def _create(self, request: run_v2.CreateServiceRequest, context: grpc.ServicerContext) -> Any:
+        name = f"{request.parent}/services/{request.service_id}"
+        self._enter("CreateService", name, context)
+        with self._lock:
+            if request.service_id in self.services:
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, f"Resource '{name}' already exists.")
+            svc = _copy(request.service)
+            svc.name = name
+            svc.uid = str(uuid.uuid4())
+            svc.generation = 1
+            http = self._start_http(request.service_id)
+            svc.uri = f"http://127.0.0.1:{http.server_address[1]}"
+            svc.urls = [svc.uri]
+            fake = FakeService(svc, http)
+            self.services[request.service_id] = fake
+            error = self._roll_out(fake, new_template=True)
+            return self._operation(fake, error)
+
+    def _update(self, request: run_v2.UpdateServiceRequest, context: grpc.ServicerContext) -> Any:
+        name = request.service.name
+        self._enter("UpdateService", name, context)
+        with self._lock:
+            fake = self.services.get(_service_id(name))
+            if fake is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{name}' was not found")
+            old = fake.service
+            if request.service.etag and request.service.etag != old.etag:
+                context.abort(grpc.StatusCode.ABORTED, "etag mismatch: the service changed")
+            for target in request.service.traffic:
+                if target.type_ == REVISION and target.revision not in fake.revisions:
+                    context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"Revision named '{target.revision}' does not exist.",
+                    )
+            svc = _copy(request.service)
+            for output_only in ("uid", "uri", "urls", "latest_ready_revision",
+                                "latest_created_revision", "create_time"):
+                setattr(svc, output_only, getattr(old, output_only))
+            svc.generation = old.generation + 1
+            changed = run_v2.RevisionTemplate.pb(svc.template) != run_v2.RevisionTemplate.pb(
+                old.template
+            )
+            fake.service = svc
+            error = self._roll_out(fake, new_template=changed)
+            return self._operation(fake, error)
+
+    def _delete(self, request: run_v2.DeleteServiceRequest, context: grpc.ServicerContext) -> Any:
+        self._enter("DeleteService", request.name, context)
+        with self._lock:
+            fake = self.services.pop(_service_id(request.name), None)
+            if fake is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.name}' was not found")
+            fake.http.shutdown()
+            fake.http.server_close()
+            return self._operation(fake, None)
+
+    def _get_iam(
+        self, request: iam_policy_pb2.GetIamPolicyRequest, context: grpc.ServicerContext
+    ) -> Any:
+        self._enter("GetIamPolicy", request.resource, context)
+        with self._lock:
+            fake = self.services.get(_service_id(request.resource))
+            if fake is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.resource}' not found")
+            policy = policy_pb2.Policy()
+            policy.CopyFrom(fake.policy)
+            return policy
+
+    def _set_iam(
+        self, request: iam_policy_pb2.SetIamPolicyRequest, context: grpc.ServicerContext
+    ) -> Any:
+        self._enter("SetIamPolicy", request.resource, context)
+        with self._lock:
+            fake = self.services.get(_service_id(request.resource))
+            if fake is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.resource}' not found")
+            fake.policy.CopyFrom(request.policy)
+            fake.policy.etag = uuid.uuid4().bytes
+            return fake.policy
+
+    def _get_operation(
+        self, request: operations_pb2.GetOperationRequest, context: grpc.ServicerContext
+    ) -> Any:
+        self._enter("GetOperation", request.name, context)
+        with self._lock:
+            operation = self._operations.get(request.name)
+            if operation is None:
+                context.abort(grpc.StatusCode.NOT_FOUND, f"Operation '{request.name}' not found")
+            return operation
+
+    # --- behaviour -------------------------------------------------------------------------------
+
+    def _roll_out(self, fake: FakeService, new_template: bool) -> str | None:
+        """Make the new revision (if the template changed) and route traffic; return the
+        error of the operation, if the knob asked for one."""
+        svc = fake.service
+        service_id = _service_id(svc.name)
+        failure = None
+        if new_template:
+            fake.count += 1
+            revision = f"{service_id}-{fake.count:05d}-abc"
+            fake.revisions[revision] = _copy(svc.template)
+            svc.latest_created_revision = f"{svc.name}/revisions/{revision}"
+            failure = self._failures.pop(service_id, None)
+            if failure is None:
+                svc.latest_ready_revision = svc.latest_created_revision
+        svc.etag = uuid.uuid4().hex
+        svc.observed_generation = svc.generation
+        svc.traffic_statuses = self._traffic_statuses(fake)
+        created = svc.latest_created_revision.rsplit("/", 1)[-1]
+        if failure is not None:
+            text = f"Revision '{created}' is not ready and cannot serve traffic. {failure.message}"
+            svc.terminal_condition = run_v2.Condition(
+                type_="Ready", state=State.CONDITION_FAILED, message=text,
+                reason=run_v2.Condition.CommonReason.REVISION_FAILED,
+            )
+            svc.conditions = [
+                run_v2.Condition(type_="ConfigurationsReady", state=State.CONDITION_FAILED,
+                                 message=text),
+                run_v2.Condition(type_="RoutesReady", state=State.CONDITION_SUCCEEDED),
+            ]
+            return text if failure.as_operation_error else None
+        svc.terminal_condition = run_v2.Condition(type_="Ready", state=State.CONDITION_SUCCEEDED)
+        svc.conditions = [
+            run_v2.Condition(type_="ConfigurationsReady", state=State.CONDITION_SUCCEEDED),
+            run_v2.Condition(type_="RoutesReady", state=State.CONDITION_SUCCEEDED),
+        ]
+        return None
+
+    def _traffic_statuses(self, fake: FakeService) -> list[run_v2.TrafficTargetStatus]:
+        svc = fake.service
+        ready = svc.latest_ready_revision.rsplit("/", 1)[-1]
+        targets = list(svc.traffic) or [run_v2.TrafficTarget(type_=LATEST, percent=100)]
+        statuses = []
+        for target in targets:
+            revision = ready if target.type_ == LATEST else target.revision
+            if revision:
+                statuses.append(
+                    run_v2.TrafficTargetStatus(
+                        type_=target.type_, revision=revision, percent=target.percent
+                    )
+                )
+        return statuses
+
+    def _operation(self, fake: FakeService, error: str | None) -> operations_pb2.Operation:
+        """An operation not done yet; GetOperation answers it done, with the service."""
+        name = f"{fake.service.name.split('/services/')[0]}/operations/{uuid.uuid4()}"
+        packed = any_pb2.Any()
+        packed.Pack(run_v2.Service.pb(fake.service))
+        self._operations[name] = done = operations_pb2.Operation(
+            name=name, done=True, metadata=packed
+        )
+        if error is None:
+            done.response.CopyFrom(packed)
+        else:
+            done.error.CopyFrom(
+                status_pb2.Status(code=code_pb2.FAILED_PRECONDITION, message=error)
+            )
+        return operations_pb2.Operation(name=name, done=False, metadata=packed)
+
+    def _start_http(self, service_id: str) -> ThreadingHTTPServer:
+        fake_api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                with fake_api._lock:
+                    fake = fake_api.services.get(service_id)
+                    if fake is None:
+                        self._send(404, {"error": "deleted"})
+                        return
+                    fake.auth_headers.append(self.headers.get("Authorization", ""))
+                    revision = fake_api.serving_revision(service_id)
+                    template = fake.revisions.get(revision)
+                    status = fake.health_status
+                if self.path == "/health":
+                    code = status if template is not None else 503
+                    self._send(code, {"ok": code == 200, "revision": revision})
+                elif self.path == "/env" and template is not None:
+                    self._send(200, _env(template))
+                elif self.path == "/revision":
+                    self._send(200, {"revision": revision})
+                else:
+                    self._send(404, {"error": "not found"})
+
+            def _send(self, code: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        ).start()
+        return server
+
+
+def _service_id(name: str) -> str:
+    parts = name.split("/")
+    return parts[5] if len(parts) > 5 else ""
+
+
+def _copy(message: Any) -> Any:
+    return type(message).deserialize(type(message).serialize(message))
+
+
+def _env(template: run_v2.RevisionTemplate) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for var in template.containers[0].env:
+        ref = var.value_source.secret_key_ref
+        out[var.name] = f"secret:{ref.secret}:{ref.version}" if ref.secret else var.value
+    return out

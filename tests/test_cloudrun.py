@@ -1,0 +1,607 @@
+"""The `cloudrun` target with the real google-cloud-run client against an in-process fake.
+
+`cloudrun_fake.FakeCloudRun` serves the Cloud Run Admin API v2 over gRPC on 127.0.0.1; the
+client finds it through CLOUDRUN_EMULATOR_HOST. Target-level tests call CloudRunTarget with
+short retry waits; end-to-end tests run the real `loop` console script in a subprocess,
+which reaches the fake running in a thread of this process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+import pytest  # noqa: E402
+from cloudrun_fake import FakeCloudRun  # noqa: E402
+from conftest import Project, output  # noqa: E402
+
+from deployloop.config import Config, parse_config  # noqa: E402
+from deployloop.deploy.base import DeployContext, DeployError  # noqa: E402
+from deployloop.deploy.cloudrun import (  # noqa: E402
+    CloudRunSettings,
+    CloudRunTarget,
+    image_sha,
+    token_env_var,
+)
+from deployloop.models import Deployment, DeployStatus  # noqa: E402
+
+FAST = CloudRunSettings(attempts=4, first_wait_s=0.01, max_wait_s=0.05, poll_slice_s=0.5)
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+TWO_SERVICES = """
+    [deploy]
+    target = "cloudrun"
+    project = "demo-proj"
+    region = "europe-west1"
+    {deploy_extra}
+
+    [[deploy.services]]
+    name = "auth"
+    image = "europe-docker.pkg.dev/demo-proj/shop/auth:{{git_sha}}"
+    allow_unauthenticated = true
+    ready_timeout_s = {timeout}
+
+    [[deploy.services]]
+    name = "backend"
+    image = "europe-docker.pkg.dev/demo-proj/shop/backend:{{git_sha}}-i{{iteration}}"
+    depends_on = ["auth"]
+    env = {{ MODE = "staging" }}
+    secrets = {{ DB_PASSWORD = "db-password:3", API_KEY = "api-key:latest" }}
+    ready_timeout_s = {timeout}
+    {backend_extra}
+
+    [tests]
+    workers = 1
+
+    [[tests.suites]]
+    name = "Smoke"
+    paths = ["tests/e2e"]
+    """
+
+
+def two_services(timeout: float = 5, backend_extra: str = "", deploy_extra: str = "") -> str:
+    text = TWO_SERVICES.format(
+        timeout=timeout, backend_extra=backend_extra, deploy_extra=deploy_extra
+    )
+    return "\n".join(line.removeprefix("    ") for line in text.splitlines())
+
+
+def config(timeout: float = 5, backend_extra: str = "") -> Config:
+    return parse_config(two_services(timeout, backend_extra), "configs/cloudrun.toml")
+
+
+def ctx(iteration: int = 1, sha: str | None = SHA) -> DeployContext:
+    return DeployContext("staging", iteration, sha, Path("/nonexistent"), sys.executable)
+
+
+def by_name(records: list[Deployment]) -> dict[str, Deployment]:
+    return {r.service: r for r in records}
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def flat(text: str) -> str:
+    """Rich wraps long lines when not on a terminal: compare with whitespace collapsed."""
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudRun]:
+    with FakeCloudRun() as api:
+        monkeypatch.setenv("CLOUDRUN_EMULATOR_HOST", api.address)
+        yield api
+
+
+@pytest.fixture
+def target(fake: FakeCloudRun) -> Iterator[CloudRunTarget]:
+    t = CloudRunTarget(FAST)
+    yield t
+    t.stop()
+
+
+# --- deploy ----------------------------------------------------------------------------------
+
+
+def test_first_deploy_creates_second_updates_with_new_revision(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    first = by_name(target.deploy(config(), ctx(1, f"{SHA}-dirty")))
+    assert {r.status for r in first.values()} == {DeployStatus.READY}
+    assert first["auth"].revision == "auth-00001-abc"
+    assert first["backend"].revision == "backend-00001-abc"
+    assert first["auth"].image == f"europe-docker.pkg.dev/demo-proj/shop/auth:{SHA}-dirty"
+    assert first["backend"].image == (
+        f"europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-dirty-i1"
+    )
+    assert first["backend"].started_at and first["backend"].ready_at
+    assert get_json(f"{first['backend'].url}/health")["ok"] is True
+    assert fake.count("CreateService") == 2 and fake.count("UpdateService") == 0
+
+    second = by_name(target.deploy(config(), ctx(2)))
+    assert second["auth"].revision == "auth-00002-abc"
+    assert second["backend"].revision == "backend-00002-abc"
+    assert second["backend"].url == first["backend"].url
+    assert fake.count("CreateService") == 2 and fake.count("UpdateService") == 2
+    backend = fake.service("backend")
+    assert backend.template.containers[0].image == (
+        f"europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i2"
+    )
+    assert fake.serving_revision("backend") == "backend-00002-abc"
+    assert backend.template.labels["deployloop-iteration"] == "2"
+    assert backend.labels["deployloop-env"] == "staging"
+
+
+def test_template_carries_every_configured_field(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    extra = """
+        service_account = "backend@demo-proj.iam.gserviceaccount.com"
+        cpu = "2"
+        memory = "1Gi"
+        min_instances = 1
+        max_instances = 4
+        concurrency = 40
+        timeout_s = 120
+        ingress = "internal-and-cloud-load-balancing"
+        labels = { team = "shop" }
+        """
+    records = by_name(target.deploy(config(backend_extra=extra), ctx()))
+    svc = fake.service("backend")
+    template = svc.template
+    container = template.containers[0]
+    env = {v.name: v for v in container.env}
+    assert env["MODE"].value == "staging"
+    assert env["LOOP_AUTH_URL"].value == records["auth"].url
+    assert dict(container.resources.limits) == {"cpu": "2", "memory": "1Gi"}
+    assert template.service_account == "backend@demo-proj.iam.gserviceaccount.com"
+    assert (template.scaling.min_instance_count, template.scaling.max_instance_count) == (1, 4)
+    assert template.max_instance_request_concurrency == 40
+    assert template.timeout.total_seconds() == 120
+    assert svc.ingress.name == "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"
+    assert svc.labels["team"] == "shop" and template.labels["team"] == "shop"
+    assert [t.type_.name for t in svc.traffic] == ["TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"]
+
+
+def test_secrets_are_secret_refs_never_values(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    records = by_name(target.deploy(config(), ctx()))
+    env = {v.name: v for v in fake.service("backend").template.containers[0].env}
+    for var, (secret, version) in {
+        "DB_PASSWORD": ("db-password", "3"), "API_KEY": ("api-key", "latest"),
+    }.items():
+        assert env[var].value == ""
+        ref = env[var].value_source.secret_key_ref
+        assert (ref.secret, ref.version) == (secret, version)
+    # What the running revision sees (the fake has no secret values, only the references).
+    seen = get_json(f"{records['backend'].url}/env")
+    assert seen["DB_PASSWORD"] == "secret:db-password:3"
+
+
+def test_git_sha_placeholder_gives_a_valid_tag() -> None:
+    tag = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    assert image_sha(SHA) == SHA
+    assert image_sha(f"{SHA}-dirty") == f"{SHA}-dirty"
+    assert image_sha(None) == "unknown"
+    for value in (SHA, f"{SHA}-dirty", None, "weird sha/with:chars"):
+        assert tag.match(image_sha(value))
+
+
+def test_failed_rollout_reports_the_condition_and_keeps_traffic(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    fake.fail_next_rollout("backend", "Container failed to start. Failed to listen on PORT=8080.")
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(), ctx(2))
+    records = by_name(caught.value.deployments)
+    assert records["auth"].status is DeployStatus.READY
+    backend = records["backend"]
+    assert backend.status is DeployStatus.FAILED
+    assert backend.revision == "backend-00002-abc"
+    assert backend.error == (
+        "service 'backend': revision 'backend-00002-abc' not ready:"
+        " Container failed to start. Failed to listen on PORT=8080."
+    )
+    assert str(caught.value) == backend.error
+    assert fake.serving_revision("backend") == "backend-00001-abc"
+
+
+def test_rollout_ending_in_an_operation_error(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    fake.fail_next_rollout("auth", "Image not found.", as_operation_error=True)
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(), ctx())
+    records = by_name(caught.value.deployments)
+    assert records["auth"].error == (
+        "service 'auth': revision 'auth-00001-abc' not ready: Image not found."
+    )
+    assert records["backend"].status is DeployStatus.SKIPPED
+    assert records["backend"].error == "dependency 'auth' failed"
+    assert fake.count("CreateService", "backend") == 0
+
+
+def test_unhealthy_service_fails_its_health_check(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    fake.unhealthy("backend", 503)
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(timeout=0.3), ctx(2))
+    error = by_name(caught.value.deployments)["backend"].error or ""
+    assert re.search(r"GET http://127\.0\.0\.1:\d+/health answered 503 after 0\.3 s", error)
+
+
+def test_transient_errors_are_retried(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    fake.unavailable("CreateService", 2, service="auth")
+    fake.unavailable("GetService", 1, service="backend")
+    fake.unavailable("GetOperation", 2)  # polling the rollout: bounded retries too
+    records = by_name(target.deploy(config(), ctx()))
+    assert records["backend"].status is DeployStatus.READY
+    assert fake.count("CreateService", "auth") == 3
+    assert fake.count("CreateService", "backend") == 1
+    assert fake.count("GetService", "backend") == 2  # the client's own retry is off: ours counts
+    assert fake.count("GetOperation") == 4
+
+
+def test_transient_errors_give_up_after_the_last_attempt(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    fake.unavailable("CreateService", 100, service="auth")
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(), ctx())
+    assert fake.count("CreateService", "auth") == FAST.attempts
+    assert (
+        "Cloud Run API still failing for projects/demo-proj/locations/europe-west1/services/auth"
+        " after retries: ServiceUnavailable"
+    ) in str(caught.value)
+
+
+def test_permission_denied_fails_at_once(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    target.deploy(config(), ctx(1))
+    fake.deny("backend", "UpdateService")
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(), ctx(2))
+    assert fake.count("UpdateService", "backend") == 1
+    error = by_name(caught.value.deployments)["backend"].error or ""
+    assert error.startswith(
+        "service 'backend': permission denied on"
+        " projects/demo-proj/locations/europe-west1/services/backend:"
+        " the caller needs run.services.update (roles/run.developer)"
+    )
+    assert "\n" not in error
+
+
+def test_public_service_gets_all_users_invoker_once(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    bindings = {b.role: list(b.members) for b in fake.services["auth"].policy.bindings}
+    assert bindings == {"roles/run.invoker": ["allUsers"]}
+    assert "backend" not in {c.service for c in fake.calls if c.method == "SetIamPolicy"}
+    target.deploy(config(), ctx(2))
+    assert fake.count("SetIamPolicy") == 1  # already public: nothing to set
+
+
+def test_private_service_health_check_sends_an_id_token(
+    fake: FakeCloudRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not on the emulator: the health check of a non-public service carries a Bearer token
+    whose audience is the service URL (the client still talks to the fake)."""
+    from deployloop.deploy import gcp
+
+    client = gcp.services_client()  # built while CLOUDRUN_EMULATOR_HOST is still set
+    monkeypatch.delenv("CLOUDRUN_EMULATOR_HOST")
+    minted: list[str] = []
+
+    def mint(audience: str) -> str:
+        minted.append(audience)
+        return f"token-{len(minted)}"
+
+    t = CloudRunTarget(FAST, client_factory=lambda: client, id_token=mint)
+    records = by_name(t.deploy(config(), ctx()))
+    assert minted == [records["backend"].url]  # auth is public: no token
+    assert "Bearer token-1" in fake.services["backend"].auth_headers
+    assert not any(fake.services["auth"].auth_headers)
+
+    env = t.test_env(config(), list(records.values()))
+    assert env == {"LOOP_BACKEND_ID_TOKEN": "token-2"}
+    assert t.test_env(config(), list(records.values())) == {"LOOP_BACKEND_ID_TOKEN": "token-3"}
+    t.stop()
+
+
+def test_test_env_is_empty_on_the_emulator(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    records = target.deploy(config(), ctx())
+    assert target.test_env(config(), records) == {}
+    assert token_env_var("my-api.v2") == "LOOP_MY_API_V2_ID_TOKEN"
+
+
+def test_missing_credentials_name_the_login_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("CLOUDRUN_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
+    t = CloudRunTarget(FAST)
+    with pytest.raises(DeployError) as caught:
+        t.deploy(config(), ctx())
+    message = str(caught.value)
+    assert "gcloud auth application-default login" in message and "\n" not in message
+    assert {d.status for d in caught.value.deployments} == {DeployStatus.FAILED}
+    planned = t.plan(config(), ctx())
+    assert all(p.changes[0].startswith("current state unknown: no Google Cloud") for p in planned)
+
+
+# --- rollback --------------------------------------------------------------------------------
+
+
+def test_rollback_sends_traffic_back(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    target.deploy(config(), ctx(1))
+    fake.fail_next_rollout("backend", "Container failed to start.")
+    with pytest.raises(DeployError):
+        target.deploy(config(), ctx(2))
+    assert fake.serving_revision("auth") == "auth-00002-abc"
+
+    done = target.rollback(
+        config(), {"auth": "auth-00001-abc", "backend": "backend-00001-abc"}, "deploy failed"
+    )
+    assert [(r.service, r.from_revision, r.to_revision, r.reason) for r in done] == [
+        ("auth", "auth-00002-abc", "auth-00001-abc", "deploy failed"),
+        ("backend", "backend-00002-abc", "backend-00001-abc", "deploy failed"),
+    ]
+    assert fake.serving_revision("auth") == "auth-00001-abc"
+    traffic = fake.service("auth").traffic
+    assert [(t.type_.name, t.revision, t.percent) for t in traffic] == [
+        ("TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "auth-00001-abc", 100)
+    ]
+    url = fake.service("auth").uri
+    assert get_json(f"{url}/revision") == {"revision": "auth-00001-abc"}
+    assert fake.services["auth"].count == 2  # moving traffic made no revision
+
+    # The next deploy sends the traffic to its own new revision again.
+    records = by_name(target.deploy(config(), ctx(3)))
+    assert records["auth"].revision == "auth-00003-abc"
+    assert fake.serving_revision("auth") == "auth-00003-abc"
+
+
+def test_rollback_to_a_missing_revision_fails_clearly(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    with pytest.raises(DeployError) as caught:
+        target.rollback(
+            config(), {"auth": "auth-00001-abc", "backend": "backend-00009-zzz"}, "worse"
+        )
+    assert str(caught.value) == (
+        "rollback failed: service 'backend': update"
+        " projects/demo-proj/locations/europe-west1/services/backend: InvalidArgument:"
+        " Revision named 'backend-00009-zzz' does not exist. (rolled back: auth -> auth-00001-abc)"
+    )
+
+
+# --- plan ------------------------------------------------------------------------------------
+
+
+def test_plan_shows_changes_and_changes_nothing(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    planned = target.plan(config(), ctx(1))
+    assert [(p.service, p.artifact, p.changes) for p in planned] == [
+        ("auth", f"europe-docker.pkg.dev/demo-proj/shop/auth:{SHA}", ("new service",)),
+        ("backend", f"europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i1", ("new service",)),
+    ]
+    assert fake.mutating_calls() == []
+
+    target.deploy(config(), ctx(1))
+    before = len(fake.mutating_calls())
+    same = target.plan(config(), ctx(1))
+    assert [p.changes for p in same] == [(), ()]
+
+    changed = config(backend_extra='memory = "1Gi"\nlabels = { team = "shop" }').model_copy()
+    backend = changed.deploy.services[1].model_copy(
+        update={
+            "env": {"MODE": "prod", "NEW_FLAG": "1"},
+            "secrets": {"DB_PASSWORD": "db-password:4"},
+        }
+    )
+    changed = changed.model_copy(
+        update={"deploy": changed.deploy.model_copy(
+            update={"services": [changed.deploy.services[0], backend]}
+        )}
+    )
+    planned = by_plan(target.plan(changed, ctx(2, "fedcba")))
+    assert planned["backend"] == (
+        f"image europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i1"
+        " -> europe-docker.pkg.dev/demo-proj/shop/backend:fedcba-i2",
+        "env MODE changed",
+        "env NEW_FLAG added",
+        "secret API_KEY removed",
+        "secret DB_PASSWORD db-password:3 -> db-password:4",
+        "memory default -> 1Gi",
+        "label team added",
+    )
+    assert len(fake.mutating_calls()) == before
+
+    target.rollback(config(), {"auth": "auth-00001-abc"}, "test")
+    calls = len(fake.calls)
+    planned = by_plan(target.plan(config(), ctx(1)))
+    assert planned["auth"] == ("traffic 100% on auth-00001-abc -> 100% on the new revision",)
+    assert {c.method for c in fake.calls[calls:]} == {"GetService", "GetIamPolicy"}
+
+
+def by_plan(planned: list[Any]) -> dict[str, tuple[str, ...]]:
+    return {p.service: p.changes for p in planned}
+
+
+# --- lazy imports ------------------------------------------------------------------------------
+
+
+def test_deploy_package_does_not_import_google() -> None:
+    code = (
+        "import sys, deployloop.deploy, deployloop.deploy.cloudrun, deployloop.deploy.gcp;"
+        "print(sorted(m for m in sys.modules if m == 'google' or m.startswith('google.')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+# --- end to end: the real `loop` console script -------------------------------------------------
+
+SMOKE_TESTS = """
+    import json
+    import os
+    import urllib.request
+
+
+    def get(url):
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)
+
+
+    def test_backend_is_healthy():
+        assert get(os.environ["LOOP_BACKEND_URL"] + "/health")["ok"] is True
+
+
+    def test_backend_knows_auth_and_gets_secret_refs():
+        env = get(os.environ["LOOP_BACKEND_URL"] + "/env")
+        assert env["LOOP_AUTH_URL"] == os.environ["LOOP_AUTH_URL"]
+        assert env["DB_PASSWORD"] == "secret:db-password:3"
+    """
+
+
+def cloudrun_project(project: Project) -> None:
+    project.config(two_services(), env="cloudrun")
+    project.write("tests/e2e/test_smoke.py", SMOKE_TESTS)
+
+
+def emulator_env(fake: FakeCloudRun) -> dict[str, str]:
+    return {"CLOUDRUN_EMULATOR_HOST": fake.address, "GRPC_VERBOSITY": "ERROR"}
+
+
+def deployments(project: Project, iteration: int) -> dict[str, dict[str, Any]]:
+    summary = project.summary(iteration, env="cloudrun")
+    return {d["service"]: d for d in summary["deployments"]}
+
+
+def test_loop_run_creates_then_updates(fake: FakeCloudRun, project: Project) -> None:
+    cloudrun_project(project)
+    fake.unavailable("CreateService", 1, service="backend")  # retried: the run still passes
+    first = project.run("run", "--env", "cloudrun", "--max-iterations", "1",
+                        env=emulator_env(fake))
+    assert first.returncode == 0, output(first)
+    deployed = deployments(project, 1)
+    assert {n: (d["status"], d["revision"]) for n, d in deployed.items()} == {
+        "auth": ("ready", "auth-00001-abc"), "backend": ("ready", "backend-00001-abc"),
+    }
+    assert deployed["backend"]["url"] == fake.service("backend").uri
+    # Outside git there is no SHA: the tag says so.
+    image = fake.service("backend").template.containers[0].image
+    assert image == "europe-docker.pkg.dev/demo-proj/shop/backend:unknown-i1"
+    assert fake.count("CreateService", "backend") == 2
+
+    second = project.run("run", "--env", "cloudrun", "--max-iterations", "1",
+                         env=emulator_env(fake))
+    assert second.returncode == 0, output(second)
+    assert {n: d["revision"] for n, d in deployments(project, 2).items()} == {
+        "auth": "auth-00002-abc", "backend": "backend-00002-abc",
+    }
+    assert fake.count("UpdateService") == 2
+    assert fake.serving_revision("backend") == "backend-00002-abc"
+
+
+def test_loop_run_failed_rollout_exits_3(fake: FakeCloudRun, project: Project) -> None:
+    cloudrun_project(project)
+    fake.fail_next_rollout("backend", "Container failed to start and listen on PORT=8080.")
+    result = project.run("run", "--env", "cloudrun", "--max-iterations", "1",
+                         env=emulator_env(fake))
+    assert result.returncode == 3, output(result)
+    assert (
+        "revision 'backend-00001-abc' not ready: Container failed to start and listen on"
+        " PORT=8080." in flat(result.stdout + result.stderr)
+    )
+    deployed = deployments(project, 1)
+    assert deployed["backend"]["status"] == "failed"
+    assert deployed["auth"]["status"] == "ready"
+
+
+def test_loop_run_permission_denied_is_one_call_and_one_line(
+    fake: FakeCloudRun, project: Project
+) -> None:
+    cloudrun_project(project)
+    fake.deny("auth", "CreateService")
+    result = project.run("run", "--env", "cloudrun", "--max-iterations", "1",
+                         env=emulator_env(fake))
+    assert result.returncode == 3, output(result)
+    assert (
+        "permission denied on projects/demo-proj/locations/europe-west1/services/auth:"
+        " the caller needs run.services.create (roles/run.developer)"
+    ) in flat(result.stdout + result.stderr)
+    assert fake.count("CreateService") == 1
+    assert fake.count("CreateService", "backend") == 0
+
+
+def test_loop_plan_makes_no_mutating_call(fake: FakeCloudRun, project: Project) -> None:
+    cloudrun_project(project)
+    result = project.run("plan", "--env", "cloudrun", env=emulator_env(fake))
+    assert result.returncode == 0, output(result)
+    assert "new service" in result.stdout
+    assert fake.mutating_calls() == []
+    assert fake.count("GetService") == 2
+
+
+def rollback_project(project: Project) -> None:
+    project.config(two_services(deploy_extra="rollback_on_failure = true"), env="cloudrun")
+    project.write("tests/e2e/test_smoke.py", SMOKE_TESTS)
+    # A test that fails once the team "breaks" something: its pass rate then drops.
+    project.write("tests/e2e/test_release.py", """
+        from pathlib import Path
+
+        def test_release_is_not_broken():
+            assert not Path("broken").exists(), "release broken"
+        """)
+
+
+def test_failed_deploy_rolls_back_to_the_last_passing_revision(
+    fake: FakeCloudRun, project: Project
+) -> None:
+    rollback_project(project)
+    env = emulator_env(fake)
+    assert project.run("run", "--env", "cloudrun", "--max-iterations", "1", env=env).returncode == 0
+    fake.fail_next_rollout("backend", "Container failed to start and listen on PORT=8080.")
+    result = project.run("run", "--env", "cloudrun", "--max-iterations", "1", env=env)
+    assert result.returncode == 3, output(result)
+    assert "rolled back backend: backend-00002-abc -> backend-00001-abc (deploy failed)" in flat(
+        result.stdout
+    )
+    assert fake.serving_revision("backend") == "backend-00001-abc"
+    assert deployments(project, 2)["backend"]["rolled_back_to"] == "backend-00001-abc"
+
+
+def test_pass_rate_drop_rolls_back_and_a_first_failure_does_not(
+    fake: FakeCloudRun, project: Project
+) -> None:
+    rollback_project(project)
+    env = emulator_env(fake)
+    (project.root / "broken").write_text("")
+    first = project.run("run", "--env", "cloudrun", "--max-iterations", "1", env=env)
+    assert first.returncode == 1, output(first)
+    assert "rolled back" not in first.stdout  # nothing passed before: nowhere to go back to
+    (project.root / "broken").unlink()
+    assert project.run("run", "--env", "cloudrun", "--max-iterations", "1", env=env).returncode == 0
+    (project.root / "broken").write_text("")
+    third = project.run("run", "--env", "cloudrun", "--max-iterations", "1", env=env)
+    assert third.returncode == 1, output(third)
+    assert "pass rate dropped from 100.0% to" in flat(third.stdout)
+    assert fake.serving_revision("backend") == "backend-00002-abc"
+    assert fake.serving_revision("auth") == "auth-00002-abc"
+    assert {n: d["rolled_back_to"] for n, d in deployments(project, 3).items()} == {
+        "auth": "auth-00002-abc", "backend": "backend-00002-abc",
+    }
