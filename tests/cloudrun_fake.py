@@ -475,3 +475,19 @@ def _env(template: run_v2.RevisionTemplate) -> dict[str, str]:
         ref = var.value_source.secret_key_ref
         out[var.name] = f"secret:{ref.secret}:{ref.version}" if ref.secret else var.value
     return out
+
+
+def main() -> None:
+    """Run the fake on its own, to try the cloudrun target without a Google account."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    with FakeCloudRun() as fake:
+        print(f"fake Cloud Run Admin API on {fake.address}; Ctrl-C stops it. In another shell:")
+        print(f"  CLOUDRUN_EMULATOR_HOST={fake.address} loop run --env <a cloudrun env>")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -38,6 +38,8 @@ def show_plan(
         finally:
             target.stop()
     services = Table("wave", "service", "depends on", "deploys / runs / checks", "changes")
+    for column in services.columns[3:]:
+        column.overflow = "fold"  # an image reference cut short is no use
     for number, wave in enumerate(deploy_waves(deploy.services), start=1):
         for service in wave:
             what = planned.get(service.name)
