@@ -8,9 +8,9 @@ from pathlib import Path
 
 from deployloop.config import SuiteConfig
 from deployloop.models import Outcome, TestResult
-from deployloop.runner.inventory import owner_suite
 from deployloop.runner.jobs import plan_jobs
 from deployloop.runner.reportlog import ReportLogReader
+from deployloop.runner.suite_paths import SuitePaths
 
 OUTCOMES = '''
 import pytest
@@ -103,9 +103,7 @@ def suite(name: str, *paths: str, markers: str | None = None) -> SuiteConfig:
 
 def test_items_belong_to_the_most_specific_suite(tmp_path: Path) -> None:
     suites = [suite("All", "tests"), suite("Login", "tests/test_auth.py::test_login")]
-    def owner(nodeid: str) -> str | None:
-        found = owner_suite(suites, nodeid, "", tmp_path)
-        return found.name if found else None
+    owner = SuitePaths(suites, tmp_path).owner
     assert owner("tests/test_auth.py::test_login") == "Login"
     assert owner("tests/test_auth.py::test_login[admin]") == "Login"
     assert owner("tests/test_auth.py::test_login_twice") == "All"

@@ -83,8 +83,17 @@ def cluster_failures(
     A known issue only labels a cluster: its tests are still failures. `first_iteration` is
     set when `history` is given (and is at most `current`, the iteration analyzed).
     """
+    past = None if history is None else past_failures(history)
     clusters = [
-        _cluster(group, known_issues, categories, history, current)
+        Cluster(
+            label=label(group),
+            signature=min(f.signature for f in group),
+            tests=tuple(f.row.nodeid for f in group),
+            suites=tuple(sorted({f.row.suite for f in group})),
+            known_issue=_cluster_issue(group, known_issues),
+            category=categorize(group, categories),
+            first_iteration=None if past is None else first_iteration(group, past, current),
+        )
         for group in group_failures(rows)
     ]
     return tuple(sorted(clusters, key=lambda c: (-c.count, c.label, c.signature)))
@@ -109,25 +118,6 @@ def suite_key_issue(clusters: Sequence[Cluster], rows: Sequence[TestRow]) -> str
     return chosen
 
 
-def _cluster(
-    members: Sequence[Failure],
-    known_issues: Sequence[KnownIssue],
-    categories: Sequence[CategoryRule],
-    history: Sequence[HistoryRow] | None,
-    current: int | None,
-) -> Cluster:
-    signatures = sorted({f.signature for f in members})
-    return Cluster(
-        label=label(members),
-        signature=signatures[0],
-        tests=tuple(f.row.nodeid for f in members),
-        suites=tuple(sorted({f.row.suite for f in members})),
-        known_issue=_cluster_issue(members, known_issues),
-        category=categorize(members, categories),
-        first_iteration=None if history is None else first_iteration(members, history, current),
-    )
-
-
 def _cluster_issue(members: Sequence[Failure], known_issues: Sequence[KnownIssue]) -> str | None:
     # Members differ only in what normalize removed (ids, numbers), which a regex may still
     # look at, so the first configured issue matching any member wins.
@@ -137,8 +127,24 @@ def _cluster_issue(members: Sequence[Failure], known_issues: Sequence[KnownIssue
     return None
 
 
+def past_failures(history: Sequence[HistoryRow]) -> list[tuple[HistoryRow, MessageKey]]:
+    """The failures in history (every attempt) with their message keys, each message
+    normalized once."""
+    keys: dict[str, MessageKey] = {}
+    found = []
+    for row in history:
+        if row.outcome in FAILURE_OUTCOMES:
+            message = row.message or ""
+            if message not in keys:
+                keys[message] = message_key(message)
+            found.append((row, keys[message]))
+    return found
+
+
 def first_iteration(
-    members: Sequence[Failure], history: Sequence[HistoryRow], current: int | None
+    members: Sequence[Failure],
+    past: Sequence[tuple[HistoryRow, MessageKey]],
+    current: int | None,
 ) -> int | None:
     """The earliest iteration with a failure of the same cause, any attempt.
 
@@ -150,24 +156,17 @@ def first_iteration(
     by_frame = any(f.frame is not None for f in members)
     tests = {f.row.nodeid for f in members}
     earliest = current
-    seen: dict[str, bool] = {}
-    for row in history:
-        if row.outcome not in FAILURE_OUTCOMES:
-            continue
+    matched: dict[MessageKey, bool] = {}
+    for row, key in past:
         if earliest is not None and row.iteration >= earliest:
             continue
         if by_frame and row.nodeid not in tests:
             continue
-        message = row.message or ""
-        if message not in seen:
-            seen[message] = _matches(message_key(message), keys)
-        if seen[message]:
+        if key not in matched:
+            matched[key] = key in keys or any(similar_messages(key, other) for other in keys)
+        if matched[key]:
             earliest = row.iteration
     return earliest
-
-
-def _matches(key: MessageKey, keys: set[MessageKey]) -> bool:
-    return key in keys or any(similar_messages(key, other) for other in keys)
 
 
 def mark_outage(

@@ -80,7 +80,7 @@ class _Running:
     proc: PytestProcess
     reportlog: Path
     reader: ReportLogReader
-    remaining: dict[str, list[str]]  # suite -> node ids not reported yet, in order
+    remaining: dict[str, dict[str, None]]  # suite -> node ids not reported yet, in order
     active: str | None
     active_since: float
     inbox: list[TestResult] = field(default_factory=list)
@@ -107,6 +107,7 @@ class TestRunner:
         self._recorder = recorder
         self._display = display
         self.state = state
+        self._batch: list[TestResult] = []  # written together: one transaction per poll
         # Made again for each process: short-lived credentials (ID tokens) stay fresh.
         self._fresh_env = fresh_env
 
@@ -157,7 +158,7 @@ class TestRunner:
             proc=proc,
             reportlog=reportlog,
             reader=ReportLogReader(owner.get, inbox.append),
-            remaining={suite: list(ids) for suite, ids in job.expected},
+            remaining={suite: dict.fromkeys(ids) for suite, ids in job.expected},
             active=job.suites[0],
             active_since=time.monotonic(),
             inbox=inbox,
@@ -183,12 +184,13 @@ class TestRunner:
         for result in run.inbox:
             self._on_result(run, result)
         run.inbox.clear()
+        self._flush()
 
     def _on_result(self, run: _Running, result: TestResult) -> None:
         ids = run.remaining.get(result.suite)
         if ids is None or result.nodeid not in ids:
             return  # reported twice, or by an overlapping path: the first report stands
-        ids.remove(result.nodeid)
+        del ids[result.nodeid]
         self._record(result)
         if result.suite != run.active or not ids:
             # The clock of a suite starts when the tests before it are done.
@@ -235,7 +237,8 @@ class TestRunner:
                 self._mark_problem(suite, SuiteStatus.CRASHED)
             else:
                 reason = "collected before the run, but pytest did not report it"
-            self._unreported(suite, ids, reason, partial, output)
+            self._unreported(suite, list(ids), reason, partial, output)
+        self._flush()
         for suite in run.job.suites:
             if not any(s == suite for s, _ in leftovers):
                 self._job_done(suite)
@@ -268,11 +271,16 @@ class TestRunner:
             self._record(result)
 
     def _record(self, result: TestResult) -> None:
-        self._recorder.results([result])
+        self._batch.append(result)
         progress = self.state.suites[result.suite]
         progress.done += 1
         if result.outcome in (Outcome.FAILED, Outcome.ERROR):
             progress.failed += 1
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self._recorder.results(batch)
 
     def _mark_problem(self, suite: str, status: SuiteStatus) -> None:
         self.state.suites[suite].problem = status

@@ -17,6 +17,7 @@ from deployloop.config import SuiteConfig
 from deployloop.models import InventoryItem
 from deployloop.runner.process import PytestProcess, PytestSetup, error_line
 from deployloop.runner.reportlog import crash_line
+from deployloop.runner.suite_paths import SuitePaths, file_of
 
 _EXIT_NO_TESTS = 5
 
@@ -63,22 +64,18 @@ def _one_suite_each(
     for suite in suites:
         for item in by_suite[suite.name]:
             homes.setdefault(item.nodeid, []).append(suite)
+    paths = SuitePaths(suites, workdir)
     out = []
     for suite in suites:
         for item in by_suite[suite.name]:
             candidates = homes[item.nodeid]
             if len(candidates) > 1:
-                best = max(candidates, key=lambda s: _specificity(s, item, workdir))
+                scores = paths.scores(item.nodeid, item.file)
+                best = max(candidates, key=lambda s: (scores.get(s.name, -1), bool(s.markers)))
                 if best is not suite:
                     continue
             out.append(item)
     return out
-
-
-def _specificity(suite: SuiteConfig, item: InventoryItem, workdir: Path) -> tuple[int, bool]:
-    item_file = _resolve(workdir, item.file)
-    scores = [_match(spec, item.nodeid, item_file, workdir) for spec in suite.paths]
-    return max((sc for sc in scores if sc is not None), default=-1), suite.markers is not None
 
 
 def suites_covering_others(
@@ -86,15 +83,10 @@ def suites_covering_others(
 ) -> set[str]:
     """Suites whose paths also hold tests that belong to another suite: running them by
     their paths would run those tests twice, so they must run by node id."""
-    out = set()
-    for suite in suites:
-        for nodeid, owner in owners.items():
-            if owner == suite.name:
-                continue
-            item_file = _resolve(workdir, _file(nodeid))
-            if any(_match(spec, nodeid, item_file, workdir) is not None for spec in suite.paths):
-                out.add(suite.name)
-                break
+    paths = SuitePaths(suites, workdir)
+    out: set[str] = set()
+    for nodeid, owner in owners.items():
+        out.update(name for name in paths.scores(nodeid) if name != owner)
     return out
 
 
@@ -157,17 +149,20 @@ def _assign(
 ) -> dict[str, list[InventoryItem]]:
     out: dict[str, list[InventoryItem]] = {s.name: [] for s in suites}
     seen: set[str] = set()
+    paths = SuitePaths(suites, workdir)
+    by_name = {s.name: s for s in suites}
     for record in collected.items:
         nodeid = record["nodeid"]
         if nodeid in seen:
             continue
         seen.add(nodeid)
-        suite = owner_suite(suites, nodeid, record.get("path", ""), workdir)
-        if suite is None:
+        owner = paths.owner(nodeid, record.get("path", ""))
+        if owner is None:
             continue
+        suite = by_name[owner]
         error = record.get("error")
         message = "collection error: " + crash_line(error) if error else None
-        out[suite.name].append(InventoryItem(suite.name, nodeid, _file(nodeid), message, error))
+        out[suite.name].append(InventoryItem(suite.name, nodeid, file_of(nodeid), message, error))
     for suite in suites:
         if out[suite.name]:
             continue
@@ -186,46 +181,9 @@ def _assign(
                 message += f" with -m {suite.markers!r}"
         detail = message + "\n\n" + collected.output
         out[suite.name].append(
-            InventoryItem(suite.name, suite.paths[0], _file(suite.paths[0]), message, detail)
+            InventoryItem(suite.name, suite.paths[0], file_of(suite.paths[0]), message, detail)
         )
     return out
 
 
-def owner_suite(
-    suites: Sequence[SuiteConfig], nodeid: str, path: str, workdir: Path
-) -> SuiteConfig | None:
-    """The suite whose configured path matches the node id most specifically."""
-    item_file = _resolve(workdir, path or _file(nodeid))
-    best: tuple[int, SuiteConfig] | None = None
-    for suite in suites:
-        for spec in suite.paths:
-            score = _match(spec, nodeid, item_file, workdir)
-            if score is not None and (best is None or score > best[0]):
-                best = (score, suite)
-    return best[1] if best else None
-
-
-def _match(spec: str, nodeid: str, item_file: Path, workdir: Path) -> int | None:
-    spec_file, _, spec_rest = spec.partition("::")
-    target = _resolve(workdir, spec_file)
-    if spec_rest:
-        _, _, rest = nodeid.partition("::")
-        if item_file == target and (rest == spec_rest or rest.startswith(spec_rest + "::")
-                                    or rest.startswith(spec_rest + "[")):
-            return 10_000 + len(spec)
-        return None
-    if item_file == target:
-        return 5_000 + len(spec)
-    if target in item_file.parents:
-        return len(target.parts)
-    return None
-
-
-def _resolve(workdir: Path, path: str) -> Path:
-    p = Path(path)
-    return (p if p.is_absolute() else workdir / p).resolve()
-
-
-def _file(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
 

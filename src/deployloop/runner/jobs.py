@@ -65,9 +65,9 @@ def plan_jobs(
     total = sum(len(u.nodeids) for u in units)
     if not units:
         return []
-    # One worker gains nothing from many processes; several want about two jobs each, so a
-    # slow job does not leave the others idle at the end.
-    target = total if workers == 1 else max(1, math.ceil(total / (workers * 2)))
+    # About one job per worker: each pytest process costs ~0.35-0.9 s of CPU to start and end,
+    # which more, smaller jobs would pay again (measured by bench/run_bench.py).
+    target = total if workers == 1 else max(1, math.ceil(total / workers))
     units = [piece for unit in units for piece in _shard(unit, target, workers)]
     batches: list[list[_Unit]] = []
     for unit in units:
@@ -88,7 +88,7 @@ def plan_jobs(
 def _shard(unit: _Unit, target: int, workers: int) -> list[_Unit]:
     if workers == 1 or len(unit.nodeids) <= target * 1.5:
         return [unit]
-    count = min(math.ceil(len(unit.nodeids) / target), workers * 2)
+    count = min(math.ceil(len(unit.nodeids) / target), workers)
     size = math.ceil(len(unit.nodeids) / count)
     # Contiguous slices keep a module's tests together, so module fixtures run once a shard.
     return [
