@@ -1,0 +1,651 @@
+"""Benchmark `loop`: start-up time, test-phase overhead against plain pytest, peak memory.
+
+Run from the project root:  .venv/bin/python bench/run_bench.py [--quick] [--reps N] [--keep]
+(or `make bench`). It prints figures, with each target next to its figure and "ok" or "over";
+it never fails on a figure (exit 0 unless the benchmark itself could not run).
+
+Machines are shared and noisy, so every figure is the median of several runs, and the ratios
+compare runs made in the same repetition (baseline and loop interleaved), not separate medians.
+
+What runs:
+- `loop --help` and `loop status` in a tiny project that has a `.loop` state from one quick run.
+- A generated project of 12 suites / 420 tests; each test makes two HTTP requests to a stdlib
+  ThreadingHTTPServer in this process (about 5 ms of "service" latency each, like a staging
+  e2e test), through an httpx client fixture as real suites do. A few tests fail, one skips.
+  - baseline: plain pytest, one suite after another, as a person does by hand;
+  - for information: one pytest process over every file with the options loop adds
+    (reportlog, junit, ...): what `loop run --workers 1` runs, without loop around it;
+  - `loop run --max-iterations 1 --workers N` (deploy target "none", one service whose url is
+    the server), N = 1, 2, 4, each with a fresh state dir. The test phase comes from the store:
+    max(suites.finished_at) - min(suites.started_at).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from hashlib import sha256
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+PYTHON = sys.executable
+LOOP = str(Path(sys.executable).with_name("loop"))
+
+STARTUP_TARGET_S = 0.30
+TEST_PHASE_TARGET_RATIO = 1.20
+SERVICE_DELAY_S = 0.005  # per request; each generated test makes two
+
+# (suite name, priority, tests): 420 tests over 12 files.
+SUITES: list[tuple[str, int, int]] = [
+    ("Priority 1 Critical", 1, 24),
+    ("Auth", 1, 30),
+    ("Catalog", 2, 36),
+    ("Cart", 2, 40),
+    ("Checkout", 2, 28),
+    ("Orders", 2, 44),
+    ("Payments", 3, 32),
+    ("Inventory", 3, 38),
+    ("Search", 3, 26),
+    ("Notifications", 3, 42),
+    ("Admin", 3, 34),
+    ("Reports", 3, 46),
+]
+QUICK_SUITES: list[tuple[str, int, int]] = [
+    ("Priority 1 Critical", 1, 8),
+    ("Cart", 2, 10),
+    ("Reports", 3, 12),
+]
+
+
+# --- the service the tests call ---------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as httpx clients use it
+    # Headers and body are two writes: with Nagle on, the body waits for the client's
+    # delayed ACK (40 ms a response), which would swamp every other figure.
+    disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        parts = self.path.strip("/").split("/")
+        if parts == ["health"]:
+            self._send(200, {"status": "ok"})
+            return
+        if len(parts) < 2 or not parts[1].isdigit():
+            self._send(404, {"error": f"no route {self.path}"})
+            return
+        time.sleep(SERVICE_DELAY_S)  # the latency of a real service
+        resource, ident = parts[0], int(parts[1])
+        digest = f"{resource}:{ident}".encode()
+        for _ in range(50):  # and a little real work
+            digest = sha256(digest).digest()
+        if parts[2:] == ["checksum"]:
+            self._send(200, {"id": ident, "digest": digest.hex()})
+            return
+        price = (ident * 37) % 1000 + 100
+        self._send(200, {
+            "id": ident, "resource": resource, "digest": digest.hex(), "price_cents": price,
+            "tags": [f"tag-{(ident + k) % 7}" for k in range(5)],
+        })
+
+    def _send(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def serve() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="bench-http", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# --- generated projects -----------------------------------------------------------------------
+
+CONFTEST = '''\
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=os.environ["BENCH_API_URL"], timeout=10) as client:
+        yield client
+'''
+
+SUITE_FILE = '''\
+"""{name}: generated e2e suite ({count} tests)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+RESOURCE = "{slug}"
+
+
+@pytest.mark.parametrize("ident", range({params}))
+def test_get(api: httpx.Client, ident: int) -> None:
+    response = api.get(f"/{{RESOURCE}}/{{ident}}")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == ident
+    assert body["resource"] == RESOURCE
+    assert 100 <= body["price_cents"] < 1100
+    assert sorted(body["tags"]) == sorted(set(body["tags"]))
+    check = api.get(f"/{{RESOURCE}}/{{ident}}/checksum").json()
+    assert check["digest"] == body["digest"]
+
+
+def test_health(api: httpx.Client) -> None:
+    assert api.get("/health").json() == {{"status": "ok"}}
+
+
+def test_unknown_route(api: httpx.Client) -> None:
+    assert api.get("/{slug}/not-a-number").status_code == 404
+{extra}'''
+
+FAILING_TEST = '''
+
+def test_discount_applied(api: httpx.Client) -> None:
+    body = api.get(f"/{RESOURCE}/3").json()
+    assert body["price_cents"] == 99, "discount not applied"
+'''
+
+SKIPPED_TEST = '''
+
+@pytest.mark.skip(reason="feature flag off in this environment")
+def test_behind_flag(api: httpx.Client) -> None:
+    api.get("/health")
+'''
+
+
+def _slug(name: str) -> str:
+    return "-".join("".join(c.lower() if c.isalnum() else " " for c in name).split())
+
+
+def make_project(root: Path, suites: Sequence[tuple[str, int, int]], url: str) -> list[Path]:
+    """Write a project loop can run: configs/local.toml, tests/e2e/*.py. Returns the files."""
+    tests = root / "tests" / "e2e"
+    tests.mkdir(parents=True)
+    (root / "configs").mkdir()
+    (root / "pytest.ini").write_text("[pytest]\n")
+    (tests / "conftest.py").write_text(CONFTEST)
+    files: list[Path] = []
+    suite_tables = []
+    for i, (name, priority, count) in enumerate(suites):
+        slug = _slug(name)
+        extra = ""
+        fixed = 2  # test_health, test_unknown_route
+        if i % 5 == 1:  # a few real failures, as an iteration usually has
+            extra += FAILING_TEST
+            fixed += 1
+        if i % 7 == 3:
+            extra += SKIPPED_TEST
+            fixed += 1
+        path = tests / f"test_{slug.replace('-', '_')}.py"
+        path.write_text(SUITE_FILE.format(
+            name=name, count=count, slug=slug, params=count - fixed, extra=extra))
+        files.append(path)
+        suite_tables.append(
+            f'[[tests.suites]]\nname = "{name}"\n'
+            f'paths = ["{path.relative_to(root).as_posix()}"]\npriority = {priority}\n'
+        )
+    (root / "configs" / "local.toml").write_text(
+        "[loop]\ntarget_pass_rate = 100\nmax_iterations = 1\nstall_iterations = 0\n\n"
+        '[deploy]\ntarget = "none"\n\n'
+        f'[[deploy.services]]\nname = "api"\nurl = "{url}"\nhealth_path = "/health"\n'
+        "ready_timeout_s = 10\n\n"
+        "[tests]\nworkers = 1\nsuite_timeout_s = 300\npytest_args = []\n"
+        f'env = {{ BENCH_API_URL = "{url}" }}\n\n' + "\n".join(suite_tables)
+    )
+    return files
+
+
+# --- running things ---------------------------------------------------------------------------
+
+
+@dataclass
+class Ran:
+    wall_s: float
+    code: int
+    output: str
+    loop_peak_kb: int | None = None  # VmHWM of the process itself
+    tree_peak_kb: int | None = None  # largest peak of it and its children (wait4 rusage)
+    own_cpu_s: float | None = None  # CPU of the process itself (last /proc sample)
+    tree_cpu_s: float = 0.0  # CPU of it and every child it waited for
+
+
+def run(argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None,
+        watch_memory: bool = False) -> Ran:
+    """Run argv to completion; wall time measured around a blocking wait."""
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+        peak: list[int] = []
+        cpu: list[float] = []
+        stop = threading.Event()
+        watcher = None
+        if watch_memory:
+            watcher = threading.Thread(target=_watch, args=(proc.pid, peak, cpu, stop),
+                                       daemon=True)
+            watcher.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stop.set()
+        if watcher is not None:
+            watcher.join()
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return Ran(wall, proc.returncode, text, max(peak) if peak else None,
+               usage.ru_maxrss if watch_memory else None, cpu[-1] if cpu else None,
+               usage.ru_utime + usage.ru_stime)
+
+
+def _watch(pid: int, peak: list[int], cpu: list[float], stop: threading.Event) -> None:
+    """Sample the peak RSS and CPU time of `pid` itself (not its children) until it ends."""
+    status, stat = Path(f"/proc/{pid}/status"), Path(f"/proc/{pid}/stat")
+    ticks = os.sysconf("SC_CLK_TCK")
+    while not stop.is_set():
+        try:
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak.append(int(line.split()[1]))
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cpu.append((int(fields[11]) + int(fields[12])) / ticks)  # utime, stime
+        except (OSError, IndexError, ValueError):
+            return
+        stop.wait(0.05)
+
+
+class BenchError(Exception):
+    """A command the benchmark needs did not work."""
+
+
+def check(ran: Ran, what: str, ok_codes: Sequence[int] = (0,)) -> Ran:
+    if ran.code not in ok_codes:
+        raise BenchError(f"{what} exited {ran.code}:\n{ran.output[-3000:]}")
+    return ran
+
+
+def last_line(error: BenchError) -> str:
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return f"{lines[0].split(' exited ')[-1].rstrip(':')}: {lines[-1]}" if lines else "failed"
+
+
+def median_wall(argv: Sequence[str], cwd: Path, reps: int, ok_codes: Sequence[int] = (0,),
+                warm_up: bool = True) -> tuple[float, list[float], float]:
+    """Median wall time, every wall time, and the median CPU time (user + sys: less
+    sensitive than wall time to other work on a shared machine)."""
+    what = " ".join(argv)
+    if warm_up:
+        check(run(argv, cwd), what, ok_codes)  # page cache, .pyc files
+    runs = [check(run(argv, cwd), what, ok_codes) for _ in range(reps)]
+    times = [r.wall_s for r in runs]
+    return statistics.median(times), times, statistics.median(r.tree_cpu_s for r in runs)
+
+
+_COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|deselected)")
+
+
+def pytest_counts(output: str) -> dict[str, int]:
+    lines = [ln for ln in output.strip().splitlines() if ln.strip()]
+    counts: dict[str, int] = {}
+    for number, word in _COUNT.findall(lines[-1] if lines else ""):
+        word = "error" if word.startswith("error") else word
+        counts[word] = counts.get(word, 0) + int(number)
+    return counts
+
+
+def add_counts(total: dict[str, int], more: dict[str, int]) -> None:
+    for key, value in more.items():
+        total[key] = total.get(key, 0) + value
+
+
+def fmt_counts(counts: dict[str, int]) -> str:
+    order = ["passed", "failed", "error", "skipped", "xfailed", "xpassed", "pending"]
+    parts = [f"{counts[k]} {k}" for k in order if counts.get(k)]
+    return f"{sum(counts.values())} tests ({', '.join(parts)})"
+
+
+# --- what the store says about a loop run -----------------------------------------------------
+
+
+@dataclass
+class LoopRun:
+    wall_s: float
+    iteration_s: float  # iterations.finished_at - started_at
+    before_tests_s: float  # iteration start -> first suite started: plan, collect, deploy
+    test_phase_s: float  # first suite started -> last suite finished
+    after_tests_s: float  # last suite finished -> iteration finished: analyze, report
+    counts: dict[str, int]
+    loop_peak_kb: int | None
+    tree_peak_kb: int | None
+    own_cpu_s: float | None
+    tree_cpu_s: float
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def read_store(db: Path, ran: Ran) -> LoopRun:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        iteration = conn.execute(
+            "SELECT id, started_at, finished_at FROM iterations ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        first, last = conn.execute(
+            "SELECT MIN(started_at), MAX(finished_at) FROM suites"
+            " WHERE iteration_id = ? AND started_at IS NOT NULL", (iteration[0],)
+        ).fetchone()
+        counts = {
+            str(outcome): int(n) for outcome, n in conn.execute(
+                "SELECT COALESCE(outcome, 'pending'), COUNT(*) FROM tests"
+                " WHERE iteration_id = ? GROUP BY 1", (iteration[0],))
+        }
+    finally:
+        conn.close()
+    if not (first and last and iteration[2]):
+        raise BenchError(f"{db}: the iteration has no suite timings:\n{ran.output[-3000:]}")
+    it_start, it_end = _ts(iteration[1]), _ts(iteration[2])
+    t_first, t_last = _ts(first), _ts(last)
+    return LoopRun(
+        wall_s=ran.wall_s,
+        iteration_s=(it_end - it_start).total_seconds(),
+        before_tests_s=(t_first - it_start).total_seconds(),
+        test_phase_s=(t_last - t_first).total_seconds(),
+        after_tests_s=(it_end - t_last).total_seconds(),
+        counts=counts,
+        loop_peak_kb=ran.loop_peak_kb,
+        tree_peak_kb=ran.tree_peak_kb,
+        own_cpu_s=ran.own_cpu_s,
+        tree_cpu_s=ran.tree_cpu_s,
+    )
+
+
+def loop_run(project: Path, state: Path, workers: int) -> LoopRun:
+    argv = [LOOP, "run", "--max-iterations", "1", "--workers", str(workers),
+            "--state-dir", str(state)]
+    # 0: target reached, 1: below target (the generated project has real failures).
+    ran = check(run(argv, project, watch_memory=True), " ".join(argv), ok_codes=(0, 1))
+    return read_store(state / "loop.db", ran)
+
+
+# --- import time ------------------------------------------------------------------------------
+
+
+def import_offenders(
+    args: Sequence[str], cwd: Path, top: int
+) -> tuple[float, float, list[tuple[str, float]]]:
+    """What `python -X importtime ARGS` imports (ms): in all, in deployloop's own modules (self
+    time), and the biggest outside packages imported by deployloop or at top level."""
+    ran = run([PYTHON, "-X", "importtime", *args], cwd)
+    entries: list[tuple[int, str, float, float]] = []  # level, name, self ms, cumulative ms
+    for line in ran.output.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cum_us, name = line.removeprefix("import time:").split("|", 2)
+        name = name[1:]  # the separator's space; then two spaces a nesting level
+        level = (len(name) - len(name.lstrip(" "))) // 2
+        entries.append((level, name.strip(), float(self_us) / 1000, float(cum_us) / 1000))
+    total = sum(cum for level, _, _, cum in entries if level == 0)
+    own = sum(self_ms for _, name, self_ms, _ in entries if name.split(".")[0] == "deployloop")
+    # -X importtime prints children before their parent: read it backwards to see parents first.
+    direct: list[tuple[str, float]] = []
+    stack: list[str] = []
+    for level, name, _, cum in reversed(entries):
+        del stack[level:]
+        if name.split(".")[0] != "deployloop" and all(
+            a.split(".")[0] == "deployloop" for a in stack
+        ):  # imported by deployloop, or at top level (by the script, or late, by typer)
+            direct.append((name, cum))
+        stack.append(name)
+    direct.sort(key=lambda r: r[1], reverse=True)
+    return total, own, direct[:top]
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    rows: list[str] = field(default_factory=list)
+
+    def add(self, label: str, value: str, note: str = "") -> None:
+        self.rows.append(f"  {label:<28}{value:>9}   {note}".rstrip())
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def verdict(ok: bool) -> str:
+    return "ok" if ok else "over"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repetitions and a small project: a smoke run for CI")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="repetitions of each test-phase run (default 3; --quick 1)")
+    parser.add_argument("--startup-reps", type=int, default=None,
+                        help="runs of each start-up command (default 10; --quick 3)")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir, print its path")
+    parser.add_argument("--pytest-addopts", default=None, metavar="OPTS",
+                        help="PYTEST_ADDOPTS for every pytest run, plain and under loop alike,"
+                        " e.g. '-p no:hypothesispytest'")
+    args = parser.parse_args(argv)
+    if args.pytest_addopts is not None:
+        os.environ["PYTEST_ADDOPTS"] = args.pytest_addopts  # inherited by every child
+    reps = args.reps or (1 if args.quick else 3)
+    startup_reps = args.startup_reps or (3 if args.quick else 10)
+    suites = QUICK_SUITES if args.quick else SUITES
+    workers_list = (1,) if args.quick else (1, 2, 4)
+    if not Path(LOOP).exists():
+        sys.exit(f"bench: {LOOP} not found: run with the venv's python (.venv/bin/python)")
+
+    tmp = Path(tempfile.mkdtemp(prefix="loop-bench-"))
+    print(f"loop bench: python {sys.version.split()[0]}, {os.cpu_count()} cpus"
+          f"{', quick' if args.quick else ''}; {reps} rep(s), start-up x{startup_reps}"
+          + (f"; PYTEST_ADDOPTS={os.environ['PYTEST_ADDOPTS']!r}"
+             if os.environ.get("PYTEST_ADDOPTS") else ""))
+    try:
+        with serve() as url:
+            return _bench(tmp, url, suites, reps, startup_reps, workers_list, args.quick)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench(tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: int,
+           startup_reps: int, workers_list: Sequence[int], quick: bool) -> int:
+    table = Table()
+
+    # 1. start-up ------------------------------------------------------------------------------
+    tiny = tmp / "tiny"
+    make_project(tiny, [("Smoke", 1, 5)], url)
+    check(run([LOOP, "run", "--max-iterations", "1"], tiny), "loop run (tiny)", ok_codes=(0, 1))
+    say("\n[start-up]")
+    for label, cmd in (("loop --help", ["--help"]), ("loop status", ["status"])):
+        try:
+            med, times, cpu = median_wall([LOOP, *cmd], tiny, startup_reps)
+        except BenchError as exc:  # reported, and the rest still measured
+            say(f"  {label:<14} FAILED: {exc}")
+            table.add(label, "failed", last_line(exc))
+            continue
+        say(f"  {label:<14} median {med:.3f} s  (min {min(times):.3f}, max {max(times):.3f};"
+            f" cpu {cpu:.3f} s)")
+        table.add(label, f"{med:.2f} s",
+                  f"target < {STARTUP_TARGET_S:.2f} s   {verdict(med < STARTUP_TARGET_S)}"
+                  f"   (cpu {cpu:.2f} s)")
+    med, _, _ = median_wall([PYTHON, "-c", "pass"], tiny, startup_reps)
+    say(f"  {'python -c pass':<14} median {med:.3f} s  (interpreter alone, for scale)")
+    (tmp / "empty").mkdir()
+    med, _, _ = median_wall([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "empty"],
+                            tmp, 1 if quick else startup_reps, ok_codes=(5,), warm_up=not quick)
+    say(f"  {'pytest, no tests':<14} median {med:.3f} s  (what each pytest process costs here,"
+        " plugins included)")
+    if not quick and importlib.util.find_spec("hypothesis") is not None:
+        med, _, _ = median_wall([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                 "-p", "no:hypothesispytest", "empty"], tmp, startup_reps,
+                                ok_codes=(5,))
+        say(f"  {'  without the hypothesis plugin':<14} median {med:.3f} s  (hypothesis is"
+            " installed here; a test venv without it starts this fast)")
+    for label, import_args in (("import deployloop.cli", ["-c", "import deployloop.cli"]),
+                               ("loop status", [LOOP, "status"])):
+        total_ms, own_ms, offenders = import_offenders(import_args, tiny, 6)
+        say(f"  -X importtime, {label}: {total_ms:.0f} ms of imports ({own_ms:.0f} ms in"
+            " deployloop's own modules); biggest other packages:")
+        say("    " + ", ".join(f"{name} {cum_ms:.0f} ms" for name, cum_ms in offenders))
+
+    # 2. test phase ----------------------------------------------------------------------------
+    project = tmp / "project"
+    files = make_project(project, suites, url)
+    rel = [str(f.relative_to(project)) for f in files]
+    env = dict(os.environ, BENCH_API_URL=url)
+    plain = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    # What loop runs with one worker: one process over every suite, with loop's own options.
+    as_loop = [PYTHON, "-m", "pytest", *rel, f"--report-log={tmp / 'reportlog.jsonl'}",
+               f"--junitxml={tmp / 'junit.xml'}", "--maxfail=0",
+               "--continue-on-collection-errors", "--rootdir", str(project)]
+    n_tests = sum(n for _, _, n in suites)
+    say(f"\n[test phase] {len(suites)} suites, {n_tests} tests, "
+        f"{SERVICE_DELAY_S * 1000:.0f} ms service latency x2 per test")
+    check(run([*plain, *rel], project, env), "pytest warm-up", ok_codes=(0, 1))
+
+    seq: list[float] = []
+    one: list[Ran] = []
+    loops: dict[int, list[LoopRun]] = {w: [] for w in workers_list}
+    seq_counts: dict[str, int] = {}
+    for rep in range(reps):
+        # Interleaved, so a noisy moment hurts one repetition of each, not one side.
+        counts: dict[str, int] = {}
+        start = time.perf_counter()
+        for path in rel:
+            ran = check(run([*plain, path], project, env), f"pytest {path}", ok_codes=(0, 1))
+            add_counts(counts, pytest_counts(ran.output))
+        seq.append(time.perf_counter() - start)
+        seq_counts = counts
+        one.append(check(run(as_loop, project, env), "pytest (one process)", ok_codes=(0, 1)))
+        for workers in workers_list:
+            loops[workers].append(loop_run(project, tmp / f"state-w{workers}-{rep}", workers))
+        say(f"  rep {rep + 1}: pytest seq {seq[-1]:.2f} s, one process {one[-1].wall_s:.2f} s; "
+            + ", ".join(f"loop w={w} test {loops[w][-1].test_phase_s:.2f} s "
+                        f"/ wall {loops[w][-1].wall_s:.2f} s" for w in workers_list))
+    w1_runs = loops[workers_list[0]]
+    say(f"  pytest counted {fmt_counts(seq_counts)}; "
+        f"loop recorded {fmt_counts(w1_runs[-1].counts)}")
+
+    base = statistics.median(seq)
+    table.add("plain pytest (seq)", f"{base:.2f} s", f"{len(files)} processes, one per suite")
+    floor = statistics.median(r.wall_s for r in one)
+    floor_ratio = statistics.median(r.wall_s / s for r, s in zip(one, seq, strict=True))
+    table.add("pytest 1 process, loop opts", f"{floor:.2f} s",
+              f"ratio {floor_ratio:.2f}  (what w=1 runs, minus loop; info)")
+    for workers in workers_list:
+        runs = loops[workers]
+        test_s = statistics.median(r.test_phase_s for r in runs)
+        ratio = statistics.median(r.test_phase_s / s for r, s in zip(runs, seq, strict=True))
+        note = f"ratio {ratio:.2f}"
+        if workers == 1:
+            note += (f"  target <= {TEST_PHASE_TARGET_RATIO:.2f}  "
+                     f"{verdict(ratio <= TEST_PHASE_TARGET_RATIO)}")
+        table.add(f"loop test phase w={workers}", f"{test_s:.2f} s", note)
+    for workers in workers_list:
+        runs = loops[workers]
+        wall = statistics.median(r.wall_s for r in runs)
+        wall_ratio = statistics.median(r.wall_s / s for r, s in zip(runs, seq, strict=True))
+        table.add(f"loop run wall w={workers}", f"{wall:.2f} s",
+                  f"ratio {wall_ratio:.2f}  (whole command; info)")
+
+    say(f"\n[where a loop run's time goes, w={workers_list[0]}, medians]")
+    phases: list[tuple[str, Callable[[LoopRun], float]]] = [
+        ("process start-up + exit", lambda r: r.wall_s - r.iteration_s),
+        ("plan + collect + deploy", lambda r: r.before_tests_s),
+        ("test phase", lambda r: r.test_phase_s),
+        ("analyze + report", lambda r: r.after_tests_s),
+        ("whole command", lambda r: r.wall_s),
+    ]
+    for label, pick in phases:
+        say(f"  {label:<34}{statistics.median(pick(r) for r in w1_runs):6.2f} s")
+    extra = statistics.median(
+        r.test_phase_s - o.wall_s for r, o in zip(w1_runs, one, strict=True))
+    say(f"  {'test phase - pytest 1 process':<34}{extra:6.2f} s  (loop's own cost while "
+        "tests run, same rep)")
+    own = [r.own_cpu_s for r in w1_runs if r.own_cpu_s is not None]
+    if own:
+        say(f"  {'CPU: loop process itself':<34}{statistics.median(own):6.2f} s")
+    say(f"  {'CPU: loop + its pytest processes':<34}"
+        f"{statistics.median(r.tree_cpu_s for r in w1_runs):6.2f} s")
+    say(f"  {'CPU: pytest 1 process, loop opts':<34}"
+        f"{statistics.median(r.tree_cpu_s for r in one):6.2f} s")
+
+    # 3. memory --------------------------------------------------------------------------------
+    peaks = [r.loop_peak_kb for r in w1_runs if r.loop_peak_kb]
+    trees = [r.tree_peak_kb for r in w1_runs if r.tree_peak_kb]
+    if peaks:
+        table.add("loop peak RSS (w=1)", f"{max(peaks) / 1024:.0f} MB",
+                  f"loop process itself; largest child or loop {max(trees) / 1024:.0f} MB"
+                  if trees else "loop process itself")
+
+    # status on the big state, for information (in --quick the state is no bigger than tiny's)
+    if not quick:
+        state = tmp / f"state-w{workers_list[0]}-{reps - 1}"
+        status_argv = [LOOP, "status", "--state-dir", str(state)]
+        try:
+            med, _, _ = median_wall(status_argv, project, max(3, startup_reps // 2))
+            table.add(f"loop status ({n_tests} tests)", f"{med:.2f} s", "info")
+        except BenchError as exc:
+            table.add(f"loop status ({n_tests} tests)", "failed", last_line(exc))
+
+    print("\n[summary]")
+    for row in table.rows:
+        print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
