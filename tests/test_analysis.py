@@ -9,15 +9,20 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from deployloop.analysis import build_summary
-from deployloop.analysis.clusters import cluster_failures, key_issue
+from deployloop.analysis.categories import categorize
+from deployloop.analysis.clusters import cluster_failures, key_issue, mark_outage
 from deployloop.analysis.figures import figures
+from deployloop.analysis.history import flaky_and_broken
 from deployloop.analysis.known_issues import match_known_issues
 from deployloop.analysis.normalize import normalize
-from deployloop.config import KnownIssue
+from deployloop.analysis.signatures import failing_frame, failure_of, traceback_locations
+from deployloop.config import CategoryRule, KnownIssue
 from deployloop.models import (
+    Category,
     Deployment,
     DeployStatus,
     Figures,
+    HistoryRow,
     IterationRecord,
     IterationStatus,
     Outcome,
@@ -303,3 +308,149 @@ def test_a_row_of_an_unrecorded_suite_is_an_error_not_a_silent_mismatch() -> Non
         build_summary(
             iteration(), suites, [row("t.py::a", Outcome.PASSED, suite="ghost")], [], [], TODAY, 1.0
         )
+
+
+# --- signatures, frames, categories ---------------------------------------------------------
+
+LONG = " ".join(f"step{chr(97 + i)}" for i in range(20))
+
+
+def failing(nodeid: str, message: str, longrepr: str | None = None) -> Row:
+    return Row(nodeid, "p1", nodeid.split("::")[0], Outcome.FAILED, 0.1, message, longrepr)
+
+
+def test_near_identical_messages_merge_but_never_across_status_codes_or_types() -> None:
+    rows = [
+        failing("t.py::a", f"ValueError: {LONG} HTTP 403"),
+        failing("t.py::b", f"ValueError: {LONG} HTTP 403 again"),  # 21 of 22 tokens shared
+        failing("t.py::c", f"ValueError: {LONG} HTTP 500"),
+        failing("t.py::d", f"RuntimeError: {LONG} HTTP 403"),
+    ]
+    clusters = cluster_failures(rows)
+    assert sorted(c.tests for c in clusters) == [("t.py::a", "t.py::b"), ("t.py::c",), ("t.py::d",)]
+
+
+# As longrepr_text writes pytest's entries: source lines, then "path:line: message".
+PYTEST_TRACEBACK = """\
+    def test_one():
+>       check(1)
+tests/test_x.py:9:
+    def check(value):
+>       assert value == 0
+E       assert 1 == 0
+tests/test_x.py:4: AssertionError
+--- Captured stdout call ---
+other.py:1: noise"""
+
+SHORT_TRACEBACK = """\
+    check(1)
+tests/test_x.py:9: in test_one
+    assert value == 0
+E   assert 1 == 0
+tests/test_x.py:4: in check"""
+
+NATIVE_TRACEBACK = """\
+Traceback (most recent call last):
+  File "/abs/project/tests/test_x.py", line 9, in test_one
+    check(1)
+  File "/abs/project/tests/test_x.py", line 4, in check
+    assert value == 0
+AssertionError"""
+
+
+@pytest.mark.parametrize("longrepr", [PYTEST_TRACEBACK, SHORT_TRACEBACK, NATIVE_TRACEBACK])
+def test_the_failing_frame_is_the_last_one_in_the_tests_file_without_line_number(
+    longrepr: str,
+) -> None:
+    locations = traceback_locations(longrepr)
+    assert failing_frame("tests/test_x.py::test_one", locations) == "tests/test_x.py::check"
+    assert failing_frame("tests/test_y.py::test_one", locations) is None
+
+
+def test_the_frame_splits_unspecific_messages_only() -> None:
+    generic = failure_of(failing("tests/test_x.py::test_one", "assert 1 == 0", PYTEST_TRACEBACK))
+    assert generic.signature == "AssertionError: assert <n> == <n> @ tests/test_x.py::check"
+    specific = failure_of(
+        failing("tests/test_x.py::test_one", "AssertionError: token expired", PYTEST_TRACEBACK)
+    )
+    assert specific.frame is None and specific.signature == "AssertionError: token expired"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("httpx.ConnectError: [Errno 111] Connection refused", Category.ENVIRONMENT),
+        ("ConnectionResetError: [Errno 104] Connection reset by peer", Category.ENVIRONMENT),
+        ("socket.gaierror: [Errno -2] Name or service not known", Category.ENVIRONMENT),
+        ("httpx.ReadTimeout: timed out", Category.ENVIRONMENT),
+        ("Failed: Timeout >5.0s", Category.ENVIRONMENT),
+        ("AssertionError: HTTP 503 from /api/orders", Category.ENVIRONMENT),
+        ("assert 504 == 200", Category.ENVIRONMENT),
+        ("AssertionError: HTTP 500 from /api/orders", Category.UNKNOWN),
+        ("KeyError: 'total'", Category.UNKNOWN),
+    ],
+)
+def test_built_in_categories(message: str, expected: Category) -> None:
+    assert categorize([failure_of(failing("t.py::a", message))], ()) == expected
+
+
+def test_category_rules_come_first_and_may_require_a_traceback_match() -> None:
+    rules = [
+        CategoryRule(name="test", message="KeyError", traceback="fixtures"),
+        CategoryRule(name="product", message="KeyError|Connection refused"),
+    ]
+    in_fixture = failing("t.py::a", "KeyError: 'total'", "fixtures.py:3: KeyError")
+    elsewhere = failing("t.py::b", "KeyError: 'total'", "t.py:3: KeyError")
+    refused = failing("t.py::c", "ConnectionRefusedError: [Errno 111] Connection refused")
+    assert categorize([failure_of(in_fixture)], rules) == Category.TEST
+    assert categorize([failure_of(elsewhere)], rules) == Category.PRODUCT
+    assert categorize([failure_of(refused)], rules) == Category.PRODUCT
+
+
+def test_an_outage_needs_the_share_and_at_least_three_tests() -> None:
+    refused = "httpx.ConnectError: [Errno 111] Connection refused"
+    rows = [failing(f"t.py::t{i}", refused) for i in range(3)]
+    clusters = cluster_failures(rows, categories=[CategoryRule(name="product", message=".")])
+    marked, text = mark_outage(clusters, executed=5, share=0.6)
+    assert text == f"environment outage: 3 of 5 executed tests failed with {refused}"
+    assert marked[0].category == Category.ENVIRONMENT
+    assert mark_outage(clusters, executed=6, share=0.6)[1] is None
+    two = cluster_failures(rows[:2])
+    assert mark_outage(two, executed=2, share=0.5)[1] is None
+
+
+# --- flaky and broken from history rows -------------------------------------------------------
+
+
+def hist(
+    iteration: int, outcome: Outcome, attempt: int = 1, code: str | None = "k", file: str = "h"
+) -> HistoryRow:
+    return HistoryRow(iteration, "t.py::a", "p1", outcome, attempt, None, 0.1, code, file)
+
+
+def test_flaky_needs_the_same_code_and_test_file_across_iterations() -> None:
+    assert flaky_and_broken([hist(1, Outcome.FAILED), hist(2, Outcome.PASSED)], {"t.py::a"}, 3)[0]
+    other_file = [hist(1, Outcome.FAILED), hist(2, Outcome.PASSED, file="h2")]
+    assert flaky_and_broken(other_file, {"t.py::a"}, 3) == ((), ())
+    unknown_code = [hist(1, Outcome.FAILED, code=None), hist(2, Outcome.PASSED, code=None)]
+    assert flaky_and_broken(unknown_code, {"t.py::a"}, 3) == ((), ())
+    # Reruns within one iteration run the same code, known or not.
+    rerun = [hist(1, Outcome.ERROR, code=None), hist(1, Outcome.PASSED, attempt=2, code=None)]
+    (flaky,), _ = flaky_and_broken(rerun, {"t.py::a"}, 3)
+    assert "failed on attempt 1 and passed on attempt 2" in flaky.reason
+    assert flaky_and_broken(rerun, {"t.py::other"}, 3) == ((), ())  # not collected now
+
+
+def test_broken_counts_every_attempt_and_ignores_skips() -> None:
+    runs = [
+        hist(1, Outcome.PASSED, code="k1"),
+        hist(2, Outcome.FAILED, code="k2"),
+        hist(2, Outcome.FAILED, attempt=2, code="k2"),
+        hist(3, Outcome.SKIPPED, code="k3"),
+        hist(4, Outcome.ERROR, code="k4"),
+    ]
+    flaky, (broken,) = flaky_and_broken(runs, {"t.py::a"}, 3)
+    assert flaky == ()
+    assert broken.reason == "failed in each of its last 3 runs (iterations 2, 4)"
+    assert len(broken.history) == 5  # the full history, skip included
+    assert flaky_and_broken(runs, {"t.py::a"}, 4)[1] == ()  # the pass is among the last 4

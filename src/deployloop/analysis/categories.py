@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from deployloop.analysis.normalize import failure_message, status_codes
 from deployloop.analysis.signatures import Failure
-from deployloop.config import CategoryRule
 from deployloop.models import Category
+
+if TYPE_CHECKING:  # pydantic costs `loop status` ~60 ms it does not need
+    from deployloop.config import CategoryRule
 
 _ENVIRONMENT = re.compile(
     "|".join(

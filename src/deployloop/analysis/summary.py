@@ -82,7 +82,10 @@ def build_summary(
         remaining_suites=tuple(
             suite.name
             for suite in ordered
-            if not suite.selected or suite.status in _REMAINING_STATUSES
+            if not suite.selected
+            or suite.status in _REMAINING_STATUSES
+            # Interrupted (or otherwise cut short) with tests still to run.
+            or figures(by_suite[suite.name]).pending > 0
         ),
         elapsed_s=elapsed_s,
         estimated_remaining_s=(
