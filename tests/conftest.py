@@ -27,7 +27,7 @@ LOOP = Path(sys.executable).parent / "loop"
 _STRIPPED_ENV = ("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_CURRENT_TEST")
 
 # A small HTTP service for the `local` target. Its behaviour is picked by --mode:
-#   ok         /health answers 200; /env answers the LOOP_* variables it was started with
+#   ok         /health answers 200; /env answers the environment it was started with
 #   unhealthy  /health answers 503 forever
 #   crash      prints a message and exits 3 before listening
 # --pidfile writes its pid, so a test can check that loop stopped it.
@@ -59,7 +59,7 @@ class Handler(BaseHTTPRequestHandler):
             body = {"ok": code == 200, "name": args.name}
         elif self.path == "/env":
             code = 200
-            body = {k: v for k, v in os.environ.items() if k.startswith("LOOP_")}
+            body = dict(os.environ)
         else:
             code, body = 404, {"error": "not found"}
         data = json.dumps(body).encode()
@@ -82,9 +82,13 @@ def loop_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         k: v for k, v in os.environ.items()
         if k not in _STRIPPED_ENV and not k.startswith("LOOP_")
     }
-    # The dev venv has hypothesis, whose pytest plugin costs ~0.45 s of every pytest start
-    # (~0.75 s): the projects here do not use it, and loop starts pytest 2+ times a run.
+    # Startup cost, paid by every `loop` and pytest process here (~100 of them):
+    # - the dev venv has hypothesis, whose pytest plugin costs ~0.45 s of every pytest start
+    #   (~0.75 s); the projects here do not use it.
+    # - PYTHONDONTWRITEBYTECODE (set in some sandboxes) makes every `loop` compile deployloop
+    #   from source again (~0.2 s a run); users have their bytecode cache.
     env["PYTEST_ADDOPTS"] = "-p no:hypothesispytest"
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(extra or {})
     return env
 

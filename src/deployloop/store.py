@@ -303,8 +303,8 @@ class Store:
                         iteration_id, i, item.nodeid, item.suite, item.file,
                         Outcome.ERROR if item.collect_error else None,
                         0.0 if item.collect_error else None,
-                        item.collect_error,
-                        item.collect_detail or item.collect_error,
+                        _text(item.collect_error),
+                        _text(item.collect_detail or item.collect_error),
                         now_iso() if item.collect_error else None,
                     )
                     for i, item in enumerate(inventory)
@@ -352,8 +352,8 @@ class Store:
     def record_results(self, iteration_id: int, results: Iterable[TestResult]) -> None:
         """Store results; a node id that was not in the inventory is added to its suite."""
         rows = [
-            (r.outcome, r.duration_s, r.message, r.longrepr, r.finished_at or now_iso(),
-             iteration_id, r.suite, r.nodeid, _file_of(r.nodeid))
+            (r.outcome, r.duration_s, _text(r.message), _text(r.longrepr),
+             r.finished_at or now_iso(), iteration_id, r.suite, r.nodeid, _file_of(r.nodeid))
             for r in results
         ]
         if not rows:
@@ -383,7 +383,7 @@ class Store:
             "INSERT OR REPLACE INTO attempts (iteration_id, suite, nodeid, attempt, outcome,"
             " duration_s, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (iteration_id, result.suite, result.nodeid, attempt, result.outcome,
-             result.duration_s, result.message),
+             result.duration_s, _text(result.message)),
         )
 
     def record_test_files(self, iteration_id: int, hashes: dict[str, str]) -> None:
@@ -489,6 +489,13 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _text(value: str | None) -> str | None:
+    """Text SQLite can store: a test may print bytes that are not UTF-8 (lone surrogates)."""
+    if value is None:
+        return None
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _file_of(nodeid: str) -> str:

@@ -8,12 +8,13 @@ Ctrl-C stops every process gracefully and leaves unreported tests pending for `-
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from deployloop.models import Outcome, SuiteStatus, TestResult
 from deployloop.runner.jobs import Job, retry_job
@@ -74,18 +75,56 @@ class Interrupted(Exception):
     """Ctrl-C reached the test phase; every process has been stopped."""
 
 
+class _Tail:
+    """A file another process appends to, read as it grows, in whole lines."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: IO[bytes] | None = None
+        self._partial = b""
+
+    def read(self) -> bytes:
+        if self._handle is None:
+            try:
+                self._handle = open(self.path, "rb")  # noqa: SIM115 (closed in close())
+            except FileNotFoundError:
+                return b""  # pytest has not configured its plugins yet
+        return self._handle.read()
+
+    def lines(self) -> list[dict[str, Any]]:
+        chunks = (self._partial + self.read()).split(b"\n")
+        self._partial = chunks.pop()
+        out = []
+        for chunk in chunks:
+            try:
+                out.append(json.loads(chunk))
+            except ValueError:
+                continue  # torn by a kill mid-write
+        return out
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+# The suite clock of a job whose pytest has not finished collecting yet.
+COLLECTING = "(collecting)"
+
+
 @dataclass
 class _Running:
     job: Job
     proc: PytestProcess
-    reportlog: Path
+    reportlog: _Tail
+    events: _Tail
     reader: ReportLogReader
+    owner: dict[str, str]  # node id -> suite
     remaining: dict[str, dict[str, None]]  # suite -> node ids not reported yet, in order
-    active: str | None
+    active: str  # the suite whose clock runs, or COLLECTING
     active_since: float
+    current: str | None = None  # the test that started last
     inbox: list[TestResult] = field(default_factory=list)
     timed_out: str | None = None
-    handle: IO[bytes] | None = None
 
 
 class TestRunner:
@@ -138,16 +177,20 @@ class TestRunner:
     # --- one job ----------------------------------------------------------------------------
 
     def _start(self, job: Job) -> _Running:
-        reportlog = self._out_dir / f"{job.name}.reportlog.jsonl"
+        base = self._out_dir / job.name
+        reportlog = Path(f"{base}.reportlog.jsonl")
+        events = Path(f"{base}.events.jsonl")
         argv = self._setup.argv(
             list(job.args),
             job.markers,
-            [f"--report-log={reportlog}", f"--junitxml={self._out_dir / job.name}.junit.xml"],
+            [f"--report-log={reportlog}", f"--junitxml={base}.junit.xml",
+             "-p", "deployloop_plugin", f"--loop-events={events}"],
         )
         reportlog.unlink(missing_ok=True)
+        events.unlink(missing_ok=True)
         proc = PytestProcess(
             argv,
-            {**self._setup.process_env(with_plugin=False), **self._fresh_env()},
+            {**self._setup.process_env(with_plugin=True), **self._fresh_env()},
             self._setup.workdir,
             self._out_dir / f"{job.name}.log",
         )
@@ -156,10 +199,12 @@ class TestRunner:
         run = _Running(
             job=job,
             proc=proc,
-            reportlog=reportlog,
+            reportlog=_Tail(reportlog),
+            events=_Tail(events),
             reader=ReportLogReader(owner.get, inbox.append),
+            owner=owner,
             remaining={suite: dict.fromkeys(ids) for suite, ids in job.expected},
-            active=job.suites[0],
+            active=COLLECTING,
             active_since=time.monotonic(),
             inbox=inbox,
         )
@@ -173,12 +218,9 @@ class TestRunner:
         return run
 
     def _pump(self, run: _Running) -> None:
-        if run.handle is None:
-            try:
-                run.handle = open(run.reportlog, "rb")  # noqa: SIM115 (closed in _finish)
-            except FileNotFoundError:
-                return  # pytest has not configured its plugins yet
-        data = run.handle.read()
+        for event in run.events.lines():
+            self._on_event(run, event)
+        data = run.reportlog.read()
         if data:
             run.reader.feed(data)
         for result in run.inbox:
@@ -186,50 +228,52 @@ class TestRunner:
         run.inbox.clear()
         self._flush()
 
+    def _on_event(self, run: _Running, event: dict[str, Any]) -> None:
+        # A suite's clock starts when its first test starts (the first suite's, when
+        # collection ends): pytest's start-up and collection count against no suite.
+        if event.get("event") == "collected" and run.active == COLLECTING:
+            run.active, run.active_since = run.job.suites[0], time.monotonic()
+        elif event.get("event") == "start":
+            run.current = str(event.get("nodeid"))
+            suite = run.owner.get(run.current)
+            if suite is not None and suite != run.active:
+                run.active, run.active_since = suite, time.monotonic()
+
     def _on_result(self, run: _Running, result: TestResult) -> None:
         ids = run.remaining.get(result.suite)
         if ids is None or result.nodeid not in ids:
             return  # reported twice, or by an overlapping path: the first report stands
         del ids[result.nodeid]
         self._record(result)
-        if result.suite != run.active or not ids:
-            # The clock of a suite starts when the tests before it are done.
-            run.active = result.suite if ids else self._next_suite(run, result.suite)
-            run.active_since = time.monotonic()
-
-    def _next_suite(self, run: _Running, after: str) -> str | None:
-        order = run.job.suites
-        for suite in order[order.index(after) + 1 :]:
-            if run.remaining[suite]:
-                return suite
-        return None
 
     def _check_timeout(self, run: _Running) -> None:
-        if run.timed_out or run.active is None:
-            return
-        if time.monotonic() - run.active_since > self._timeout:
+        if run.timed_out is None and time.monotonic() - run.active_since > self._timeout:
             run.timed_out = run.active
             run.proc.interrupt()
 
     def _finish(self, run: _Running) -> list[Job]:
         """Account for every test the process did not report; return jobs to run again."""
-        if run.handle is not None:
-            run.handle.close()
+        run.reportlog.close()
+        run.events.close()
         code = run.proc.returncode
         assert code is not None
         crashed = code not in _NORMAL_EXITS or not run.reader.session_finished
-        partial = run.reader.unfinished()
-        stopped_suite = run.timed_out or (run.active if crashed else None)
+        # Where the process stopped: suites after that one never started and run again in a
+        # new process; one that stopped while collecting would stop the same way again.
+        stopped = run.timed_out or (run.active if crashed else None)
         leftovers: list[tuple[str, tuple[str, ...]]] = []
         output = run.proc.tail(20)
         for suite in run.job.suites:
-            ids = run.remaining[suite]
+            ids = list(run.remaining[suite])
             if not ids:
                 continue
-            if _after(run.job, suite, stopped_suite) and run.job.attempt < 3:
+            if _after(run.job, suite, stopped) and run.job.attempt < 3:
                 leftovers.append((suite, tuple(ids)))
                 continue
-            if suite == stopped_suite and run.timed_out:
+            if run.timed_out == COLLECTING:
+                reason = f"collection timed out after {self._timeout:g} s (tests.suite_timeout_s)"
+                self._mark_problem(suite, SuiteStatus.TIMEOUT)
+            elif suite == run.timed_out:
                 reason = f"suite timed out after {self._timeout:g} s (tests.suite_timeout_s)"
                 self._mark_problem(suite, SuiteStatus.TIMEOUT)
             elif crashed:
@@ -237,7 +281,7 @@ class TestRunner:
                 self._mark_problem(suite, SuiteStatus.CRASHED)
             else:
                 reason = "collected before the run, but pytest did not report it"
-            self._unreported(suite, list(ids), reason, partial, output)
+            self._unreported(run, suite, ids, reason, output)
         self._flush()
         for suite in run.job.suites:
             if not any(s == suite for s, _ in leftovers):
@@ -247,28 +291,21 @@ class TestRunner:
         return []
 
     def _unreported(
-        self,
-        suite: str,
-        ids: list[str],
-        reason: str,
-        partial: dict[str, tuple[Outcome, float, str | None, str | None]],
-        output: str,
+        self, run: _Running, suite: str, ids: list[str], reason: str, output: str
     ) -> None:
-        results = []
-        for index, nodeid in enumerate(ids):
+        partial = run.reader.unfinished()
+        for nodeid in ids:
             if nodeid in partial and partial[nodeid][0] in (Outcome.FAILED, Outcome.ERROR):
                 outcome, duration, message, text = partial[nodeid]
-                results.append(TestResult(nodeid, suite, outcome, duration, message, text,
-                                          now_iso()))
-                continue
-            running = index == 0
-            message = (f"{reason} while this test was running" if running
-                       else f"not run: {reason} before this test started")
-            longrepr = message + "\n\nlast lines of pytest output:\n" + output
-            results.append(TestResult(nodeid, suite, Outcome.ERROR, 0.0, message, longrepr,
-                                      now_iso()))
-        for result in results:
-            self._record(result)
+            else:
+                outcome, duration, text = Outcome.ERROR, 0.0, None
+                if nodeid == run.current:
+                    message = f"{reason} while this test was running"
+                else:
+                    message = f"not run: {reason} before this test started"
+            longrepr = (text or message or "") + "\n\nlast lines of pytest output:\n" + output
+            self._record(TestResult(nodeid, suite, outcome, duration, message, longrepr,
+                                    now_iso()))
 
     def _record(self, result: TestResult) -> None:
         self._batch.append(result)
@@ -309,13 +346,14 @@ class TestRunner:
                     self._pump(run)
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
-            pass
+            for run in running:
+                run.proc.kill()  # a second Ctrl-C: stop waiting for teardowns
         for run in running:
             if run.proc.poll() is None:
                 run.proc.stop()
             self._pump(run)
-            if run.handle is not None:
-                run.handle.close()
+            run.reportlog.close()
+            run.events.close()
         for progress in self.state.suites.values():
             if progress.status == SuiteStatus.RUNNING:
                 progress.status = SuiteStatus.INTERRUPTED
@@ -324,7 +362,9 @@ class TestRunner:
 
 def _after(job: Job, suite: str, stopped: str | None) -> bool:
     """Whether `suite` comes after the one the process stopped in: it never started."""
-    return stopped is not None and job.suites.index(suite) > job.suites.index(stopped)
+    if stopped is None or stopped == COLLECTING:
+        return False
+    return job.suites.index(suite) > job.suites.index(stopped)
 
 
 def _crash_reason(code: int, session_finished: bool, output: str) -> str:

@@ -102,7 +102,7 @@ def _run_all(
             argv = setup.argv(
                 args,
                 members[0].markers,
-                ["-p", "deployloop_inventory", "--collect-only", "-q",
+                ["-p", "deployloop_plugin", "--collect-only", "-q",
                  f"--loop-inventory={inventory}"],
             )
             proc = PytestProcess(

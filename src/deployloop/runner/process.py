@@ -92,6 +92,14 @@ class PytestProcess:
             self._interrupted_at = time.monotonic()
             self._signal(signal.SIGINT)
 
+    def kill(self) -> int:
+        """Kill the whole process group at once and reap it."""
+        self._signal(signal.SIGKILL)
+        if self.returncode is None:
+            self._reap(self._proc.wait())
+        assert self.returncode is not None
+        return self.returncode
+
     def stop(self) -> int:
         """Interrupt, and wait until the process is gone."""
         self.interrupt()
