@@ -281,36 +281,13 @@ def history(
     if not rows:
         _no_iterations(env, format)
     if format == TableFormat.json:
-        typer.echo(json.dumps([_history_entry(r, f) for r, f in rows], indent=2))
+        from deployloop.report.json_report import history_to_list
+
+        typer.echo(json.dumps(history_to_list(rows), indent=2))
         return
     from deployloop.report.terminal import render_history
 
     render_history(rows, _console())
-
-
-def _history_entry(record: IterationRecord, figures: object) -> dict[str, object]:
-    from deployloop.models import Figures
-
-    assert isinstance(figures, Figures)
-    from deployloop.report._format import pass_rate
-
-    rate = pass_rate(figures)
-    return {
-        "iteration": record.number,
-        "status": record.status.value,
-        "git_sha": record.git_sha,
-        "started_at": record.started_at,
-        "finished_at": record.finished_at,
-        "totals": {
-            "collected": figures.collected,
-            "executed": figures.executed,
-            "passed": figures.passed,
-            "failed": figures.failed,
-            "errors": figures.errors,
-            "skipped": figures.skipped,
-            "pass_rate": rate,
-        },
-    }
 
 
 @app.command()

@@ -9,6 +9,7 @@ a prefix, in the same order, of one from a newer version.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from deployloop.models import (
@@ -18,6 +19,7 @@ from deployloop.models import (
     Figures,
     IntegrityFlag,
     IterationDiff,
+    IterationRecord,
     KnownIssueMatch,
     Projection,
     SuiteSummary,
@@ -80,7 +82,7 @@ def summary_to_json(summary: Summary) -> str:
     return json.dumps(summary_to_dict(summary), indent=2, ensure_ascii=False) + "\n"
 
 
-def _counts(figures: Figures) -> dict[str, Any]:
+def figures_to_dict(figures: Figures) -> dict[str, Any]:
     return {
         "collected": figures.collected,
         "executed": figures.executed,
@@ -95,7 +97,7 @@ def _counts(figures: Figures) -> dict[str, Any]:
 def _totals(figures: Figures) -> dict[str, Any]:
     # xfailed/xpassed/pending come after the contract keys: shown, never counted as passed.
     return {
-        **_counts(figures),
+        **figures_to_dict(figures),
         "xfailed": figures.xfailed,
         "xpassed": figures.xpassed,
         "pending": figures.pending,
@@ -107,7 +109,7 @@ def _suite(suite: SuiteSummary) -> dict[str, Any]:
         "name": suite.name,
         "priority": suite.priority,
         "status": suite.status.value,
-        **_counts(suite.figures),
+        **figures_to_dict(suite.figures),
         "key_issue": suite.key_issue,
     }
 
@@ -212,3 +214,18 @@ def _diff(diff: IterationDiff | None) -> dict[str, Any] | None:
             for change in diff.changed_signatures
         ],
     }
+
+
+def history_to_list(rows: Sequence[tuple[IterationRecord, Figures]]) -> list[dict[str, Any]]:
+    """`loop history --format json`: every iteration with its totals."""
+    return [
+        {
+            "iteration": record.number,
+            "status": record.status.value,
+            "git_sha": record.git_sha,
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "totals": figures_to_dict(figures),
+        }
+        for record, figures in rows
+    ]
