@@ -815,3 +815,23 @@ def test_clusters_never_merge_different_status_codes_or_exceptions(
         by_message[row.message or ""].add(row.nodeid)
     for tests in by_message.values():
         assert any(tests <= set(c.tests) for c in clusters)
+
+
+def test_an_iteration_interrupted_before_collection_raises_no_alarms(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "loop.db")
+    first = store.start_iteration("local", None, 100.0, 1)
+    store.record_plan(
+        first.id,
+        [SuiteRecord("S", 1, True, SuiteStatus.PENDING)],
+        [InventoryItem("S", "t.py::test_a", "t.py")],
+    )
+    store.record_results(first.id, [TestResult("t.py::test_a", "S", Outcome.FAILED, 0.5, "x")])
+    store.finish_iteration(first.id, IterationStatus.FAILED)
+    second = store.start_iteration("local", None, 100.0, 1)
+    store.finish_iteration(second.id, IterationStatus.INTERRUPTED)
+    record = store.iteration("local", 2)
+    assert record is not None
+    insights = load_summary(store, record, None, date(2026, 1, 1)).insights
+    assert insights.integrity == ()
+    assert insights.false_greens == ()
+    assert insights.diff is None

@@ -14,6 +14,7 @@ from deployloop.models import (
     Figures,
     Insights,
     IterationRecord,
+    IterationStatus,
     KnownIssueMatch,
     SuiteSummary,
     TestRow,
@@ -30,6 +31,12 @@ def build_insights(
     context: AnalysisContext,
 ) -> Insights:
     """`suites` in report order; `known_issues` as matched against `rows`."""
+    if not rows and iteration.status in (IterationStatus.INTERRUPTED, IterationStatus.RUNNING):
+        # Stopped (or still) before its tests were collected: there is nothing to compare
+        # yet, and "every test removed" would be a false alarm.
+        return Insights(
+            trend=trend(context.iterations, context.history, iteration.target_pass_rate)
+        )
     flaky, broken = flaky_and_broken(
         context.history, {row.nodeid for row in rows}, context.settings.broken_after
     )

@@ -90,10 +90,18 @@ class LiveDisplay:
         if failed:
             head.append(f", {failed} failed", style="red")
         head.append(f"  {time.monotonic() - state.started:.1f} s", style="dim")
+        # A ProgressBar ends no line of its own: each sits in a table row.
         table = Table(box=None, show_header=False, padding=(0, 1))
+        table.add_row(Text("all suites", style="bold"), _bar(total, done), f"{done}/{total}", "")
         for suite in state.suites.values():
             if suite.status == SuiteStatus.RUNNING:
-                bar = ProgressBar(total=max(suite.total, 1), completed=suite.done, width=20)
                 failed_text = Text(f"{suite.failed} failed", style="red") if suite.failed else ""
-                table.add_row(suite.name, bar, f"{suite.done}/{suite.total}", failed_text)
-        return Group(head, ProgressBar(total=max(total, 1), completed=done), table)
+                table.add_row(
+                    suite.name, _bar(suite.total, suite.done), f"{suite.done}/{suite.total}",
+                    failed_text,
+                )
+        return Group(head, table)
+
+
+def _bar(total: int, done: int) -> ProgressBar:
+    return ProgressBar(total=max(total, 1), completed=done, width=30)
