@@ -1,0 +1,122 @@
+"""What `loop plan` shows: how a deployed service differs from the one a deploy would send."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from deployloop.config import ServiceConfig
+from deployloop.deploy.cloudrun.spec import INGRESS, short_name
+
+if TYPE_CHECKING:
+    from google.cloud import run_v2
+
+
+def describe_changes(
+    current: run_v2.Service,
+    desired: run_v2.Service,
+    service: ServiceConfig,
+    unknown_vars: set[str],
+) -> tuple[str, ...]:
+    """What deploying `desired` would change, one short phrase each; values of env vars are
+    not shown. Fields the config leaves out count only when they differ from Cloud Run's
+    default (which GetService reports filled in)."""
+    from google.cloud import run_v2
+
+    changes: list[str] = []
+    now = current.template.containers[0] if current.template.containers else run_v2.Container()
+    new = desired.template.containers[0]
+    if now.image != new.image:
+        changes.append(f"image {now.image or '(none)'} -> {new.image}")
+    now_env, now_secrets = _split_env(now.env)
+    new_env, new_secrets = _split_env(new.env)
+    for name in sorted((now_env.keys() | new_env.keys()) - unknown_vars):
+        if name not in now_env:
+            changes.append(f"env {name} added")
+        elif name not in new_env:
+            changes.append(f"env {name} removed")
+        elif now_env[name] != new_env[name]:
+            changes.append(f"env {name} changed")
+    for name in sorted(now_secrets.keys() | new_secrets.keys()):
+        if name not in now_secrets:
+            changes.append(f"secret {name} added ({new_secrets[name]})")
+        elif name not in new_secrets:
+            changes.append(f"secret {name} removed")
+        elif now_secrets[name] != new_secrets[name]:
+            changes.append(f"secret {name} {now_secrets[name]} -> {new_secrets[name]}")
+    template = current.template
+    timeout = int(run_v2.RevisionTemplate.pb(template).timeout.seconds)
+    account = template.service_account or None
+    if account and account.endswith("-compute@developer.gserviceaccount.com"):
+        account = None  # the default compute service account is what "not set" means
+    ingress = {getattr(run_v2.IngressTraffic, v): k for k, v in INGRESS.items()}
+    fields = [
+        ("cpu", _cpu(now.resources.limits.get("cpu")), _cpu(service.cpu), {"1"}),
+        ("memory", now.resources.limits.get("memory"), service.memory, {"512Mi"}),
+        ("min_instances", _int(template.scaling.min_instance_count),
+         _opt(service.min_instances), {"0"}),
+        ("max_instances", _int(template.scaling.max_instance_count),
+         _opt(service.max_instances), {"100"}),
+        ("concurrency", _int(template.max_instance_request_concurrency),
+         _opt(service.concurrency), {"80"}),
+        ("timeout", f"{timeout}s" if timeout else None,
+         f"{service.timeout_s}s" if service.timeout_s else None, {"300s"}),
+        ("service_account", account, service.service_account, set()),
+        ("ingress", ingress.get(current.ingress), service.ingress, {"all"}),
+    ]
+    for label, before, after, defaults in fields:
+        change = _field_change(label, before, after, defaults)
+        if change:
+            changes.append(change)
+    for key, value in sorted(service.labels.items()):
+        if key not in current.labels:
+            changes.append(f"label {key} added")
+        elif current.labels[key] != value:
+            changes.append(f"label {key} {current.labels[key]} -> {value}")
+    pinned = [
+        t for t in current.traffic
+        if t.type_ != run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
+        and t.percent
+    ]
+    if pinned:
+        where = ", ".join(f"{t.percent}% on {t.revision}" for t in pinned)
+        changes.append(f"traffic {where} -> 100% on the new revision")
+    return tuple(changes)
+
+
+def _field_change(label: str, before: str | None, after: str | None, defaults: set[str]) -> str:
+    if after is None:  # the config leaves it to Cloud Run
+        if before is None or before in defaults:
+            return ""
+        return f"{label} {before} -> default"
+    if before == after or (before is None and after in defaults):
+        return ""
+    return f"{label} {before or 'default'} -> {after}"
+
+
+def _split_env(env: Sequence[run_v2.EnvVar]) -> tuple[dict[str, str], dict[str, str]]:
+    """(plain name -> value, secret name -> 'secret:version')."""
+    plain: dict[str, str] = {}
+    secrets: dict[str, str] = {}
+    for var in env:
+        ref = var.value_source.secret_key_ref
+        if ref.secret:
+            secrets[var.name] = f"{short_name(ref.secret)}:{ref.version or 'latest'}"
+        else:
+            plain[var.name] = var.value
+    return plain, secrets
+
+
+def _cpu(value: str | None) -> str | None:
+    """`1000m` and `1` are the same CPU limit."""
+    if value and value.endswith("m") and value[:-1].isdigit() and int(value[:-1]) % 1000 == 0:
+        return str(int(value[:-1]) // 1000)
+    return value or None
+
+
+def _int(value: int) -> str | None:
+    return str(value) if value else None
+
+
+def _opt(value: int | None) -> str | None:
+    return None if value is None else str(value)

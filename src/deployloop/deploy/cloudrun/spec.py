@@ -1,0 +1,186 @@
+"""The run_v2.Service a deploy sends, built from the config; merging it into the deployed one
+for an update; and reading a rollout's outcome back from the service Cloud Run reports."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from deployloop.config import Config, ServiceConfig, url_env_var
+from deployloop.deploy.base import DeployContext
+from deployloop.deploy.cloudrun.errors import Failed, one_line, strip_redundant
+from deployloop.deploy.local import fill
+
+if TYPE_CHECKING:
+    from google.cloud import run_v2
+
+# Labels and annotations this target adds; Cloud Run rejects only the run.googleapis.com,
+# cloud.googleapis.com, serving.knative.dev and autoscaling.knative.dev namespaces.
+LABEL_ENV = "deployloop-env"
+LABEL_ITERATION = "deployloop-iteration"
+ANNOTATION_DEPLOY_ID = "deployloop/deploy-id"  # unique per deploy: always a new revision
+ANNOTATION_GIT_SHA = "deployloop/git-sha"
+
+INGRESS = {
+    "all": "INGRESS_TRAFFIC_ALL",
+    "internal": "INGRESS_TRAFFIC_INTERNAL_ONLY",
+    "internal-and-cloud-load-balancing": "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER",
+}
+
+
+def image_for(service: ServiceConfig, ctx: DeployContext) -> str:
+    """The image with `{git_sha}` and `{iteration}` filled (see the package docstring)."""
+    return fill(service.image or "", git_sha=image_sha(ctx.git_sha), iteration=ctx.iteration)
+
+
+def image_sha(git_sha: str | None) -> str:
+    """`{git_sha}` in an image: valid in a tag ([A-Za-z0-9_.-], at most 128) and a path."""
+    if not git_sha:
+        return "unknown"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", git_sha).lower()[:128]
+
+
+def service_path(config: Config, service: ServiceConfig) -> str:
+    return f"{parent_path(config)}/services/{service.cloud_run_name}"
+
+
+def parent_path(config: Config) -> str:
+    return f"projects/{config.deploy.project}/locations/{config.deploy.region}"
+
+
+def short_name(resource: str) -> str:
+    """`backend-00002-xyz` from `projects/.../services/backend/revisions/backend-00002-xyz`."""
+    return resource.rsplit("/", 1)[-1]
+
+
+def token_env_var(service_name: str) -> str:
+    """`LOOP_<NAME>_ID_TOKEN`, next to `LOOP_<NAME>_URL`."""
+    return url_env_var(service_name).removesuffix("_URL") + "_ID_TOKEN"
+
+
+def label_value(value: str) -> str:
+    """A Cloud Run label value: lower-case letters, digits, '_' and '-', at most 63."""
+    return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]
+
+
+def build_service(
+    service: ServiceConfig,
+    ctx: DeployContext,
+    image: str,
+    dependency_urls: Mapping[str, str],
+    deploy_id: str,
+) -> run_v2.Service:
+    """The Service that deploy() sends: the whole revision template comes from the config."""
+    from google.cloud import run_v2
+
+    values: dict[str, str] = dict(service.env)
+    for dep, url in dependency_urls.items():
+        if url:
+            values[url_env_var(dep)] = url
+    env = [run_v2.EnvVar(name=k, value=v) for k, v in values.items() if k not in service.secrets]
+    for var, ref in service.secrets.items():
+        secret, version = ref.split(":", 1)
+        env.append(
+            run_v2.EnvVar(
+                name=var,
+                value_source=run_v2.EnvVarSource(
+                    secret_key_ref=run_v2.SecretKeySelector(secret=secret, version=version)
+                ),
+            )
+        )
+    container = run_v2.Container(image=image, env=env)
+    limits = {k: v for k, v in (("cpu", service.cpu), ("memory", service.memory)) if v}
+    if limits:
+        container.resources = run_v2.ResourceRequirements(limits=limits)
+    template = run_v2.RevisionTemplate(
+        containers=[container],
+        labels={**service.labels, LABEL_ITERATION: str(ctx.iteration)},
+        annotations={ANNOTATION_DEPLOY_ID: deploy_id, ANNOTATION_GIT_SHA: ctx.git_sha or ""},
+    )
+    if service.service_account:
+        template.service_account = service.service_account
+    if service.min_instances is not None or service.max_instances is not None:
+        template.scaling = run_v2.RevisionScaling(
+            min_instance_count=service.min_instances or 0,
+            max_instance_count=service.max_instances or 0,
+        )
+    if service.concurrency is not None:
+        template.max_instance_request_concurrency = service.concurrency
+    if service.timeout_s is not None:
+        template.timeout = timedelta(seconds=service.timeout_s)  # proto-plus: a Duration
+    svc = run_v2.Service(
+        template=template,
+        labels={**service.labels, LABEL_ENV: label_value(ctx.env)},
+        traffic=[
+            run_v2.TrafficTarget(
+                type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST,
+                percent=100,
+            )
+        ],
+    )
+    if service.ingress is not None:
+        svc.ingress = getattr(run_v2.IngressTraffic, INGRESS[service.ingress])
+    return svc
+
+
+def merge_for_update(current: run_v2.Service, desired: run_v2.Service) -> run_v2.Service:
+    """`current` with the template, traffic, labels and ingress of `desired`.
+
+    Starting from what is deployed keeps the etag (a concurrent change fails instead of
+    being overwritten) and the service-level settings the config does not manage.
+    """
+    current.template = desired.template
+    current.traffic = desired.traffic
+    for key, value in desired.labels.items():
+        current.labels[key] = value
+    if desired.ingress:
+        current.ingress = desired.ingress
+    return current
+
+
+def check_rollout(svc: run_v2.Service, previous: str | None) -> str:
+    """The short name of the revision this deploy created, or Failed saying why not ready."""
+    created = short_name(svc.latest_created_revision)
+    ready = short_name(svc.latest_ready_revision)
+    if svc.terminal_condition.state != condition_state("CONDITION_SUCCEEDED"):
+        message = strip_redundant(condition_message(svc) or "no reason given")
+        raise Failed(f"revision '{created or '?'}' not ready: {message}")
+    if not created or created == previous:
+        raise Failed(f"the deploy created no new revision (latest is '{created or '?'}')")
+    if ready != created:
+        raise Failed(
+            f"revision '{created}' not ready: the latest ready revision is '{ready or 'none'}'"
+        )
+    return created
+
+
+def condition_message(svc: run_v2.Service) -> str:
+    """What the failing condition says: the terminal one first, then any other that failed."""
+    terminal = svc.terminal_condition
+    if terminal.message:
+        return one_line(terminal.message)
+    for condition in svc.conditions:
+        if condition.state == condition_state("CONDITION_FAILED") and condition.message:
+            return one_line(condition.message)
+    if terminal.type_:
+        return f"condition {terminal.type_} is {terminal.state.name}"
+    return ""
+
+
+def serving_share(svc: run_v2.Service, revision: str) -> int | None:
+    """Percent of the traffic `revision` serves, from traffic_statuses; None if not reported."""
+    if not svc.traffic_statuses:
+        return None
+    return sum(
+        status.percent for status in svc.traffic_statuses
+        if short_name(status.revision) == revision
+    )
+
+
+def condition_state(name: str) -> run_v2.Condition.State:
+    from google.cloud import run_v2
+
+    state: run_v2.Condition.State = getattr(run_v2.Condition.State, name)
+    return state
