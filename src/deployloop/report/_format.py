@@ -366,7 +366,7 @@ def to_green_text(trend: Trend) -> str:
     if steps is None:
         return "no estimate of iterations to green (not improving, or too little history)"
     if steps <= 0:
-        return "at the target at this pace"
+        return "the target is reached"
     return f"about {plural(math.ceil(steps), 'more iteration')} to green at this pace"
 
 

@@ -235,7 +235,7 @@ def _insight_lines(summary: Summary) -> list[Text]:
     if insights.diff is not None:
         style = "red" if insights.diff.new_failures else ""
         lines.append(Text(diff_counts(insights.diff), style=style))
-    if insights.trend is not None:
+    if insights.trend is not None and len(insights.trend.pass_rates) > 1:  # a trend needs two
         lines.append(Text(f"Trend: {trend_text(insights.trend)}"))
     return lines
 
