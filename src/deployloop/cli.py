@@ -107,12 +107,15 @@ def run(
     env: EnvOption = "local",
     max_iterations: Annotated[
         int | None,
-        typer.Option("--max-iterations", min=1, help="Stop after N iterations [config: 5]."),
+        typer.Option(
+            "--max-iterations", min=1, help="Stop after N iterations (default: loop.max_iterations)."
+        ),
     ] = None,
     target: Annotated[
         float | None,
         typer.Option(
-            "--target", min=0, max=100, help="Pass rate (percent of executed tests) to reach."
+            "--target", min=0, max=100,
+            help="Pass rate to reach, percent of executed tests (default: loop.target_pass_rate).",
         ),
     ] = None,
     suite: Annotated[
@@ -124,7 +127,9 @@ def run(
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-w", min=1, help="pytest processes at once.")
+        int | None, typer.Option(
+            "--workers", "-w", min=1, help="pytest processes at once (default: tests.workers)."
+        )
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Finish the last interrupted iteration first.")
@@ -212,11 +217,11 @@ def _summary(
 def summarize(
     env: EnvOption = "local",
     iteration: Annotated[
-        int | None, typer.Option("--iteration", "-i", help="Iteration number [latest].")
+        int | None, typer.Option("--iteration", "-i", help="Iteration number (default: the latest).")
     ] = None,
     compare: Annotated[
         int | None,
-        typer.Option("--compare", "-c", help="Diff against iteration M [the one before]."),
+        typer.Option("--compare", "-c", help="Diff against iteration M (default: the one before)."),
     ] = None,
     format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
     output: Annotated[
