@@ -108,28 +108,34 @@ def run(
     max_iterations: Annotated[
         int | None,
         typer.Option(
-            "--max-iterations", min=1, help="Stop after N iterations (default: loop.max_iterations)."
+            "--max-iterations",
+            min=1,
+            help="Stop after N iterations (default: loop.max_iterations).",
         ),
     ] = None,
     target: Annotated[
         float | None,
         typer.Option(
-            "--target", min=0, max=100,
+            "--target",
+            min=0,
+            max=100,
             help="Pass rate to reach, percent of executed tests (default: loop.target_pass_rate).",
         ),
     ] = None,
     suite: Annotated[
         list[str] | None,
         typer.Option(
-            "--suite", "-s",
+            "--suite",
+            "-s",
             help="Run only suites whose name matches this glob (repeatable); the others"
             " still count in the inventory and show as remaining.",
         ),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(
+        int | None,
+        typer.Option(
             "--workers", "-w", min=1, help="pytest processes at once (default: tests.workers)."
-        )
+        ),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Finish the last interrupted iteration first.")
@@ -146,9 +152,7 @@ def run(
     from deployloop.loop import RunOptions, run_loop, settings_for
 
     config = _load_config(config_dir, env)
-    settings = settings_for(
-        env, config, Path.cwd(), state_dir, tuple(suite or ()), workers, target
-    )
+    settings = settings_for(env, config, Path.cwd(), state_dir, tuple(suite or ()), workers, target)
     try:
         select_suites(config, settings.suite_globs)
         resolve_python(config, Path.cwd())
@@ -217,7 +221,8 @@ def _summary(
 def summarize(
     env: EnvOption = "local",
     iteration: Annotated[
-        int | None, typer.Option("--iteration", "-i", help="Iteration number (default: the latest).")
+        int | None,
+        typer.Option("--iteration", "-i", help="Iteration number (default: the latest)."),
     ] = None,
     compare: Annotated[
         int | None,
