@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from deployloop.store import Store
 
 EXIT_USAGE = 2
+EXIT_INTERNAL = 4
 
 app = typer.Typer(
     name="loop",
@@ -146,11 +149,15 @@ def run(
     """Deploy, test, summarize and fix, iteration after iteration.
 
     Exit codes: 0 target reached, 1 ended below target, 2 usage or config error,
-    3 deploy failed or a service never became ready, 130 interrupted.
+    3 deploy failed or a service never became ready, 4 loop itself failed (state database,
+    disk), 130 interrupted.
     """
     from deployloop.iteration import UsageError, resolve_python, select_suites
+    from deployloop.lock import EnvLock, EnvLocked
     from deployloop.loop import RunOptions, run_loop, settings_for
 
+    if resume and suite:
+        _fail("--suite cannot be used with --resume: the interrupted iteration keeps its suites")
     config = _load_config(config_dir, env)
     settings = settings_for(env, config, Path.cwd(), state_dir, tuple(suite or ()), workers, target)
     try:
@@ -160,15 +167,36 @@ def run(
         _fail(str(exc))
     store = _open_store(state_dir, create=True)
     try:
-        code = run_loop(
-            settings,
-            RunOptions(max_iterations or config.loop.max_iterations, resume),
-            store,
-            _console(),
-        )
+        with EnvLock(state_dir, env):
+            code = _run_guarded(
+                lambda: run_loop(
+                    settings,
+                    RunOptions(max_iterations or config.loop.max_iterations, resume),
+                    store,
+                    _console(),
+                )
+            )
+    except EnvLocked as exc:
+        _fail(str(exc))
     finally:
         store.close()
     raise typer.Exit(code)
+
+
+def _run_guarded(run: Callable[[], int]) -> int:
+    """The loop's exit code; a failure of loop itself (the state database, the disk, a bug)
+    is one line and exit 4, with the traceback when LOOP_DEBUG is set."""
+    try:
+        return run()
+    except Exception as exc:
+        if os.environ.get("LOOP_DEBUG"):
+            raise
+        typer.echo(
+            f"error: loop could not go on: {type(exc).__name__}: {exc}"
+            " (the iteration is marked 'error'; LOOP_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        return EXIT_INTERNAL
 
 
 @app.command()
@@ -239,8 +267,9 @@ def summarize(
     store = _open_store(state_dir, create=False)
     record = store.iteration(env, iteration)
     if record is None:
-        which = f"iteration {iteration}" if iteration else "any iteration"
-        _fail(f"no {which} recorded for env {env!r} in {state_dir}/")
+        if iteration is None:
+            _fail(f"no iteration is recorded for env {env!r} in {state_dir}/")
+        _fail(f"iteration {iteration} is not recorded for env {env!r} in {state_dir}/")
     if compare is not None and store.iteration(env, compare) is None:
         _fail(f"--compare {compare}: no iteration {compare} recorded for env {env!r}")
     summary = _summary(store, record, config_dir, compare)
@@ -270,7 +299,10 @@ def summarize(
     if output is None:
         sys.stdout.write(text)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--output {output}: cannot write: {exc.strerror}")
         typer.echo(f"wrote {output}", err=True)
 
 

@@ -179,7 +179,13 @@ def load_config(config_dir: Path, env: str) -> Config:
         known = sorted(p.stem for p in config_dir.glob("*.toml")) if config_dir.is_dir() else []
         hint = f" (found: {', '.join(known)})" if known else f" (no configs in {config_dir}/)"
         raise ConfigError(f"{path}: no config for env {env!r}{hint}")
-    return parse_config(path.read_text(encoding="utf-8"), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_config(text, source=str(path))
 
 
 def parse_config(text: str, source: str) -> Config:

@@ -27,9 +27,9 @@ def code_state(workdir: Path) -> str | None:
         untracked = _git(workdir, "ls-files", "--others", "--exclude-standard", "-z")
     except (OSError, subprocess.SubprocessError):
         return None
-    digest = hashlib.sha256(diff.encode())
+    digest = hashlib.sha256(diff.encode("utf-8", errors="surrogateescape"))
     for name in sorted(n for n in untracked.split("\0") if n):
-        digest.update(name.encode() + b"\0")
+        digest.update(name.encode("utf-8", errors="surrogateescape") + b"\0")
         path = workdir / name
         if path.is_file() and path.stat().st_size <= _MAX_UNTRACKED_BYTES:
             digest.update(path.read_bytes())
@@ -40,9 +40,11 @@ _MAX_UNTRACKED_BYTES = 1 << 20
 
 
 def _git(workdir: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=workdir, capture_output=True, text=True, timeout=20, check=True
+    # Bytes, decoded leniently: a diff of a file that is not UTF-8 must not stop the loop.
+    out = subprocess.run(
+        ["git", *args], cwd=workdir, capture_output=True, timeout=20, check=True
     ).stdout
+    return out.decode("utf-8", errors="surrogateescape")
 
 
 def file_digests(workdir: Path, paths: set[str]) -> dict[str, str]:

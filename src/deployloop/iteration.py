@@ -36,10 +36,18 @@ from deployloop.models import (
     TestRow,
 )
 from deployloop.runner.display import LineDisplay, LiveDisplay
-from deployloop.runner.execute import Interrupted, RunState, SuiteProgress, TestRunner
+from deployloop.runner.execute import (
+    NOT_RUN,
+    WHILE_RUNNING,
+    Interrupted,
+    RunState,
+    SuiteProgress,
+    TestRunner,
+)
 from deployloop.runner.inventory import collect_inventory, suites_covering_others
 from deployloop.runner.jobs import plan_jobs
 from deployloop.runner.process import PytestSetup
+from deployloop.runner.reportlog import COLLECTION_ERROR
 from deployloop.store import Store
 from deployloop.summaries import load_summary
 
@@ -64,6 +72,9 @@ class Plan:
     record: IterationRecord
     suites: tuple[SuiteConfig, ...]  # the selected suites, in run order
     dir: Path
+    # Prefix of this run's per-process files: a resume must not overwrite the files of the
+    # processes it resumes.
+    job_prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,11 @@ def run_iteration(
     record: IterationRecord,
     resume: bool = False,
 ) -> IterationOutcome:
-    """Plan, deploy, test, analyze and report one iteration; never raises on Ctrl-C."""
+    """Plan, deploy, test, analyze and report one iteration; never raises on Ctrl-C.
+
+    Any other failure (the state database, the disk) marks the iteration `error` with the
+    reason before it propagates: an iteration never stays `running` after loop is gone.
+    """
     deploy_error: str | None = None
     interrupted = False
     target = make_target(settings.config)
@@ -112,9 +127,12 @@ def run_iteration(
             roll_back_if_worse(settings, store, console, record, target, deploy_error)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
+    except Exception as exc:
+        _mark_error(store, record, exc)
+        raise
     finally:
         target.stop()
-    status = _final_status(store, settings, record, deploy_error, interrupted)
+    status = _final_status(store, record, settings.target_pass_rate, deploy_error, interrupted)
     store.finish_iteration(record.id, status, error=deploy_error)
     finished = store.iteration_by_id(record.id)
     assert finished is not None
@@ -136,8 +154,11 @@ def plan_iteration(
     selected = select_suites(settings.config, settings.suite_globs)
     out = settings.layout.iteration_dir(settings.env, record.number)
     if resume and store.tests(record.id):
-        # The inventory of an interrupted iteration stands: only its pending tests run.
-        return Plan(record, tuple(selected), out)
+        # The inventory and the suite selection of an interrupted iteration stand: only its
+        # pending tests run.
+        chosen = {s.name for s in store.suites(record.id) if s.selected}
+        kept = tuple(s for s in select_suites(settings.config, ()) if s.name in chosen)
+        return Plan(record, kept, out, _resume_prefix(out / "pytest"))
     console.print(f"[bold]Iteration {record.number}[/] ({settings.env}): collecting tests")
     setup = _pytest_setup(settings, record, deployments=[])
     inventory = collect_inventory(
@@ -154,15 +175,22 @@ def plan_iteration(
         for s in settings.config.tests.suites
     ]
     store.record_plan(record.id, suites, inventory)
-    store.record_test_files(
-        record.id, file_digests(settings.workdir, {i.file for i in inventory})
-    )
+    store.record_test_files(record.id, file_digests(settings.workdir, {i.file for i in inventory}))
     _print_inventory(console, settings.config.tests.suites, inventory, names)
     return Plan(record, tuple(selected), out)
 
 
+def _resume_prefix(pytest_dir: Path) -> str:
+    number = 1
+    while any(pytest_dir.glob(f"resume{number}-*")):
+        number += 1
+    return f"resume{number}-"
+
+
 def _print_inventory(
-    console: Console, suites: Sequence[SuiteConfig], inventory: list[InventoryItem],
+    console: Console,
+    suites: Sequence[SuiteConfig],
+    inventory: list[InventoryItem],
     selected: set[str],
 ) -> None:
     total = len(inventory)
@@ -224,7 +252,10 @@ class _StoreRecorder:
 
     def suite_status(self, suite: str, status: SuiteStatus, error: str | None = None) -> None:
         self._store.set_suite_status(
-            self._id, suite, status, error=error,
+            self._id,
+            suite,
+            status,
+            error=error,
             started=status == SuiteStatus.RUNNING,
             finished=status not in (SuiteStatus.RUNNING, SuiteStatus.PENDING),
         )
@@ -254,7 +285,7 @@ def run_tests(
             if row.outcome in (Outcome.FAILED, Outcome.ERROR):
                 failed[row.suite] = failed.get(row.suite, 0) + 1
         is_collect_error = row.outcome == Outcome.ERROR and (row.message or "").startswith(
-            "collection error"
+            COLLECTION_ERROR
         )
         if not is_collect_error:
             collectable.setdefault(row.suite, []).append(row.nodeid)
@@ -271,7 +302,9 @@ def run_tests(
     overlapping = suites_covering_others(
         plan.suites, {row.nodeid: row.suite for row in rows}, settings.workdir
     )
-    jobs = plan_jobs(plan.suites, pending, collectable, workers, by_node_id=overlapping)
+    jobs = plan_jobs(
+        plan.suites, pending, collectable, workers, prefix=plan.job_prefix, by_node_id=overlapping
+    )
     # Suites with nothing left to run (all collection errors, or finished before a resume).
     for suite in plan.suites:
         if suite.name in selected and not pending.get(suite.name):
@@ -286,8 +319,13 @@ def run_tests(
     display = LiveDisplay(console, state) if console.is_terminal else LineDisplay(console)
     with display:
         runner = TestRunner(
-            setup, plan.dir / "pytest", settings.config.tests.suite_timeout_s, workers,
-            recorder, display, state,
+            setup,
+            plan.dir / "pytest",
+            settings.config.tests.suite_timeout_s,
+            workers,
+            recorder,
+            display,
+            state,
             fresh_env=lambda: target.test_env(settings.config, deployments),
         )
         runner.run(jobs)
@@ -333,24 +371,31 @@ def rerun_failures(
             pending.setdefault(suite, []).append(nodeid)
         suites = [s for s in plan.suites if s.name in pending]
         console.print(f"  rerun {attempt - 1}: {len(failing)} failing tests")
-        jobs = plan_jobs(suites, pending, {}, settings.workers, prefix=f"rerun{attempt - 1}-")
+        jobs = plan_jobs(
+            suites, pending, {}, settings.workers, prefix=f"{plan.job_prefix}rerun{attempt - 1}-"
+        )
         recorder = _AttemptRecorder(store, plan.record.id, attempt)
         state = RunState({s.name: SuiteProgress(s.name, len(pending[s.name])) for s in suites})
         with LineDisplay(console) as display:
             TestRunner(
-                setup, plan.dir / "pytest", settings.config.tests.suite_timeout_s,
-                settings.workers, recorder, display, state,
+                setup,
+                plan.dir / "pytest",
+                settings.config.tests.suite_timeout_s,
+                settings.workers,
+                recorder,
+                display,
+                state,
                 fresh_env=lambda: target.test_env(settings.config, deployments),
             ).run(jobs)
         failing = recorder.failing
 
 
 def _rerunnable(row: TestRow) -> bool:
-    # Collection errors, timeouts and crashes would only repeat themselves, slowly.
+    # loop's own errors (a collection error, a suite timeout, a crash) would only repeat
+    # themselves, slowly; a test's own failure, a network timeout included, may be flaky.
     message = row.message or ""
     return row.outcome in (Outcome.FAILED, Outcome.ERROR) and not (
-        message.startswith(("collection error", "not run:")) or "timed out" in message
-        or "crashed" in message or "exited with code" in message
+        message.startswith((COLLECTION_ERROR, NOT_RUN)) or message.endswith(WHILE_RUNNING)
     )
 
 
@@ -444,8 +489,8 @@ def _rollback_reason(store: Store, record: IterationRecord, deploy_error: str | 
 
 def _final_status(
     store: Store,
-    settings: IterationSettings,
     record: IterationRecord,
+    target_pass_rate: float,
     deploy_error: str | None,
     interrupted: bool,
 ) -> IterationStatus:
@@ -453,13 +498,19 @@ def _final_status(
         return IterationStatus.INTERRUPTED
     if deploy_error is not None:
         return IterationStatus.DEPLOY_FAILED
-    rows = store.tests(record.id)
-    executed = [r for r in rows if r.outcome in (Outcome.PASSED, Outcome.FAILED, Outcome.ERROR)]
-    passed = sum(1 for r in executed if r.outcome == Outcome.PASSED)
-    # Zero executed tests never counts as reaching the target: nothing was shown to work.
-    if executed and 100.0 * passed / len(executed) >= settings.target_pass_rate:
+    rate = figures(store.tests(record.id)).pass_rate
+    # Zero executed tests (rate None) never reaches the target: nothing was shown to work.
+    if rate is not None and rate >= target_pass_rate:
         return IterationStatus.PASSED
     return IterationStatus.FAILED
+
+
+def _mark_error(store: Store, record: IterationRecord, exc: Exception) -> None:
+    try:
+        reason = f"{type(exc).__name__}: {exc}"
+        store.finish_iteration(record.id, IterationStatus.ERROR, error=reason)
+    except Exception:  # noqa: BLE001 (the store itself may be what failed)
+        pass
 
 
 def write_reports(layout: StateLayout, summary: Summary) -> tuple[Path, Path]:
@@ -480,4 +531,3 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
-

@@ -125,8 +125,11 @@ class Store:
     def open(cls, path: Path, *, create: bool = True) -> Store:
         if not create and not path.exists():
             raise StoreError(f"{path}: no state yet (run `loop run` first)")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from None
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -281,8 +284,11 @@ class Store:
     ) -> None:
         """The suites of this iteration and every collected test, pending until it reports.
 
-        Collection errors are stored as error results right away: never dropped.
+        Collection errors of the selected suites are stored as error results right away:
+        never dropped. Those of suites not run this iteration wait with the rest of their
+        suite (the message is kept), so they count only when the suite runs.
         """
+        selected = {s.name for s in suites if s.selected}
         with self._tx() as tx:
             tx.execute("DELETE FROM tests WHERE iteration_id = ?", (iteration_id,))
             tx.execute("DELETE FROM suites WHERE iteration_id = ?", (iteration_id,))
@@ -301,11 +307,11 @@ class Store:
                 [
                     (
                         iteration_id, i, item.nodeid, item.suite, item.file,
-                        Outcome.ERROR if item.collect_error else None,
-                        0.0 if item.collect_error else None,
+                        Outcome.ERROR if item.collect_error and item.suite in selected else None,
+                        0.0 if item.collect_error and item.suite in selected else None,
                         _text(item.collect_error),
                         _text(item.collect_detail or item.collect_error),
-                        now_iso() if item.collect_error else None,
+                        now_iso() if item.collect_error and item.suite in selected else None,
                     )
                     for i, item in enumerate(inventory)
                 ],

@@ -107,6 +107,11 @@ class _Tail:
             self._handle.close()
 
 
+# How loop's own errors for tests pytest never reported begin and end: they are not the
+# tests' failures (reruns skip them).
+NOT_RUN = "not run: "
+WHILE_RUNNING = " while this test was running"
+
 # The suite clock of a job whose pytest has not finished collecting yet.
 COLLECTING = "(collecting)"
 
@@ -173,6 +178,11 @@ class TestRunner:
         except KeyboardInterrupt:
             self._stop_all(running)
             raise Interrupted() from None
+        except BaseException:
+            # Whatever broke (the store, the disk), no pytest outlives loop.
+            for run in running:
+                run.proc.kill()
+            raise
 
     # --- one job ----------------------------------------------------------------------------
 
@@ -183,8 +193,13 @@ class TestRunner:
         argv = self._setup.argv(
             list(job.args),
             job.markers,
-            [f"--report-log={reportlog}", f"--junitxml={base}.junit.xml",
-             "-p", "deployloop_plugin", f"--loop-events={events}"],
+            [
+                f"--report-log={reportlog}",
+                f"--junitxml={base}.junit.xml",
+                "-p",
+                "deployloop_plugin",
+                f"--loop-events={events}",
+            ],
         )
         reportlog.unlink(missing_ok=True)
         events.unlink(missing_ok=True)
@@ -300,12 +315,11 @@ class TestRunner:
             else:
                 outcome, duration, text = Outcome.ERROR, 0.0, None
                 if nodeid == run.current:
-                    message = f"{reason} while this test was running"
+                    message = f"{reason}{WHILE_RUNNING}"
                 else:
-                    message = f"not run: {reason} before this test started"
+                    message = f"{NOT_RUN}{reason} before this test started"
             longrepr = (text or message or "") + "\n\nlast lines of pytest output:\n" + output
-            self._record(TestResult(nodeid, suite, outcome, duration, message, longrepr,
-                                    now_iso()))
+            self._record(TestResult(nodeid, suite, outcome, duration, message, longrepr, now_iso()))
 
     def _record(self, result: TestResult) -> None:
         self._batch.append(result)
@@ -377,4 +391,3 @@ def _crash_reason(code: int, session_finished: bool, output: str) -> str:
     if not session_finished:
         return f"pytest exited with code {code} without finishing its session"
     return f"pytest exited with code {code}"
-

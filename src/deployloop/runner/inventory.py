@@ -16,7 +16,7 @@ from pathlib import Path
 from deployloop.config import SuiteConfig
 from deployloop.models import InventoryItem
 from deployloop.runner.process import PytestProcess, PytestSetup, error_line
-from deployloop.runner.reportlog import crash_line
+from deployloop.runner.reportlog import COLLECTION_ERROR, crash_line
 from deployloop.runner.suite_paths import SuitePaths, file_of
 
 _EXIT_NO_TESTS = 5
@@ -161,7 +161,7 @@ def _assign(
             continue
         suite = by_name[owner]
         error = record.get("error")
-        message = "collection error: " + crash_line(error) if error else None
+        message = COLLECTION_ERROR + crash_line(error) if error else None
         out[suite.name].append(InventoryItem(suite.name, nodeid, file_of(nodeid), message, error))
     for suite in suites:
         if out[suite.name]:

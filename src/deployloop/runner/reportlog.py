@@ -16,6 +16,7 @@ from deployloop.models import Outcome, TestResult
 from deployloop.store import now_iso
 
 _MAX_LONGREPR = 20_000  # a failure's text beyond this is cut: reports stay readable
+COLLECTION_ERROR = "collection error: "  # how the message of a file that failed to collect begins
 
 
 @dataclass
@@ -76,7 +77,7 @@ class ReportLogReader:
     def _collect_error(self, record: dict[str, Any]) -> None:
         nodeid = record.get("nodeid", "")
         text = longrepr_text(record.get("longrepr"))
-        self._emit(nodeid, (Outcome.ERROR, 0.0, "collection error: " + crash_line(text), text))
+        self._emit(nodeid, (Outcome.ERROR, 0.0, COLLECTION_ERROR + crash_line(text), text))
 
     def _emit(self, nodeid: str, merged: tuple[Outcome, float, str | None, str | None]) -> None:
         suite = self._suite_of(nodeid)
