@@ -1163,6 +1163,11 @@ def test_ctrl_c_keeps_results_and_resume_finishes(project: Project) -> None:
         return None
 
     running = wait_for(three_done, timeout=30, interval=0.2, what="3 results in loop status")
+    # One run per env at a time: a second would run the same tests into the same files.
+    second = project.run("run")
+    assert second.returncode == 2, output(second)
+    assert "another `loop run`" in second.stderr and "is running env 'local'" in second.stderr
+    assert project.run("run", "--resume", "--suite", "Main").returncode == 2
     table = project.run("status")
     assert table.returncode == 0, output(table)
     assert "Main" in table.stdout
@@ -1212,6 +1217,10 @@ def test_ctrl_c_keeps_results_and_resume_finishes(project: Project) -> None:
     runs = (project.root / "runs.log").read_text().splitlines()
     assert sorted(runs) == ["fast_1", "fast_2", "fast_3", "slow"]
     assert [h["status"] for h in project.history()] == ["passed"]
+    # The interrupted process's files stay beside the resumed one's.
+    pytest_dir = project.iteration_dir(1) / "pytest"
+    assert (pytest_dir / "01-main.junit.xml").exists()
+    assert (pytest_dir / "resume1-01-main.junit.xml").exists()
 
 
 def test_second_ctrl_c_stops_a_stubborn_test_at_once(project: Project) -> None:
@@ -1492,3 +1501,57 @@ def test_marker_suite_and_folder_suite_count_each_test_once(project: Project) ->
     assert {n: f["collected"] for n, f in suite_figures(summary).items()} == {
         "Smoke": 1, "Full": 2,
     }
+
+
+def test_a_failure_of_loop_itself_marks_the_iteration_and_exits_4(project: Project) -> None:
+    project.config(one_suite_config('"tests/test_ok.py"'))
+    project.write("tests/test_ok.py", """
+        def test_ok():
+            pass
+        """)
+    (project.state / "runs").mkdir(parents=True)
+    (project.state / "runs" / "local").write_text("not a folder")
+    result = project.run("run")
+    assert result.returncode == 4, output(result)
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: loop could not go on: ")
+    assert project.history()[0]["status"] == "error"
+
+
+def test_collection_errors_of_suites_not_run_do_not_count(project: Project) -> None:
+    project.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "none"
+
+        [tests]
+        workers = 1
+
+        [[tests.suites]]
+        name = "Good"
+        paths = ["tests/test_good.py"]
+
+        [[tests.suites]]
+        name = "Broken"
+        paths = ["tests/test_broken.py"]
+        """)
+    project.write("tests/test_good.py", """
+        def test_ok():
+            pass
+        """)
+    project.write("tests/test_broken.py", "import nonexistent_module\n")
+    result = project.run("run", "--suite", "Good")
+    assert result.returncode == 0, output(result)
+    summary = project.summary()
+    assert summary["totals"]["executed"] == 1 and summary["totals"]["errors"] == 0
+    assert summary["remaining_suites"] == ["Broken"]
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(project: Project) -> None:
+    (project.root / "configs").mkdir()
+    (project.root / "configs" / "local.toml").write_bytes(b"[tests]\nname = '\xff'\n")
+    result = project.run("run")
+    assert result.returncode == 2, output(result)
+    assert "configs/local.toml: not UTF-8 text" in result.stderr
