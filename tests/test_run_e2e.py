@@ -1555,3 +1555,40 @@ def test_a_config_that_is_not_utf8_is_a_config_error(project: Project) -> None:
     result = project.run("run")
     assert result.returncode == 2, output(result)
     assert "configs/local.toml: not UTF-8 text" in result.stderr
+
+
+def test_a_module_that_reads_a_service_url_at_import_runs(project: Project) -> None:
+    project.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "local"
+
+        [[deploy.services]]
+        name = "api"
+        command = ["{python}", "svc.py", "--port", "{port}"]
+        ready_timeout_s = 5
+
+        [tests]
+        workers = 1
+
+        [[tests.suites]]
+        name = "Main"
+        paths = ["tests/test_api.py"]
+        """)
+    project.service()
+    project.write("tests/test_api.py", """
+        import os
+        import urllib.request
+
+        BASE = os.environ["LOOP_API_URL"]  # read at import, as many e2e suites do
+
+        def test_health():
+            with urllib.request.urlopen(BASE + "/health") as response:
+                assert response.status == 200
+        """)
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    summary = project.summary()
+    assert (summary["totals"]["passed"], summary["totals"]["errors"]) == (1, 0)

@@ -25,6 +25,7 @@ from deployloop.gitinfo import file_digests
 from deployloop.layout import StateLayout
 from deployloop.models import (
     Deployment,
+    DeployStatus,
     InventoryItem,
     IterationRecord,
     IterationStatus,
@@ -160,7 +161,7 @@ def plan_iteration(
         kept = tuple(s for s in select_suites(settings.config, ()) if s.name in chosen)
         return Plan(record, kept, out, _resume_prefix(out / "pytest"))
     console.print(f"[bold]Iteration {record.number}[/] ({settings.env}): collecting tests")
-    setup = _pytest_setup(settings, record, deployments=[])
+    setup = _pytest_setup(settings, record, deployments=_configured_urls(settings.config))
     inventory = collect_inventory(
         settings.config.tests.suites, setup, out / "pytest", settings.config.tests.suite_timeout_s
     )
@@ -178,6 +179,16 @@ def plan_iteration(
     store.record_test_files(record.id, file_digests(settings.workdir, {i.file for i in inventory}))
     _print_inventory(console, settings.config.tests.suites, inventory, names)
     return Plan(record, tuple(selected), out)
+
+
+def _configured_urls(config: Config) -> list[Deployment]:
+    """Services whose URL the config gives (command and none targets): the tests see them at
+    collection already."""
+    if config.deploy.target not in ("command", "none"):
+        return []
+    return [
+        Deployment(s.name, DeployStatus.PENDING, url=s.url) for s in config.deploy.services if s.url
+    ]
 
 
 def _resume_prefix(pytest_dir: Path) -> str:
@@ -269,6 +280,8 @@ def run_tests(
     deployments: list[Deployment],
     target: DeployTarget,
 ) -> None:
+    if not plan.job_prefix:  # a resume keeps its inventory
+        recollect_with_services(settings, store, console, plan, deployments)
     rows = store.tests(plan.record.id)
     selected = {s.name for s in plan.suites}
     pending: dict[str, list[str]] = {}
@@ -331,6 +344,37 @@ def run_tests(
         runner.run(jobs)
     if settings.config.tests.reruns:
         rerun_failures(settings, store, console, plan, setup, deployments, target)
+
+
+def recollect_with_services(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    plan: Plan,
+    deployments: Sequence[Deployment],
+) -> None:
+    """Collect again the suites whose collection failed before deploy: a test module may read
+    LOOP_<NAME>_URL at import time, and the URLs of a local deploy exist only now."""
+    if not any(d.url for d in deployments):
+        return
+    broken = {
+        row.suite
+        for row in store.tests(plan.record.id)
+        if row.outcome == Outcome.ERROR and (row.message or "").startswith(COLLECTION_ERROR)
+    }
+    suites = [s for s in plan.suites if s.name in broken]
+    if not suites:
+        return
+    console.print(f"  collecting {len(suites)} suites again, with the services' URLs")
+    setup = _pytest_setup(settings, plan.record, deployments)
+    inventory = collect_inventory(
+        suites,
+        setup,
+        plan.dir / "pytest",
+        settings.config.tests.suite_timeout_s,
+        name="recollect",
+    )
+    store.replace_inventory(plan.record.id, {s.name for s in suites}, inventory)
 
 
 class _AttemptRecorder:

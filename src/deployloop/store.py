@@ -300,22 +300,22 @@ class Store:
                     for i, s in enumerate(suites)
                 ],
             )
-            tx.executemany(
-                "INSERT OR IGNORE INTO tests (iteration_id, position, nodeid, suite, file,"
-                " outcome, duration_s, message, longrepr, finished_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        iteration_id, i, item.nodeid, item.suite, item.file,
-                        Outcome.ERROR if item.collect_error and item.suite in selected else None,
-                        0.0 if item.collect_error and item.suite in selected else None,
-                        _text(item.collect_error),
-                        _text(item.collect_detail or item.collect_error),
-                        now_iso() if item.collect_error and item.suite in selected else None,
-                    )
-                    for i, item in enumerate(inventory)
-                ],
-            )
+            _insert_tests(tx, iteration_id, inventory, selected, first_position=0)
+
+    def replace_inventory(
+        self, iteration_id: int, suites: set[str], inventory: Sequence[InventoryItem]
+    ) -> None:
+        """Collect `suites` anew (e.g. once the services are up): their rows are replaced."""
+        with self._tx() as tx:
+            for suite in suites:
+                tx.execute(
+                    "DELETE FROM tests WHERE iteration_id = ? AND suite = ?", (iteration_id, suite)
+                )
+            (first,) = tx.execute(
+                "SELECT COALESCE(MAX(position), -1) + 1 FROM tests WHERE iteration_id = ?",
+                (iteration_id,),
+            ).fetchone()
+            _insert_tests(tx, iteration_id, inventory, suites, first_position=first)
 
     def set_suite_status(
         self,
@@ -495,6 +495,34 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _insert_tests(
+    tx: sqlite3.Connection,
+    iteration_id: int,
+    inventory: Sequence[InventoryItem],
+    selected: set[str],
+    first_position: int,
+) -> None:
+    rows = []
+    for i, item in enumerate(inventory):
+        counts = bool(item.collect_error) and item.suite in selected
+        rows.append(
+            (
+                iteration_id, first_position + i, item.nodeid, item.suite, item.file,
+                Outcome.ERROR if counts else None,
+                0.0 if counts else None,
+                _text(item.collect_error),
+                _text(item.collect_detail or item.collect_error),
+                now_iso() if counts else None,
+            )
+        )
+    tx.executemany(
+        "INSERT OR IGNORE INTO tests (iteration_id, position, nodeid, suite, file,"
+        " outcome, duration_s, message, longrepr, finished_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
 
 
 def _text(value: str | None) -> str | None:

@@ -31,19 +31,23 @@ class _Collected:
 
 
 def collect_inventory(
-    suites: Sequence[SuiteConfig], setup: PytestSetup, out_dir: Path, timeout_s: float
+    suites: Sequence[SuiteConfig],
+    setup: PytestSetup,
+    out_dir: Path,
+    timeout_s: float,
+    name: str = "collect",
 ) -> list[InventoryItem]:
     """The tests of `suites`, in suite order, each item in exactly one suite."""
     groups: dict[str | None, list[SuiteConfig]] = {}
     for suite in suites:
         groups.setdefault(suite.markers, []).append(suite)
     by_suite: dict[str, list[InventoryItem]] = {s.name: [] for s in suites}
-    jobs = [(f"collect-{i + 1}", members) for i, members in enumerate(groups.values())]
-    for (name, members), collected in zip(
+    jobs = [(f"{name}-{i + 1}", members) for i, members in enumerate(groups.values())]
+    for (job, members), collected in zip(
         jobs, _run_all(jobs, setup, out_dir, timeout_s), strict=True
     ):
         if _failed_as_a_whole(collected) and len(members) > 1:
-            singles = [(f"{name}-{j + 1}", [s]) for j, s in enumerate(members)]
+            singles = [(f"{job}-{j + 1}", [s]) for j, s in enumerate(members)]
             for (_, (suite,)), single in zip(
                 singles, _run_all(singles, setup, out_dir, timeout_s), strict=True
             ):
