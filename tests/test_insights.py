@@ -835,3 +835,22 @@ def test_an_iteration_interrupted_before_collection_raises_no_alarms(tmp_path: P
     assert insights.integrity == ()
     assert insights.false_greens == ()
     assert insights.diff is None
+
+
+def test_a_fixed_collection_error_is_fixed_not_a_removed_failing_test(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "loop.db")
+    suites = [SuiteRecord("S", 1, True, SuiteStatus.PENDING)]
+    first = store.start_iteration("local", None, 100.0, 1)
+    broken = "collection error: SyntaxError: invalid syntax"
+    store.record_plan(first.id, suites, [InventoryItem("S", "t.py", "t.py", broken)])
+    store.finish_iteration(first.id, IterationStatus.FAILED)
+    second = store.start_iteration("local", None, 100.0, 1)
+    store.record_plan(second.id, suites, [InventoryItem("S", "t.py::test_a", "t.py")])
+    store.record_results(second.id, [TestResult("t.py::test_a", "S", Outcome.PASSED, 0.5)])
+    store.finish_iteration(second.id, IterationStatus.PASSED)
+    record = store.iteration("local", 2)
+    assert record is not None
+    insights = load_summary(store, record, None, date(2026, 1, 1)).insights
+    assert insights.integrity == ()
+    assert insights.diff is not None
+    assert (insights.diff.fixed, insights.diff.removed) == (("t.py",), ())

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from deployloop.analysis.context import IterationRows
+from deployloop.analysis.integrity import collects_now
 from deployloop.analysis.normalize import is_failure
 from deployloop.analysis.signatures import Failure, failure_of, label, same_cause
 from deployloop.models import IterationDiff, Outcome, SignatureChange, TestRow
@@ -23,13 +24,16 @@ def iteration_diff(rows: Sequence[TestRow], compare: IterationRows) -> Iteration
     now_failing, now_passed, now_ids = _state(rows)
     then_failing, _, then_ids = _state(compare.rows)
     both = sorted(now_failing.keys() & then_failing.keys())
+    # A file that failed to collect in M and collects in N: its error was fixed.
+    now_files = {row.file for row in rows}
+    collected_again = {n for n in then_failing.keys() - now_ids if collects_now(n, now_files)}
     return IterationDiff(
         compared_to=compare.record.number,
-        fixed=tuple(sorted(then_failing.keys() & now_passed)),
+        fixed=tuple(sorted((then_failing.keys() & now_passed) | collected_again)),
         new_failures=tuple(sorted(now_failing.keys() - then_failing.keys())),
         still_failing=tuple(both),
         added=tuple(sorted(now_ids - then_ids)),
-        removed=tuple(sorted(then_ids - now_ids)),
+        removed=tuple(sorted(then_ids - now_ids - collected_again)),
         changed_signatures=tuple(
             change
             for nodeid in both

@@ -60,6 +60,7 @@ def changed_then_passed(
 def failing_removed(rows: Sequence[TestRow], previous: IterationRows) -> tuple[IntegrityFlag, ...]:
     """Failed in N-1 and not collected now: a failure that went away by going away."""
     now = {row.nodeid for row in rows}
+    now_files = {row.file for row in rows}
     before = previous.record.number
     return tuple(
         IntegrityFlag(
@@ -68,8 +69,14 @@ def failing_removed(rows: Sequence[TestRow], previous: IterationRows) -> tuple[I
             f"failing test removed: it failed in iteration {before} and is not collected now",
         )
         for row in sorted(previous.rows, key=lambda r: r.nodeid)
-        if is_failure(row) and row.nodeid not in now
+        if is_failure(row) and row.nodeid not in now and not collects_now(row.nodeid, now_files)
     )
+
+
+def collects_now(nodeid: str, now_files: set[str]) -> bool:
+    """A file that failed to collect (its node id is the file) whose tests collect now: the
+    collection error was fixed, not a failing test removed."""
+    return "::" not in nodeid and nodeid in now_files
 
 
 def suites_shrunk(rows: Sequence[TestRow], previous: IterationRows) -> tuple[IntegrityFlag, ...]:
