@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from deployloop.analysis import build_summary
 from deployloop.analysis.categories import categorize
-from deployloop.analysis.clusters import cluster_failures, key_issue, mark_outage
+from deployloop.analysis.clusters import cluster_failures, mark_outage
+from deployloop.analysis.context import AnalysisContext
 from deployloop.analysis.figures import figures
 from deployloop.analysis.history import flaky_and_broken
 from deployloop.analysis.known_issues import match_known_issues
@@ -234,16 +235,6 @@ def test_known_issue_annotates_a_failure_and_keeps_it_counted() -> None:
     assert figures(rows).failed == 2  # still failures
 
 
-def test_key_issue_is_the_most_common_cluster() -> None:
-    rows = [
-        row("t.py::a", Outcome.FAILED, "ConnectionResetError: reset by peer"),
-        row("t.py::b", Outcome.FAILED, WS_403.format(user="u-1")),
-        row("t.py::c", Outcome.ERROR, WS_403.format(user="u-2")),
-    ]
-    assert key_issue(rows) == "AssertionError: events stream rejected: HTTP 403 for user <id>"
-    assert key_issue([row("t.py::ok", Outcome.PASSED)]) is None
-
-
 # --- summary ---------------------------------------------------------------------------------
 
 
@@ -272,7 +263,16 @@ def test_build_summary_totals_are_the_sum_of_suites() -> None:
         row("later.py::b", None, suite="Later"),
     ]
     deployments = [Deployment("backend", DeployStatus.READY, "http://localhost:8001", "r1")]
-    summary = build_summary(iteration(workers=2), suites, rows, deployments, [], TODAY, 480.0)
+    # What store.history gives for this iteration's finished tests: their durations.
+    history = [
+        HistoryRow(1, r.nodeid, r.suite, r.outcome, 1, r.message, r.duration_s, None, None)
+        for r in rows
+        if r.outcome is not None
+    ]
+    summary = build_summary(
+        iteration(workers=2), suites, rows, deployments, [], TODAY, 480.0,
+        AnalysisContext(history=history),
+    )
 
     assert [s.name for s in summary.suites] == ["Critical", "Later", "Agent Pipeline", "Streaming"]
     for field in ("collected", "executed", "passed", "failed", "errors", "skipped"):
@@ -286,7 +286,8 @@ def test_build_summary_totals_are_the_sum_of_suites() -> None:
     assert [r.nodeid for r in summary.failures] == ["crit.py::ws", "pipe.py::a"]
     assert summary.clusters[0].count == 2
     assert summary.deployments == tuple(deployments)
-    # 2 pending x mean(1, 3, 2, 0, 2) = 1.6 s / 2 workers
+    # 2 pending tests never timed x the mean of all durations, mean(1, 3, 2, 0, 2) = 1.6 s,
+    # over 2 workers
     assert summary.estimated_remaining_s == pytest.approx(1.6)
     assert summary.elapsed_s == 480.0
 
@@ -295,6 +296,7 @@ def test_estimate_is_zero_when_nothing_is_pending_and_none_without_durations() -
     suites = [SuiteRecord("p1", priority=1, selected=True, status=SuiteStatus.RUNNING)]
     done = [row("t.py::a", Outcome.PASSED)]
     assert build_summary(iteration(), suites, done, [], [], TODAY, 1.0).estimated_remaining_s == 0.0
+    # Nothing was ever timed: no figure rather than a guess.
     unknown = [row("t.py::a", Outcome.PASSED, duration_s=None), row("t.py::b", None)]
     assert (
         build_summary(iteration(), suites, unknown, [], [], TODAY, 1.0).estimated_remaining_s

@@ -26,14 +26,13 @@ def test_results_are_visible_to_another_reader_as_they_arrive(tmp_path: Path) ->
     items.append(InventoryItem("S", "broken.py", "broken.py", "collection error: ImportError"))
     writer.record_plan(record.id, [SuiteRecord("S", 1, True, SuiteStatus.PENDING)], items)
     reader = Store.open(db, create=False)
-    progress = reader.progress(record.id)
     # The collection error counts at once: it is a result, not something left to run.
-    assert (progress.collected, progress.done, progress.failed) == (4, 1, 1)
-    writer.record_results(record.id, [TestResult("t.py::test_0", "S", Outcome.PASSED, 0.1)])
-    assert reader.progress(record.id).done == 2
-    assert [nodeid for _, nodeid in reader.pending_tests(record.id)] == [
-        "t.py::test_1", "t.py::test_2"
+    assert [(t.nodeid, t.outcome) for t in reader.tests(record.id)] == [
+        ("t.py::test_0", None), ("t.py::test_1", None), ("t.py::test_2", None),
+        ("broken.py", Outcome.ERROR),
     ]
+    writer.record_results(record.id, [TestResult("t.py::test_0", "S", Outcome.PASSED, 0.1)])
+    assert reader.tests(record.id)[0].outcome == Outcome.PASSED
 
 
 def test_iterations_are_numbered_per_env(tmp_path: Path) -> None:

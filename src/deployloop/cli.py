@@ -101,7 +101,10 @@ def _optional_config(config_dir: Path, env: str) -> Config | None:
 
     try:
         return load_config(config_dir, env)
-    except ConfigError:
+    except ConfigError as exc:
+        if config_dir.joinpath(f"{env}.toml").exists():
+            # Known issues and categories would vanish from the report without a word.
+            typer.echo(f"warning: reporting without the config: {exc}", err=True)
         return None
 
 

@@ -10,7 +10,7 @@ import re
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -366,8 +366,3 @@ def deploy_waves(services: list[ServiceConfig]) -> list[list[ServiceConfig]]:
         done.update(s.name for s in wave)
         remaining = [s for s in remaining if s.name not in done]
     return waves
-
-
-def describe(config: Config) -> dict[str, Any]:
-    """The config as plain data, for `loop plan --format json`."""
-    return config.model_dump(mode="json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -86,7 +87,8 @@ def _between_iterations(
     if not argv:
         return None
     number = outcome.record.number
-    console.print(f"\n[bold]Between iterations[/]: {' '.join(argv)}")
+    shown = " ".join(part.replace("{python}", sys.executable) for part in argv)
+    console.print(f"\n[bold]Between iterations[/]: {shown}", highlight=False)
     try:
         run_between_iterations(
             argv,

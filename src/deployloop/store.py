@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,13 +107,6 @@ class StoreError(Exception):
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass(frozen=True)
-class Progress:
-    collected: int
-    done: int
-    failed: int
 
 
 class Store:
@@ -229,10 +221,6 @@ class Store:
             (env,),
         ).fetchall()
         return [_iteration(r) for r in rows]
-
-    def envs(self) -> list[str]:
-        rows = self._conn.execute("SELECT DISTINCT env FROM iterations ORDER BY env")
-        return [r[0] for r in rows]
 
     # --- deployments ------------------------------------------------------------------------
 
@@ -432,23 +420,6 @@ class Store:
             for r in rows
         ]
 
-    def pending_tests(self, iteration_id: int) -> list[tuple[str, str]]:
-        """(suite, nodeid) of every collected test without a result yet."""
-        rows = self._conn.execute(
-            "SELECT suite, nodeid FROM tests WHERE iteration_id = ? AND outcome IS NULL"
-            " ORDER BY position",
-            (iteration_id,),
-        ).fetchall()
-        return [(r[0], r[1]) for r in rows]
-
-    def progress(self, iteration_id: int) -> Progress:
-        row = self._conn.execute(
-            "SELECT COUNT(*), COUNT(outcome),"
-            " SUM(CASE WHEN outcome IN ('failed', 'error') THEN 1 ELSE 0 END)"
-            " FROM tests WHERE iteration_id = ?",
-            (iteration_id,),
-        ).fetchone()
-        return Progress(row[0], row[1], row[2] or 0)
 
 
 _ITERATION_COLUMNS = (

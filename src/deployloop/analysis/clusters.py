@@ -99,12 +99,6 @@ def cluster_failures(
     return tuple(sorted(clusters, key=lambda c: (-c.count, c.label, c.signature)))
 
 
-def key_issue(rows: Sequence[TestRow]) -> str | None:
-    """The label of the most common failure pattern in these rows; None without failures."""
-    clusters = cluster_failures(rows)
-    return clusters[0].label if clusters else None
-
-
 def suite_key_issue(clusters: Sequence[Cluster], rows: Sequence[TestRow]) -> str | None:
     """The label of the cluster holding most of these rows' failures, so a suite's key issue
     reads exactly like the cluster it belongs to; ties go to the larger cluster."""

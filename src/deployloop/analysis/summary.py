@@ -15,12 +15,11 @@ from deployloop.analysis.figures import figures
 from deployloop.analysis.insights import build_insights
 from deployloop.analysis.known_issues import match_known_issues
 from deployloop.analysis.normalize import is_failure
-from deployloop.analysis.progress import estimate_remaining_s as estimate_from_history
+from deployloop.analysis.progress import estimate_remaining_s
 from deployloop.config import KnownIssue
 from deployloop.models import (
     Cluster,
     Deployment,
-    Insights,
     IterationRecord,
     SuiteRecord,
     SuiteStatus,
@@ -48,6 +47,7 @@ def build_summary(
     Raises ValueError when a row names a suite that is not in `suites`: its tests would count
     in the totals and in no suite, the disagreement this summary exists to rule out.
     """
+    context = context or AnalysisContext()  # no history, no rules: the defaults
     by_suite: dict[str, list[TestRow]] = {suite.name: [] for suite in suites}
     unknown = sorted({row.suite for row in rows} - by_suite.keys())
     if unknown:
@@ -88,21 +88,15 @@ def build_summary(
             or figures(by_suite[suite.name]).pending > 0
         ),
         elapsed_s=elapsed_s,
-        estimated_remaining_s=(
-            estimate_remaining_s(rows, iteration.workers)
-            if context is None
-            else estimate_from_history(rows, iteration.workers, context.history)
-        ),
+        estimated_remaining_s=estimate_remaining_s(rows, iteration.workers, context.history),
         failures=tuple(
             sorted(
                 (row for row in rows if is_failure(row)),
                 key=lambda row: (position[row.suite], row.nodeid),
             )
         ),
-        insights=(
-            Insights()
-            if context is None
-            else build_insights(iteration, totals, suite_summaries, rows, matches, outage, context)
+        insights=build_insights(
+            iteration, totals, suite_summaries, rows, matches, outage, context
         ),
     )
 
@@ -112,29 +106,10 @@ def _clusters(
     rows: Sequence[TestRow],
     known_issues: Sequence[KnownIssue],
     executed: int,
-    context: AnalysisContext | None,
+    context: AnalysisContext,
 ) -> tuple[tuple[Cluster, ...], str | None]:
-    """Clusters, and the outage one of them shows (with a context only: it needs settings)."""
-    if context is None:
-        return cluster_failures(rows, known_issues), None
+    """Clusters, and the outage one of them shows."""
     clusters = cluster_failures(
         rows, known_issues, context.categories, context.history, iteration.number
     )
     return mark_outage(clusters, executed, context.settings.outage_share)
-
-
-def estimate_remaining_s(rows: Sequence[TestRow], workers: int) -> float | None:
-    """Without history: pending tests x mean duration of finished tests / workers.
-
-    0.0 when nothing is pending; None when something is but no finished test has a duration
-    to go by (a guess with nothing behind it is worse than no figure).
-    """
-    pending = sum(1 for row in rows if row.outcome is None)
-    if pending == 0:
-        return 0.0
-    durations = [
-        row.duration_s for row in rows if row.outcome is not None and row.duration_s is not None
-    ]
-    if not durations:
-        return None
-    return pending * (sum(durations) / len(durations)) / max(workers, 1)
