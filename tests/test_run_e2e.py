@@ -1592,3 +1592,51 @@ def test_a_module_that_reads_a_service_url_at_import_runs(project: Project) -> N
     assert result.returncode == 0, output(result)
     summary = project.summary()
     assert (summary["totals"]["passed"], summary["totals"]["errors"]) == (1, 0)
+
+
+def test_reruns_show_a_flaky_test_and_compare_shows_what_changed(project: Project) -> None:
+    project.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "none"
+
+        [tests]
+        workers = 1
+        reruns = 2
+
+        [[tests.suites]]
+        name = "Main"
+        paths = ["tests/test_flaky.py"]
+        """)
+    project.write("tests/test_flaky.py", """
+        from pathlib import Path
+
+        def test_warmup():
+            # Fails the first time it runs in a project, passes after: a flaky test.
+            marker = Path("warmed")
+            first = not marker.exists()
+            marker.write_text("1")
+            assert not first, "cold cache"
+
+        def test_steady():
+            assert Path("broken").exists() is False
+        """)
+    first = project.run("run")
+    assert first.returncode == 1, output(first)
+    summary = project.summary()
+    # The rerun passed, but the first failure still counts and the test is listed as flaky.
+    assert (summary["totals"]["passed"], summary["totals"]["failed"]) == (1, 1)
+    [flaky] = summary["flaky"]
+    assert flaky["test"] == "tests/test_flaky.py::test_warmup"
+    assert [(h["outcome"], h["attempt"]) for h in flaky["history"]] == [
+        ("failed", 1), ("passed", 2),
+    ]
+    (project.root / "broken").write_text("")
+    project.run("run")
+    diff = project.json("summarize", "--compare", "1", "--format", "json")["diff"]
+    assert diff["compared_to"] == 1
+    assert diff["fixed"] == ["tests/test_flaky.py::test_warmup"]
+    assert diff["new_failures"] == ["tests/test_flaky.py::test_steady"]
+    assert project.run("summarize", "--compare", "9").returncode == 2
