@@ -46,8 +46,8 @@ from deployloop.models import (
 )
 from deployloop.models import TestRow as Row  # aliased: pytest collects classes named Test*
 from deployloop.runner.reportlog import ReportLogReader
+from deployloop.stages.analyze import load_summary
 from deployloop.store import Store
-from deployloop.summaries import load_summary
 
 TODAY = date(2025, 9, 7)
 ENV = "staging"

@@ -155,9 +155,11 @@ def run(
     3 deploy failed or a service never became ready, 4 loop itself failed (state database,
     disk), 130 interrupted.
     """
-    from deployloop.iteration import UsageError, resolve_python, select_suites
     from deployloop.lock import EnvLock, EnvLocked
     from deployloop.loop import RunOptions, run_loop, settings_for
+    from deployloop.stages.plan import select_suites
+    from deployloop.stages.pytest_setup import resolve_python
+    from deployloop.stages.settings import UsageError
 
     if resume and suite:
         _fail("--suite cannot be used with --resume: the interrupted iteration keeps its suites")
@@ -242,7 +244,7 @@ def _summary(
 ) -> Summary:
     from datetime import date
 
-    from deployloop.summaries import load_summary
+    from deployloop.stages.analyze import load_summary
 
     config = _optional_config(config_dir, record.env)
     return load_summary(store, record, config, date.today(), compare_to=compare)
@@ -343,9 +345,9 @@ def plan(
 ) -> None:
     """Validate the config; show what would deploy and run. Changes nothing."""
     from deployloop.deploy import DeployError
-    from deployloop.iteration import UsageError
     from deployloop.layout import StateLayout
     from deployloop.planning import show_plan
+    from deployloop.stages.settings import UsageError
 
     config = _load_config(config_dir, env)
     next_iteration = 1

@@ -11,17 +11,18 @@ from types import FrameType
 from rich.console import Console
 
 from deployloop.config import Config
-from deployloop.decide import (
+from deployloop.gitinfo import code_state, git_sha
+from deployloop.iteration import IterationOutcome, run_iteration
+from deployloop.models import IterationRecord, IterationStatus
+from deployloop.stages.between import HookError, run_between_iterations
+from deployloop.stages.decide import (
     EXIT_BELOW_TARGET,
     EXIT_INTERRUPTED,
     Decision,
     IterationResult,
     decide,
 )
-from deployloop.gitinfo import code_state, git_sha
-from deployloop.hook import HookError, run_between_iterations
-from deployloop.iteration import IterationOutcome, IterationSettings, run_iteration
-from deployloop.models import IterationRecord, IterationStatus
+from deployloop.stages.settings import IterationSettings
 from deployloop.store import Store
 
 

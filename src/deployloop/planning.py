@@ -14,9 +14,10 @@ from rich.table import Table
 from deployloop.config import Config, deploy_waves
 from deployloop.deploy import DeployContext, make_target
 from deployloop.gitinfo import git_sha
-from deployloop.iteration import resolve_python
 from deployloop.runner.inventory import collect_inventory
 from deployloop.runner.process import PytestSetup
+from deployloop.stages.plan import configured_urls
+from deployloop.stages.pytest_setup import resolve_python, test_environment
 
 
 def show_plan(
@@ -55,7 +56,7 @@ def show_plan(
             python=resolve_python(config, workdir),
             workdir=workdir,
             pytest_args=tuple(config.tests.pytest_args),
-            env={**os.environ, **config.tests.env, "LOOP_ENV": env},
+            env=test_environment(config, env, next_iteration, configured_urls(config)),
         )
         inventory = collect_inventory(
             config.tests.suites, setup, Path(tmp), config.tests.suite_timeout_s

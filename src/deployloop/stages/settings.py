@@ -1,0 +1,24 @@
+"""What every stage of an iteration is given, and the error when the flags do not fit it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployloop.config import Config
+from deployloop.layout import StateLayout
+
+
+class UsageError(Exception):
+    """Flags that do not fit the config (`loop run` exits 2)."""
+
+
+@dataclass(frozen=True)
+class IterationSettings:
+    env: str
+    config: Config
+    workdir: Path
+    layout: StateLayout
+    suite_globs: tuple[str, ...]
+    workers: int
+    target_pass_rate: float

@@ -1,0 +1,217 @@
+"""Test: run the planned suites' pending tests against the deployed services, then rerun the
+failing ones (`[tests] reruns`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from deployloop.deploy.base import DeployTarget
+from deployloop.models import Deployment, Outcome, SuiteStatus, TestResult, TestRow
+from deployloop.runner.display import LineDisplay, LiveDisplay
+from deployloop.runner.execute import (
+    NOT_RUN,
+    WHILE_RUNNING,
+    RunState,
+    SuiteProgress,
+    TestRunner,
+)
+from deployloop.runner.inventory import collect_inventory, suites_covering_others
+from deployloop.runner.jobs import plan_jobs
+from deployloop.runner.process import PytestSetup
+from deployloop.runner.reportlog import COLLECTION_ERROR
+from deployloop.stages.plan import Plan
+from deployloop.stages.pytest_setup import pytest_setup
+from deployloop.stages.settings import IterationSettings
+from deployloop.store import Store
+
+
+class _StoreRecorder:
+    def __init__(self, store: Store, iteration_id: int) -> None:
+        self._store = store
+        self._id = iteration_id
+
+    def results(self, results: list[TestResult]) -> None:
+        self._store.record_results(self._id, results)
+
+    def suite_status(self, suite: str, status: SuiteStatus, error: str | None = None) -> None:
+        self._store.set_suite_status(
+            self._id,
+            suite,
+            status,
+            error=error,
+            started=status == SuiteStatus.RUNNING,
+            finished=status not in (SuiteStatus.RUNNING, SuiteStatus.PENDING),
+        )
+
+
+def run_tests(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    plan: Plan,
+    deployments: list[Deployment],
+    target: DeployTarget,
+) -> None:
+    if not plan.job_prefix:  # a resume keeps its inventory
+        recollect_with_services(settings, store, console, plan, deployments)
+    rows = store.tests(plan.record.id)
+    selected = {s.name for s in plan.suites}
+    pending: dict[str, list[str]] = {}
+    collectable: dict[str, list[str]] = {}
+    totals: dict[str, int] = {}
+    done: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    for row in rows:
+        totals[row.suite] = totals.get(row.suite, 0) + 1
+        if row.outcome is None:
+            pending.setdefault(row.suite, []).append(row.nodeid)
+        else:
+            done[row.suite] = done.get(row.suite, 0) + 1
+            if row.outcome in (Outcome.FAILED, Outcome.ERROR):
+                failed[row.suite] = failed.get(row.suite, 0) + 1
+        is_collect_error = row.outcome == Outcome.ERROR and (row.message or "").startswith(
+            COLLECTION_ERROR
+        )
+        if not is_collect_error:
+            collectable.setdefault(row.suite, []).append(row.nodeid)
+    state = RunState(
+        {
+            s.name: SuiteProgress(
+                s.name, totals.get(s.name, 0), done.get(s.name, 0), failed.get(s.name, 0)
+            )
+            for s in plan.suites
+        }
+    )
+    recorder = _StoreRecorder(store, plan.record.id)
+    workers = settings.workers
+    overlapping = suites_covering_others(
+        plan.suites, {row.nodeid: row.suite for row in rows}, settings.workdir
+    )
+    jobs = plan_jobs(
+        plan.suites, pending, collectable, workers, prefix=plan.job_prefix, by_node_id=overlapping
+    )
+    # Suites with nothing left to run (all collection errors, or finished before a resume).
+    for suite in plan.suites:
+        if suite.name in selected and not pending.get(suite.name):
+            progress = state.suites[suite.name]
+            progress.status = SuiteStatus.FAILED if progress.failed else SuiteStatus.PASSED
+            recorder.suite_status(suite.name, progress.status)
+    if not jobs:
+        return
+    count = sum(len(v) for k, v in pending.items() if k in selected)
+    console.print(f"  running {count} tests: {len(jobs)} pytest processes, {workers} at once")
+    setup = pytest_setup(settings, plan.record, deployments)
+    display = LiveDisplay(console, state) if console.is_terminal else LineDisplay(console)
+    with display:
+        runner = TestRunner(
+            setup,
+            plan.dir / "pytest",
+            settings.config.tests.suite_timeout_s,
+            workers,
+            recorder,
+            display,
+            state,
+            fresh_env=lambda: target.test_env(settings.config, deployments),
+        )
+        runner.run(jobs)
+    if settings.config.tests.reruns:
+        rerun_failures(settings, store, console, plan, setup, deployments, target)
+
+
+def recollect_with_services(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    plan: Plan,
+    deployments: Sequence[Deployment],
+) -> None:
+    """Collect again the suites whose collection failed before deploy: a test module may read
+    LOOP_<NAME>_URL at import time, and the URLs of a local deploy exist only now."""
+    if not any(d.url for d in deployments):
+        return
+    broken = {
+        row.suite
+        for row in store.tests(plan.record.id)
+        if row.outcome == Outcome.ERROR and (row.message or "").startswith(COLLECTION_ERROR)
+    }
+    suites = [s for s in plan.suites if s.name in broken]
+    if not suites:
+        return
+    console.print(f"  collecting {len(suites)} suites again, with the services' URLs")
+    setup = pytest_setup(settings, plan.record, deployments)
+    inventory = collect_inventory(
+        suites,
+        setup,
+        plan.dir / "pytest",
+        settings.config.tests.suite_timeout_s,
+        name="recollect",
+    )
+    store.replace_inventory(plan.record.id, {s.name for s in suites}, inventory)
+
+
+class _AttemptRecorder:
+    """Rerun results go beside the first ones: the first failure stays the test's outcome."""
+
+    def __init__(self, store: Store, iteration_id: int, attempt: int) -> None:
+        self._store = store
+        self._id = iteration_id
+        self._attempt = attempt
+        self.failing: set[tuple[str, str]] = set()
+
+    def results(self, results: list[TestResult]) -> None:
+        for result in results:
+            self._store.record_attempt(self._id, self._attempt, result)
+            if result.outcome in (Outcome.FAILED, Outcome.ERROR):
+                self.failing.add((result.suite, result.nodeid))
+
+    def suite_status(self, suite: str, status: SuiteStatus, error: str | None = None) -> None:
+        return None
+
+
+def rerun_failures(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    plan: Plan,
+    setup: PytestSetup,
+    deployments: list[Deployment],
+    target: DeployTarget,
+) -> None:
+    """Run failing tests again (`[tests] reruns`) so flaky ones show as flaky."""
+    failing = {(r.suite, r.nodeid) for r in store.tests(plan.record.id) if _rerunnable(r)}
+    for attempt in range(2, settings.config.tests.reruns + 2):
+        if not failing:
+            return
+        pending: dict[str, list[str]] = {}
+        for suite, nodeid in sorted(failing):
+            pending.setdefault(suite, []).append(nodeid)
+        suites = [s for s in plan.suites if s.name in pending]
+        console.print(f"  rerun {attempt - 1}: {len(failing)} failing tests")
+        jobs = plan_jobs(
+            suites, pending, {}, settings.workers, prefix=f"{plan.job_prefix}rerun{attempt - 1}-"
+        )
+        recorder = _AttemptRecorder(store, plan.record.id, attempt)
+        state = RunState({s.name: SuiteProgress(s.name, len(pending[s.name])) for s in suites})
+        with LineDisplay(console) as display:
+            TestRunner(
+                setup,
+                plan.dir / "pytest",
+                settings.config.tests.suite_timeout_s,
+                settings.workers,
+                recorder,
+                display,
+                state,
+                fresh_env=lambda: target.test_env(settings.config, deployments),
+            ).run(jobs)
+        failing = recorder.failing
+
+
+def _rerunnable(row: TestRow) -> bool:
+    # loop's own errors (a collection error, a suite timeout, a crash) would only repeat
+    # themselves, slowly; a test's own failure, a network timeout included, may be flaky.
+    message = row.message or ""
+    return row.outcome in (Outcome.FAILED, Outcome.ERROR) and not (
+        message.startswith((COLLECTION_ERROR, NOT_RUN)) or message.endswith(WHILE_RUNNING)
+    )
