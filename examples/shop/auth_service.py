@@ -15,7 +15,6 @@ examples/shop/fixes/auth.json (written by fix.py), changes the audiences, e.g.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import hmac
@@ -23,13 +22,13 @@ import json
 import os
 import re
 import secrets
-import signal
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from jsonhttp import JsonHandler, parse_address, serve
 
 FIX_FILE = Path(__file__).resolve().parent / "fixes" / "auth.json"
 DEFAULT_AUDIENCES = ["auth"]  # the bug: the backend's event stream needs "backend" too
@@ -95,10 +94,8 @@ def load_audiences() -> tuple[list[str], str]:
     return audiences, f"from {FIX_FILE.name} override"
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(JsonHandler):
     server_version = "shop-auth/1.0"
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
     signer: TokenSigner  # set in main()
 
     def do_GET(self) -> None:
@@ -148,50 +145,20 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._send(200, {"sub": claims["sub"], "aud": claims["aud"], "exp": claims["exp"]})
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except (ConnectionResetError, BrokenPipeError):
-            pass  # the client went away; nothing to answer
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # quiet: errors still go to stderr through log_error
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    args = parse_address(__doc__.splitlines()[0])
 
     audiences, source = load_audiences()
     secret = os.environ.get("SHOP_AUTH_SECRET", "").encode() or secrets.token_bytes(32)
     Handler.signer = TokenSigner(secret, audiences)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    signal.signal(signal.SIGTERM, _stop)
     print(
         f"auth: listening on http://{args.host}:{server.server_port}"
         f" (token audiences: {', '.join(audiences)}; {source})",
         flush=True,
     )
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(server)
 
 
 if __name__ == "__main__":

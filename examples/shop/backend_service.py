@@ -17,20 +17,19 @@ Every bearer token is checked by calling the auth service's GET /verify at LOOP_
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import signal
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from jsonhttp import JsonHandler, parse_address, serve
 
 STREAM_AUDIENCE = "backend"
 MAX_WAIT_S = 5.0
@@ -159,10 +158,8 @@ class AuthClient:
             raise HttpError(503, f"auth service unreachable: {exc}") from None
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class Handler(JsonHandler):
     server_version = "shop-backend/1.0"
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
     shop: Shop  # set in main()
     auth: AuthClient
     _body = b""
@@ -267,33 +264,9 @@ class Handler(BaseHTTPRequestHandler):
             raise HttpError(400, "body must be a JSON object")
         return body
 
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def handle(self) -> None:
-        try:
-            super().handle()
-        except (ConnectionResetError, BrokenPipeError):
-            pass  # the client went away; nothing to answer
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass  # quiet: errors still go to stderr through log_error
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+    args = parse_address(__doc__.splitlines()[0])
 
     auth_url = os.environ.get("LOOP_AUTH_URL")
     if not auth_url:
@@ -301,17 +274,11 @@ def main() -> None:
     Handler.shop = Shop()
     Handler.auth = AuthClient(auth_url)
     server = ThreadingHTTPServer((args.host, args.port), Handler)
-    signal.signal(signal.SIGTERM, _stop)
     print(
         f"backend: listening on http://{args.host}:{server.server_port} (auth at {auth_url})",
         flush=True,
     )
-    try:
-        server.serve_forever(poll_interval=0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(server)
 
 
 if __name__ == "__main__":
