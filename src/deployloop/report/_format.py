@@ -419,13 +419,12 @@ def _integrity_fact(summary: Summary, name: Namer) -> Fact | None:
     flags = summary.insights.integrity
     if not flags:
         return None
-    shown = "; ".join(integrity_line(flag, name) for flag in flags[:2])
-    more = f"; and {len(flags) - 2} more" if len(flags) > 2 else ""
+    shown = _first_two([integrity_line(flag, name) for flag in flags])
     return Fact(
         "integrity",
         "error",
         f"Integrity: {plural(len(flags), 'flag')} to check before trusting these results — "
-        f"{shown}{more}",
+        f"{shown}",
     )
 
 
@@ -446,13 +445,17 @@ def _false_greens_fact(summary: Summary, name: Namer) -> Fact | None:
     greens = summary.insights.false_greens
     if not greens:
         return None
-    shown = "; ".join(false_green_line(green, name) for green in greens[:2])
-    more = f"; and {len(greens) - 2} more" if len(greens) > 2 else ""
+    shown = _first_two([false_green_line(green, name) for green in greens])
     return Fact(
         "false_greens",
         "warning",
-        f"{plural(len(greens), 'false green')} (passing on paper, not in fact): {shown}{more}",
+        f"{plural(len(greens), 'false green')} (passing on paper, not in fact): {shown}",
     )
+
+
+def _first_two(lines: list[str]) -> str:
+    more = f"; and {len(lines) - 2} more" if len(lines) > 2 else ""
+    return "; ".join(lines[:2]) + more
 
 
 def _cluster_fact(summary: Summary, name: Namer) -> Fact | None:
