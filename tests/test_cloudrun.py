@@ -605,3 +605,17 @@ def test_pass_rate_drop_rolls_back_and_a_first_failure_does_not(
     assert {n: d["rolled_back_to"] for n, d in deployments(project, 3).items()} == {
         "auth": "auth-00002-abc", "backend": "backend-00002-abc",
     }
+
+
+def test_an_iteration_that_reaches_its_target_is_not_rolled_back(
+    fake: FakeCloudRun, project: Project
+) -> None:
+    rollback_project(project)
+    env = emulator_env(fake)
+    args = ("run", "--env", "cloudrun", "--max-iterations", "1", "--target", "50")
+    assert project.run(*args, env=env).returncode == 0
+    (project.root / "broken").write_text("")
+    second = project.run(*args, env=env)
+    assert second.returncode == 0, output(second)  # lower, but still at its target
+    assert "rolled back" not in second.stdout
+    assert fake.serving_revision("backend") == "backend-00002-abc"

@@ -19,6 +19,14 @@ class DeployError(Exception):
         self.deployments = deployments
 
 
+class RollbackError(DeployError):
+    """Some services could not be rolled back; `done` holds those that were."""
+
+    def __init__(self, message: str, done: list[Rollback]) -> None:
+        super().__init__(message, [])
+        self.done = done
+
+
 @dataclass(frozen=True)
 class DeployContext:
     env: str

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from deployloop.analysis.figures import figures
 from deployloop.deploy import DeployError
-from deployloop.deploy.base import DeployTarget, Rollback
+from deployloop.deploy.base import DeployTarget, Rollback, RollbackError
 from deployloop.models import IterationRecord
 from deployloop.stages.settings import IterationSettings
 from deployloop.store import Store
@@ -21,9 +21,10 @@ def roll_back_if_worse(
     target: DeployTarget,
     deploy_error: str | None,
 ) -> list[Rollback]:
-    """Send traffic back to the revisions of the last passing iteration when this one's
-    deploy failed or its pass rate dropped below the previous iteration's."""
-    reason = _rollback_reason(store, record, deploy_error)
+    """Send traffic back to the revisions of the last passing iteration when this one is below
+    its target and its deploy failed or its pass rate dropped below the previous iteration's.
+    An iteration that reached its target keeps what it tested: its report describes it."""
+    reason = _rollback_reason(store, record, settings.target_pass_rate, deploy_error)
     if reason is None:
         return []
     revisions = store.last_good_revisions(settings.env, record.number)
@@ -32,8 +33,11 @@ def roll_back_if_worse(
         return []
     try:
         done = target.rollback(settings.config, revisions, reason)
+    except RollbackError as exc:
+        # Record what did move, so the report says what is deployed.
+        console.print(f"  [red]rollback failed[/]: {exc}", highlight=False)
+        done = exc.done
     except DeployError as exc:
-        # What did roll back is in the message; the iteration's own result stands.
         console.print(f"  [red]rollback failed[/]: {exc}", highlight=False)
         return []
     for rollback in done:
@@ -46,13 +50,15 @@ def roll_back_if_worse(
     return done
 
 
-def _rollback_reason(store: Store, record: IterationRecord, deploy_error: str | None) -> str | None:
+def _rollback_reason(
+    store: Store, record: IterationRecord, target_pass_rate: float, deploy_error: str | None
+) -> str | None:
     if deploy_error is not None:
         return "deploy failed"
     previous = store.iteration(record.env, record.number - 1)
-    if previous is None:
-        return None
     now = figures(store.tests(record.id)).pass_rate
+    if previous is None or now is None or now >= target_pass_rate:
+        return None
     before = figures(store.tests(previous.id)).pass_rate
     if now is not None and before is not None and now < before:
         return f"pass rate dropped from {before:.1f}% to {now:.1f}%"

@@ -15,7 +15,13 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_expo
 
 from deployloop.config import Config, ServiceConfig, url_env_var
 from deployloop.deploy import gcp
-from deployloop.deploy.base import DeployContext, DeployError, PlannedDeploy, Rollback
+from deployloop.deploy.base import (
+    DeployContext,
+    DeployError,
+    PlannedDeploy,
+    Rollback,
+    RollbackError,
+)
 from deployloop.deploy.cloudrun.changes import describe_changes
 from deployloop.deploy.cloudrun.errors import (
     Failed,
@@ -146,7 +152,7 @@ class CloudRunTarget:
         try:
             client = self._client()
         except gcp.CredentialsError as exc:
-            raise DeployError(f"rollback: {exc}", []) from None
+            raise RollbackError(f"rollback: {exc}", []) from None
         services = {s.name: s for s in config.deploy.services}
         done: list[Rollback] = []
         failed: list[str] = []
@@ -164,7 +170,7 @@ class CloudRunTarget:
                 message += " (rolled back: " + ", ".join(
                     f"{r.service} -> {r.to_revision}" for r in done
                 ) + ")"
-            raise DeployError(message, [])
+            raise RollbackError(message, done)
         return done
 
     def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:
