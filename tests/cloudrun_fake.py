@@ -17,7 +17,8 @@ vars of that revision; secrets as "secret:<name>:<version>", since the fake has 
 
 Knobs: `fail_next_rollout` (the next new revision of a service fails, as a FAILED terminal
 condition or as an operation error), `deny` (PERMISSION_DENIED), `unavailable` (UNAVAILABLE
-N times), `unhealthy`. Every RPC is recorded in `calls`, before any knob answers it.
+N times), `lose_answer` (the work is done, the answer lost), `unhealthy`. Every RPC is
+recorded in `calls`, before any knob answers it.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class FakeCloudRun:
         self._operations: dict[str, operations_pb2.Operation] = {}
         self._rules: list[_Rule] = []
         self._failures: dict[str, _Failure] = {}
+        self._lost: list[tuple[str, str]] = []
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
         self.address = ""
@@ -198,6 +200,12 @@ class FakeCloudRun:
                       method, service, times)
             )
 
+    def lose_answer(self, method: str, service: str) -> None:
+        """The next `method` call about `service` does its work, then answers DEADLINE_EXCEEDED,
+        as when the answer is lost on the way back."""
+        with self._lock:
+            self._lost.append((method, service))
+
     def unhealthy(self, service: str, status: int = 503) -> None:
         with self._lock:
             self.services[service].health_status = status
@@ -249,6 +257,13 @@ class FakeCloudRun:
                 return
         context.abort(rule.code, message)
 
+    def _maybe_lose(self, method: str, service: str, context: grpc.ServicerContext) -> None:
+        with self._lock:
+            if (method, service) not in self._lost:
+                return
+            self._lost.remove((method, service))
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
+
     def _get(self, request: run_v2.GetServiceRequest, context: grpc.ServicerContext) -> Any:
         self._enter("GetService", request.name, context)
         with self._lock:
@@ -273,7 +288,9 @@ class FakeCloudRun:
             fake = FakeService(svc, http)
             self.services[request.service_id] = fake
             error = self._roll_out(fake, new_template=True)
-            return self._operation(fake, error)
+            operation = self._operation(fake, error)
+        self._maybe_lose("CreateService", request.service_id, context)
+        return operation
 
     def _update(self, request: run_v2.UpdateServiceRequest, context: grpc.ServicerContext) -> Any:
         name = request.service.name
@@ -301,7 +318,9 @@ class FakeCloudRun:
             )
             fake.service = svc
             error = self._roll_out(fake, new_template=changed)
-            return self._operation(fake, error)
+            operation = self._operation(fake, error)
+        self._maybe_lose("UpdateService", _service_id(name), context)
+        return operation
 
     def _delete(self, request: run_v2.DeleteServiceRequest, context: grpc.ServicerContext) -> Any:
         self._enter("DeleteService", request.name, context)

@@ -253,6 +253,20 @@ def test_transient_errors_are_retried(fake: FakeCloudRun, target: CloudRunTarget
     assert fake.count("GetOperation") == 4
 
 
+def test_a_lost_answer_to_a_call_that_worked_is_not_a_failed_deploy(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    fake.lose_answer("CreateService", "auth")
+    first = by_name(target.deploy(config(), ctx(iteration=1)))
+    assert first["auth"].status is DeployStatus.READY, first["auth"].error
+    assert first["auth"].revision == "auth-00001-abc"
+    fake.lose_answer("UpdateService", "backend")
+    second = by_name(target.deploy(config(), ctx(iteration=2)))
+    assert second["backend"].status is DeployStatus.READY, second["backend"].error
+    assert second["backend"].revision == "backend-00002-abc"  # made once, by the lost call
+    assert fake.serving_revision("backend") == "backend-00002-abc"
+
+
 def test_transient_errors_give_up_after_the_last_attempt(
     fake: FakeCloudRun, target: CloudRunTarget
 ) -> None:

@@ -267,13 +267,23 @@ class CloudRunTarget:
         path: str,
     ) -> _Started:
         """GetService, then CreateService or UpdateService; retried as one step, so a retry
-        after a lost answer re-reads what the last try did."""
+        after a lost answer re-reads what the last try did.
+
+        The revision to move past is the one seen before the first try: if a lost answer hid
+        a call that went through, the retry sends the same template again (no new revision),
+        and the revision that call made still counts as this deploy's."""
         action = "get"
+        before_first_try: list[str | None] = []
 
         def attempt() -> _Started:
             nonlocal action
             action = "get"
             current = self._get_or_none(client, path)
+            if not before_first_try:
+                before_first_try.append(
+                    short_name(current.latest_created_revision) or None if current else None
+                )
+            previous = before_first_try[0]
             new = desired()
             if current is None:
                 action = "create"
@@ -281,8 +291,7 @@ class CloudRunTarget:
                     parent=parent_path(config), service=new, service_id=service.cloud_run_name,
                     retry=None, timeout=self.settings.rpc_timeout_s,
                 )
-                return _Started(operation, None)
-            previous = short_name(current.latest_created_revision) or None
+                return _Started(operation, previous)
             action = "update"
             operation = client.update_service(
                 service=merge_for_update(current, new),
