@@ -306,6 +306,20 @@ def test_public_service_gets_all_users_invoker_once(
     assert fake.count("SetIamPolicy") == 1  # already public: nothing to set
 
 
+def test_a_service_made_private_again_loses_public_access(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    private = parse_config(
+        two_services().replace("allow_unauthenticated = true", "allow_unauthenticated = false"),
+        "configs/cloudrun.toml",
+    )
+    planned = {p.service: p.changes for p in target.plan(private, ctx(2))}
+    assert "public access removed (allUsers off roles/run.invoker)" in planned["auth"]
+    target.deploy(private, ctx(2))
+    assert list(fake.services["auth"].policy.bindings) == []
+
+
 def test_private_service_health_check_sends_an_id_token(
     fake: FakeCloudRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:

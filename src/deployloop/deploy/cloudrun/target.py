@@ -208,8 +208,9 @@ class CloudRunTarget:
                 unknown_vars = {url_env_var(d) for d in s.depends_on if d not in urls}
                 desired = build_service(s, ctx, images[s.name], known, deploy_id="plan")
                 changes = describe_changes(now, desired, s, unknown_vars)
-                if s.allow_unauthenticated:
-                    changes += self._public_change(client, service_path(config, s))
+                changes += self._public_change(
+                    client, service_path(config, s), s.allow_unauthenticated
+                )
             planned.append(PlannedDeploy(s.name, images[s.name], changes))
         return planned
 
@@ -244,8 +245,7 @@ class CloudRunTarget:
             # Kept on failure too: the record names the revision that did not become ready.
             record.revision = short_name(svc.latest_created_revision) or None
             check_rollout(svc, started.previous)
-            if service.allow_unauthenticated:
-                self._make_public(client, path)
+            self._set_public(client, path, service.allow_unauthenticated)
             self._check_health(service, svc.uri, abort)
         except _Abandoned:
             return failed_or_abandoned(record, ABANDONED, abort)
@@ -364,8 +364,10 @@ class CloudRunTarget:
                 raise Failed(describe_api_error(exc, "wait", path)) from None
             return _as_service(result)
 
-    def _make_public(self, client: run_v2.ServicesClient, path: str) -> None:
-        """Bind roles/run.invoker to allUsers, unless it is bound already."""
+    def _set_public(self, client: run_v2.ServicesClient, path: str, public: bool) -> None:
+        """Make the IAM policy match `allow_unauthenticated`: bind roles/run.invoker to
+        allUsers, or take allUsers and allAuthenticatedUsers off it. A config that says private
+        must not leave a public service behind; nothing is written when nothing changes."""
         iam_policy_pb2 = _iam_policy_pb2()
         action = "getIamPolicy"
 
@@ -376,14 +378,8 @@ class CloudRunTarget:
                 request=iam_policy_pb2.GetIamPolicyRequest(resource=path),
                 retry=None, timeout=self.settings.rpc_timeout_s,
             )
-            if _is_public(policy):
+            if not _change_access(policy, public):
                 return
-            for binding in policy.bindings:
-                if binding.role == INVOKER_ROLE:
-                    binding.members.append(PUBLIC_MEMBER)
-                    break
-            else:
-                policy.bindings.add(role=INVOKER_ROLE, members=[PUBLIC_MEMBER])
             action = "setIamPolicy"
             client.set_iam_policy(
                 request=iam_policy_pb2.SetIamPolicyRequest(resource=path, policy=policy),
@@ -395,7 +391,9 @@ class CloudRunTarget:
         except api_errors() as exc:
             raise Failed(describe_api_error(exc, action, path)) from None
 
-    def _public_change(self, client: run_v2.ServicesClient, path: str) -> tuple[str, ...]:
+    def _public_change(
+        self, client: run_v2.ServicesClient, path: str, public: bool
+    ) -> tuple[str, ...]:
         iam_policy_pb2 = _iam_policy_pb2()
 
         try:
@@ -407,9 +405,11 @@ class CloudRunTarget:
             )
         except api_errors() as exc:
             return (f"public access unknown: {describe_api_error(exc, 'getIamPolicy', path)}",)
-        if _is_public(policy):
+        if _is_public(policy) == public:
             return ()
-        return (f"public access added ({PUBLIC_MEMBER}: {INVOKER_ROLE})",)
+        if public:
+            return (f"public access added ({PUBLIC_MEMBER}: {INVOKER_ROLE})",)
+        return (f"public access removed ({PUBLIC_MEMBER} off {INVOKER_ROLE})",)
 
     def _check_health(self, service: ServiceConfig, uri: str, abort: threading.Event) -> None:
         if not uri:
@@ -539,6 +539,38 @@ def _iam_policy_pb2() -> Any:
     from google.iam.v1 import iam_policy_pb2  # type: ignore[import-untyped]
 
     return iam_policy_pb2
+
+
+_PUBLIC_MEMBERS = (PUBLIC_MEMBER, "allAuthenticatedUsers")
+
+
+def _change_access(policy: Any, public: bool) -> bool:
+    """Edit the policy in place to be public or not; whether anything changed."""
+    if _is_public(policy) == public and (public or not _any_public(policy)):
+        return False
+    if public:
+        for binding in policy.bindings:
+            if binding.role == INVOKER_ROLE:
+                binding.members.append(PUBLIC_MEMBER)
+                return True
+        policy.bindings.add(role=INVOKER_ROLE, members=[PUBLIC_MEMBER])
+        return True
+    for binding in list(policy.bindings):
+        if binding.role == INVOKER_ROLE:
+            keep = [m for m in binding.members if m not in _PUBLIC_MEMBERS]
+            if keep:
+                del binding.members[:]
+                binding.members.extend(keep)
+            else:  # IAM takes no binding without members
+                policy.bindings.remove(binding)
+    return True
+
+
+def _any_public(policy: object) -> bool:
+    return any(
+        binding.role == INVOKER_ROLE and any(m in binding.members for m in _PUBLIC_MEMBERS)
+        for binding in getattr(policy, "bindings", ())
+    )
 
 
 def _is_public(policy: object) -> bool:
