@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from deployloop.analysis.categories import categorize
 from deployloop.analysis.normalize import FAILURE_OUTCOMES, failure_message, is_failure
@@ -28,6 +28,10 @@ from deployloop.models import Category, Cluster, HistoryRow, TestRow
 
 # An outage is many tests failing one way: below this many, one bug can look like one.
 OUTAGE_MIN_TESTS = 3
+# Failures of one kind (exception, kept numbers) compared pairwise for similarity at most;
+# past this, only identical signatures group, so a run with thousands of distinct messages
+# stays fast.
+SIMILARITY_LIMIT = 300
 
 
 def group_failures(rows: Sequence[TestRow]) -> list[tuple[Failure, ...]]:
@@ -61,6 +65,8 @@ def _merge_similar(groups: list[list[Failure]]) -> list[list[Failure]]:
         first = group[0]
         buckets.setdefault((first.exception, first.key.numbers, first.frame), []).append(i)
     for members in buckets.values():
+        if len(members) > SIMILARITY_LIMIT:
+            continue  # pairwise is quadratic: beyond this, only identical signatures group
         for position, i in enumerate(members):
             for j in members[position + 1 :]:
                 if same_cause(groups[i][0], groups[j][0]):
@@ -121,24 +127,38 @@ def _cluster_issue(members: Sequence[Failure], known_issues: Sequence[KnownIssue
     return None
 
 
-def past_failures(history: Sequence[HistoryRow]) -> list[tuple[HistoryRow, MessageKey]]:
-    """The failures in history (every attempt) with their message keys, each message
-    normalized once."""
+@dataclass(frozen=True)
+class PastFailures:
+    """History's failures, indexed once: by message key, and by message key and test."""
+
+    earliest: dict[MessageKey, int]
+    earliest_by_test: dict[tuple[MessageKey, str], int]
+    buckets: dict[tuple[str, tuple[str, ...]], list[MessageKey]]
+
+
+def past_failures(history: Sequence[HistoryRow]) -> PastFailures:
+    """The failures in history (every attempt), each message normalized once."""
     keys: dict[str, MessageKey] = {}
-    found = []
+    earliest: dict[MessageKey, int] = {}
+    by_test: dict[tuple[MessageKey, str], int] = {}
     for row in history:
-        if row.outcome in FAILURE_OUTCOMES:
-            message = row.message or ""
-            if message not in keys:
-                keys[message] = message_key(message)
-            found.append((row, keys[message]))
-    return found
+        if row.outcome not in FAILURE_OUTCOMES:
+            continue
+        message = row.message or ""
+        if message not in keys:
+            keys[message] = message_key(message)
+        key = keys[message]
+        earliest[key] = min(earliest.get(key, row.iteration), row.iteration)
+        pair = (key, row.nodeid)
+        by_test[pair] = min(by_test.get(pair, row.iteration), row.iteration)
+    buckets: dict[tuple[str, tuple[str, ...]], list[MessageKey]] = {}
+    for key in earliest:
+        buckets.setdefault((key.exception, key.numbers), []).append(key)
+    return PastFailures(earliest, by_test, buckets)
 
 
 def first_iteration(
-    members: Sequence[Failure],
-    past: Sequence[tuple[HistoryRow, MessageKey]],
-    current: int | None,
+    members: Sequence[Failure], past: PastFailures, current: int | None
 ) -> int | None:
     """The earliest iteration with a failure of the same cause, any attempt.
 
@@ -149,18 +169,22 @@ def first_iteration(
     keys = {f.key for f in members}
     by_frame = any(f.frame is not None for f in members)
     tests = {f.row.nodeid for f in members}
-    earliest = current
-    matched: dict[MessageKey, bool] = {}
-    for row, key in past:
-        if earliest is not None and row.iteration >= earliest:
-            continue
-        if by_frame and row.nodeid not in tests:
-            continue
-        if key not in matched:
-            matched[key] = key in keys or any(similar_messages(key, other) for other in keys)
-        if matched[key]:
-            earliest = row.iteration
-    return earliest
+    matched: set[MessageKey] = {k for k in keys if k in past.earliest}
+    for bucket_id in {(k.exception, k.numbers) for k in keys}:
+        bucket = past.buckets.get(bucket_id, [])
+        if len(bucket) <= SIMILARITY_LIMIT:
+            matched.update(k for k in bucket if any(similar_messages(k, o) for o in keys))
+    if by_frame:
+        found = [
+            past.earliest_by_test[(k, t)]
+            for k in matched
+            for t in tests
+            if (k, t) in past.earliest_by_test
+        ]
+    else:
+        found = [past.earliest[k] for k in matched]
+    earlier = [i for i in found if current is None or i < current]
+    return min(earlier) if earlier else current
 
 
 def mark_outage(
