@@ -206,11 +206,23 @@ def test_clusters_sort_by_count_then_label() -> None:
         row("t.py::d", Outcome.FAILED, "AttributeError: nope"),
     ]
     labels = [c.label for c in cluster_failures(rows, ())]
+    # A missing key is named: two keys are two causes, each cluster of one, sorted by label.
     assert labels == [
-        "KeyError: <str>",
         "AttributeError: nope",
+        "KeyError: 'x'",
+        "KeyError: 'y'",
         "ZeroDivisionError: division by zero",
     ]
+
+
+def test_quoted_names_tell_causes_apart_but_ids_do_not() -> None:
+    assert normalize("ModuleNotFoundError: No module named 'grpc'") != normalize(
+        "ModuleNotFoundError: No module named 'yaml'"
+    )
+    assert normalize("KeyError: 'user_1234'") == normalize("KeyError: 'user_9876'")
+    assert normalize("assert {'error': 'forbidden'} == {'ok': 'true'}") == normalize(
+        "assert {'error': 'teapot'} == {'ok': 'true'}"
+    )
 
 
 def test_known_issue_annotates_a_failure_and_keeps_it_counted() -> None:

@@ -119,10 +119,11 @@ def suite_key_issue(clusters: Sequence[Cluster], rows: Sequence[TestRow]) -> str
 
 
 def _cluster_issue(members: Sequence[Failure], known_issues: Sequence[KnownIssue]) -> str | None:
-    # Members differ only in what normalize removed (ids, numbers), which a regex may still
-    # look at, so the first configured issue matching any member wins.
+    # A cluster carries a known issue only when the issue explains every one of its failures,
+    # the same per-failure rule the known-issue counts use; else the report would show a
+    # reason next to failures it does not cover.
     for issue in known_issues:
-        if any(re.search(issue.match, failure_message(f.row)) for f in members):
+        if all(re.search(issue.match, failure_message(f.row)) for f in members):
             return issue.id
     return None
 

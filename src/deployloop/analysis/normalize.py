@@ -2,7 +2,8 @@
 
 Two failures with the same cause must get the same signature even when their messages differ
 in ids, ports, timestamps or durations; two failures with different causes must not. So what
-varies becomes a placeholder (<n>, <id>, <uuid>, <hex>, <ip>, <ts>, <dur>, <str>, <query>)
+varies becomes a placeholder (<n>, <id>, <uuid>, <hex>, <ip>, <ts>, <dur>, <str>, <query>);
+quoted names without digits (a module, a fixture, an attribute) stay
 and what explains stays: HTTP status codes in an HTTP context, exception names, errno numbers
 and names. The rules lean towards keeping: keeping too much splits one cause into two clusters,
 which a reader notices; replacing a status code would merge a 403 with a 500 and hide one
@@ -72,6 +73,8 @@ _TOKEN = re.compile(
 )
 _STATUS_IN_TEXT = re.compile("|".join(_KEEP[1:4]), re.ASCII)
 _URL_ONLY = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", re.ASCII)  # placeholders allowed
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_.:-]{0,59}", re.ASCII)  # no digits: ids are not names
+_DATA = re.compile(r"[{\[]|[!=]=")  # literals compared: quoted words there are data
 _BARE_NAME = re.compile(r"[\w.]+:?", re.ASCII)  # "AssertionError" alone on its line
 _PYTEST_E_PREFIX = re.compile(r"^E {2,}")  # "E   assert ..." lines of a longrepr
 
@@ -79,10 +82,13 @@ _PYTEST_E_PREFIX = re.compile(r"^E {2,}")  # "E   assert ..." lines of a longrep
 def normalize(message: str) -> str:
     """The signature text of a failure message: deterministic and idempotent."""
     text = meaningful_line(message)
+    # In a comparison of literals (assert {...} == {...}) quoted words are data; elsewhere
+    # (No module named 'grpc', fixture 'db' not found) a quoted name is the cause.
+    rewrite = _rewrite if _DATA.search(text) else _rewrite_keeping_names
     # Rewrite to a fixpoint: a replacement can change a neighbour's boundary (a quoted value
     # next to a number), so one pass is not always stable; a second or third pass is.
     for _ in range(8):
-        rewritten = _TOKEN.sub(_rewrite, text)
+        rewritten = _TOKEN.sub(rewrite, text)
         if rewritten == text:
             break
         text = rewritten
@@ -116,6 +122,14 @@ def _rewrite(match: re.Match[str]) -> str:
         return _rewrite_url(text)
     assert kind is not None and kind.startswith("r")
     return _REPLACE[int(kind[1:])][1]
+
+
+def _rewrite_keeping_names(match: re.Match[str]) -> str:
+    # A name (a module, a fixture, an attribute, a constraint) says what is wrong: "No module
+    # named 'grpc'" and "... 'yaml'" are two causes, not one.
+    if match.lastgroup == "quoted" and _NAME.fullmatch(match.group()[1:-1]):
+        return match.group()
+    return _rewrite(match)
 
 
 def _rewrite_url(url: str) -> str:
