@@ -17,7 +17,7 @@ def git_sha(workdir: Path) -> str | None:
     return f"{sha}-dirty" if status else sha or None
 
 
-def code_state(workdir: Path) -> str | None:
+def code_state(workdir: Path, ignore: tuple[Path, ...] = ()) -> str | None:
     """An identity of the code in the work tree: HEAD plus a digest of every uncommitted
     change, untracked files included. Two iterations with the same state tested the same code,
     so a test that passed in one and failed in the other is flaky, not fixed or broken."""
@@ -28,15 +28,25 @@ def code_state(workdir: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     digest = hashlib.sha256(diff.encode("utf-8", errors="surrogateescape"))
-    for name in sorted(n for n in untracked.split("\0") if n):
+    skip = [p.resolve() for p in ignore]
+    names = [n for n in untracked.split("\0") if n and not _ignored(workdir / n, skip)]
+    for name in sorted(names):
         digest.update(name.encode("utf-8", errors="surrogateescape") + b"\0")
         path = workdir / name
         if path.is_file() and path.stat().st_size <= _MAX_UNTRACKED_BYTES:
             digest.update(path.read_bytes())
-    return f"{head}+{digest.hexdigest()[:16]}" if diff or untracked else head
+    return f"{head}+{digest.hexdigest()[:16]}" if diff or names else head
 
 
 _MAX_UNTRACKED_BYTES = 1 << 20
+
+
+def _ignored(path: Path, skip: list[Path]) -> bool:
+    # loop's own state and Python's bytecode change on every run without a change of code.
+    if "__pycache__" in path.parts or path.suffix == ".pyc":
+        return True
+    resolved = path.resolve()
+    return any(resolved == s or s in resolved.parents for s in skip)
 
 
 def _git(workdir: Path, *args: str) -> str:

@@ -77,8 +77,16 @@ def _next_record(
         git_sha(settings.workdir),
         settings.target_pass_rate,
         settings.workers,
-        code_key=code_state(settings.workdir),
+        code_key=_code_key(settings),
     )
+
+
+def _code_key(settings: IterationSettings) -> str | None:
+    """What code an iteration tests, for telling flaky tests from fixed ones. None when it
+    cannot be known: services of the command and none targets are built outside this tree."""
+    if settings.config.deploy.services and settings.config.deploy.target in ("command", "none"):
+        return None
+    return code_state(settings.workdir, ignore=(settings.layout.root,))
 
 
 def _between_iterations(
