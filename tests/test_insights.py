@@ -854,3 +854,41 @@ def test_a_fixed_collection_error_is_fixed_not_a_removed_failing_test(tmp_path: 
     assert insights.integrity == ()
     assert insights.diff is not None
     assert (insights.diff.fixed, insights.diff.removed) == (("t.py",), ())
+
+
+def test_a_file_that_stops_collecting_is_no_removed_tests(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "loop.db")
+    suites = [SuiteRecord("S", 1, True, SuiteStatus.PENDING)]
+    first = store.start_iteration("local", None, 100.0, 1)
+    store.record_plan(first.id, suites, [
+        InventoryItem("S", "t.py::test_a", "t.py"), InventoryItem("S", "t.py::test_b", "t.py"),
+    ])
+    store.record_results(first.id, [
+        TestResult("t.py::test_a", "S", Outcome.FAILED, 0.5, "boom"),
+        TestResult("t.py::test_b", "S", Outcome.FAILED, 0.5, "boom"),
+    ])
+    store.finish_iteration(first.id, IterationStatus.FAILED)
+    second = store.start_iteration("local", None, 100.0, 1)
+    broken = "collection error: SyntaxError: invalid syntax"
+    store.record_plan(second.id, suites, [InventoryItem("S", "t.py", "t.py", broken)])
+    store.finish_iteration(second.id, IterationStatus.FAILED)
+    third = store.start_iteration("local", None, 100.0, 1)
+    store.record_plan(third.id, suites, [
+        InventoryItem("S", "t.py::test_a", "t.py"), InventoryItem("S", "t.py::test_b", "t.py"),
+    ])
+    store.record_results(third.id, [
+        TestResult("t.py::test_a", "S", Outcome.FAILED, 0.5, "boom"),
+        TestResult("t.py::test_b", "S", Outcome.PASSED, 0.5),
+    ])
+    store.finish_iteration(third.id, IterationStatus.FAILED)
+
+    def insights(number: int) -> Any:
+        record = store.iteration("local", number)
+        assert record is not None
+        return load_summary(store, record, None, date(2026, 1, 1)).insights
+
+    assert insights(2).integrity == ()
+    diff = insights(3).diff
+    # The syntax error is gone, but a test of the file still fails: the file is not "fixed".
+    assert diff.fixed == ()
+    assert diff.new_failures == ("t.py::test_a",)

@@ -24,12 +24,17 @@ def iteration_diff(rows: Sequence[TestRow], compare: IterationRows) -> Iteration
     now_failing, now_passed, now_ids = _state(rows)
     then_failing, _, then_ids = _state(compare.rows)
     both = sorted(now_failing.keys() & then_failing.keys())
-    # A file that failed to collect in M and collects in N: its error was fixed.
+    # A file that failed to collect in M and collects in N: its error was fixed (and if its
+    # tests fail now, they show as failures of their own, not as a fixed file).
     now_files = {row.file for row in rows}
-    collected_again = {n for n in then_failing.keys() - now_ids if collects_now(n, now_files)}
+    failing_files = {row.file for row in rows if is_failure(row)}
+    collected_again = {
+        n for n in then_failing.keys() - now_ids if collects_now(n, now_files)
+    }
+    fixed_files = collected_again - failing_files
     return IterationDiff(
         compared_to=compare.record.number,
-        fixed=tuple(sorted((then_failing.keys() & now_passed) | collected_again)),
+        fixed=tuple(sorted((then_failing.keys() & now_passed) | fixed_files)),
         new_failures=tuple(sorted(now_failing.keys() - then_failing.keys())),
         still_failing=tuple(both),
         added=tuple(sorted(now_ids - then_ids)),

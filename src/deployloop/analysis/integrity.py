@@ -61,6 +61,7 @@ def failing_removed(rows: Sequence[TestRow], previous: IterationRows) -> tuple[I
     """Failed in N-1 and not collected now: a failure that went away by going away."""
     now = {row.nodeid for row in rows}
     now_files = {row.file for row in rows}
+    broken = broken_files(rows)
     before = previous.record.number
     return tuple(
         IntegrityFlag(
@@ -69,8 +70,17 @@ def failing_removed(rows: Sequence[TestRow], previous: IterationRows) -> tuple[I
             f"failing test removed: it failed in iteration {before} and is not collected now",
         )
         for row in sorted(previous.rows, key=lambda r: r.nodeid)
-        if is_failure(row) and row.nodeid not in now and not collects_now(row.nodeid, now_files)
+        if is_failure(row)
+        and row.nodeid not in now
+        and not collects_now(row.nodeid, now_files)
+        # Its file fails to collect now: the test is still there, and fails as that error.
+        and row.file not in broken
     )
+
+
+def broken_files(rows: Sequence[TestRow]) -> set[str]:
+    """Files that fail to collect: their one error row is named by the file alone."""
+    return {row.nodeid for row in rows if "::" not in row.nodeid and is_failure(row)}
 
 
 def collects_now(nodeid: str, now_files: set[str]) -> bool:
@@ -80,9 +90,12 @@ def collects_now(nodeid: str, now_files: set[str]) -> bool:
 
 
 def suites_shrunk(rows: Sequence[TestRow], previous: IterationRows) -> tuple[IntegrityFlag, ...]:
-    """Suites collecting fewer tests than in N-1, in N-1's suite order."""
+    """Suites collecting fewer tests than in N-1, in N-1's suite order. Tests of a file that
+    fails to collect now are not counted as removed: the collection error stands for them."""
+    broken = broken_files(rows)
+    rows = [row for row in rows if row.file not in broken]
     now_counts = Counter(row.suite for row in rows)
-    before_counts = Counter(row.suite for row in previous.rows)
+    before_counts = Counter(row.suite for row in previous.rows if row.file not in broken)
     before = previous.record.number
     flags = []
     for suite in dict.fromkeys(row.suite for row in previous.rows):
@@ -90,7 +103,9 @@ def suites_shrunk(rows: Sequence[TestRow], previous: IterationRows) -> tuple[Int
         if now >= then:
             continue
         now_ids = {row.nodeid for row in rows if row.suite == suite}
-        then_ids = {row.nodeid for row in previous.rows if row.suite == suite}
+        then_ids = {
+            row.nodeid for row in previous.rows if row.suite == suite and row.file not in broken
+        }
         removed, added = len(then_ids - now_ids), len(now_ids - then_ids)
         reason = f"suite has {_tests(now)}, {then} in iteration {before}: {removed} removed"
         if added:
