@@ -21,10 +21,6 @@ class Outcome(StrEnum):
     XPASSED = "xpassed"
 
 
-# Outcomes that count as executed: executed = passed + failed + errors.
-EXECUTED_OUTCOMES = frozenset({Outcome.PASSED, Outcome.FAILED, Outcome.ERROR})
-
-
 class IterationStatus(StrEnum):
     RUNNING = "running"
     PASSED = "passed"  # pass rate reached the target

@@ -140,14 +140,11 @@ def _flaky_and_broken(summary: Summary) -> str:
     if not insights.flaky and not insights.broken:
         return ""
     parts = ["## Flaky and broken tests"]
-    if insights.flaky:
-        lines = [f"### Flaky ({len(insights.flaky)})", ""]
-        lines.extend(_history_entry(history) for history in insights.flaky)
-        parts.append("\n".join(lines))
-    if insights.broken:
-        lines = [f"### Broken ({len(insights.broken)})", ""]
-        lines.extend(_history_entry(history) for history in insights.broken)
-        parts.append("\n".join(lines))
+    for title, tests in (("Flaky", insights.flaky), ("Broken", insights.broken)):
+        if tests:
+            lines = [f"### {title} ({len(tests)})", ""]
+            lines.extend(_history_entry(history) for history in tests)
+            parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 

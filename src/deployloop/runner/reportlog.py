@@ -40,7 +40,6 @@ class ReportLogReader:
         self._partial = b""
         self._open: dict[str, _Phases] = {}
         self.session_finished = False
-        self.exitstatus: int | None = None
 
     def feed(self, data: bytes) -> None:
         """Take a chunk of the file; a line cut short stays until its end arrives."""
@@ -62,7 +61,6 @@ class ReportLogReader:
             self._collect_error(record)
         elif kind == "SessionFinish":
             self.session_finished = True
-            self.exitstatus = record.get("exitstatus")
 
     def _test_report(self, record: dict[str, Any]) -> None:
         nodeid = record.get("nodeid", "")

@@ -31,7 +31,7 @@ def deploy_services(
         env=settings.env,
         iteration=plan.record.number,
         git_sha=plan.record.git_sha,
-        log_dir=plan.dir / "services",
+        log_dir=plan.services_dir,
         python=sys.executable,
         base_env=dict(os.environ),
     )

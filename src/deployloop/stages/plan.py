@@ -30,7 +30,8 @@ from deployloop.store import Store
 class Plan:
     record: IterationRecord
     suites: tuple[SuiteConfig, ...]  # the selected suites, in run order
-    dir: Path
+    pytest_dir: Path  # the iteration's pytest files (layout.pytest_dir)
+    services_dir: Path  # the iteration's service logs (layout.services_dir)
     # Prefix of this run's per-process files: a resume must not overwrite the files of the
     # processes it resumes.
     job_prefix: str = ""
@@ -59,17 +60,18 @@ def plan_iteration(
     resume: bool,
 ) -> Plan:
     selected = select_suites(settings.config, settings.suite_globs)
-    out = settings.layout.iteration_dir(settings.env, record.number)
+    pytest_dir = settings.layout.pytest_dir(settings.env, record.number)
+    services_dir = settings.layout.services_dir(settings.env, record.number)
     if resume and store.tests(record.id):
         # The inventory and the suite selection of an interrupted iteration stand: only its
         # pending tests run.
         chosen = {s.name for s in store.suites(record.id) if s.selected}
         kept = tuple(s for s in select_suites(settings.config, ()) if s.name in chosen)
-        return Plan(record, kept, out, _resume_prefix(out / "pytest"))
+        return Plan(record, kept, pytest_dir, services_dir, _resume_prefix(pytest_dir))
     console.print(f"[bold]Iteration {record.number}[/] ({settings.env}): collecting tests")
     setup = pytest_setup(settings, record, deployments=configured_urls(settings.config))
     inventory = collect_inventory(
-        settings.config.tests.suites, setup, out / "pytest", settings.config.tests.suite_timeout_s
+        settings.config.tests.suites, setup, pytest_dir, settings.config.tests.suite_timeout_s
     )
     names = {s.name for s in selected}
     suites = [
@@ -84,7 +86,7 @@ def plan_iteration(
     store.record_plan(record.id, suites, inventory)
     store.record_test_files(record.id, file_digests(settings.workdir, {i.file for i in inventory}))
     _print_inventory(console, settings.config.tests.suites, inventory, names)
-    return Plan(record, tuple(selected), out)
+    return Plan(record, tuple(selected), pytest_dir, services_dir)
 
 
 def configured_urls(config: Config) -> list[Deployment]:

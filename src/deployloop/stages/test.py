@@ -107,7 +107,7 @@ def run_tests(
     with display:
         runner = TestRunner(
             setup,
-            plan.dir / "pytest",
+            plan.pytest_dir,
             settings.config.tests.suite_timeout_s,
             workers,
             recorder,
@@ -144,7 +144,7 @@ def recollect_with_services(
     inventory = collect_inventory(
         suites,
         setup,
-        plan.dir / "pytest",
+        plan.pytest_dir,
         settings.config.tests.suite_timeout_s,
         name="recollect",
     )
@@ -197,7 +197,7 @@ def rerun_failures(
         with LineDisplay(console) as display:
             TestRunner(
                 setup,
-                plan.dir / "pytest",
+                plan.pytest_dir,
                 settings.config.tests.suite_timeout_s,
                 settings.workers,
                 recorder,
