@@ -28,6 +28,9 @@ class IterationStatus(StrEnum):
     DEPLOY_FAILED = "deploy_failed"
     INTERRUPTED = "interrupted"
     ERROR = "error"  # the loop itself could not go on (a bug, a broken hook)
+    # `loop` was killed (kill -9, out of memory) mid-iteration: the next loop command found it
+    # still `running` with no loop holding its env, and kept what it had recorded.
+    CRASHED = "crashed"
 
 
 class SuiteStatus(StrEnum):
@@ -46,6 +49,9 @@ class DeployStatus(StrEnum):
     READY = "ready"
     FAILED = "failed"
     SKIPPED = "skipped"  # a dependency failed, so it was never started
+    # It was ready, then its process exited while the tests ran (local target): failures after
+    # that moment are the crash's, not the tests'.
+    CRASHED = "crashed"
 
 
 @dataclass(frozen=True)
