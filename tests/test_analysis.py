@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -29,6 +32,7 @@ from deployloop.models import (
     Outcome,
     SuiteRecord,
     SuiteStatus,
+    Summary,
 )
 from deployloop.models import TestRow as Row  # aliased: pytest collects classes named Test*
 
@@ -468,3 +472,171 @@ def test_broken_counts_every_attempt_and_ignores_skips() -> None:
     assert broken.reason == "failed in each of its last 3 runs (iterations 2, 4)"
     assert len(broken.history) == 5  # the full history, skip included
     assert flaky_and_broken(runs, {"t.py::a"}, 4)[1] == ()  # the pass is among the last 4
+
+
+# --- a huge failure costs what a small one does ---------------------------------------------
+
+HUGE = 10_000_000
+
+
+def huge_rows(size: int) -> list[Row]:
+    """Failures whose message and traceback are `size` characters: a dumped response body, a
+    test printing megabytes, a diff of two large payloads."""
+    body = "line of payload 12345 with 'quoted' words and http://h/p?q=1\n"
+    filler = body * (size // len(body))
+    head = "AssertionError: events stream rejected: HTTP 403\n"
+    traceback = (
+        "    def test_events():\n>       check(stream())\n\nt.py:12: \n" + "E   " + filler
+    )
+    longrepr = traceback + "\nt.py:12: AssertionError\n--- Captured stdout call ---\n" + filler
+    return [
+        Row("t.py::a", "p1", "t.py", Outcome.FAILED, 0.1, head + filler, longrepr),
+        Row("t.py::b", "p1", "t.py", Outcome.FAILED, 0.1, head + filler, longrepr),
+        # One line, no newline in it: never splitlines()'d or regex-scanned whole. The word
+        # cut at the signature's end is dropped, so it is the same cause as the two above.
+        Row("t.py::one_line", "p1", "t.py", Outcome.FAILED, 0.1,
+            "AssertionError: events stream rejected: HTTP 403 " + "x" * size, "x" * size),
+    ] + [
+        Row(f"t.py::ok{i}", "p1", "t.py", Outcome.PASSED, 0.1, None, None) for i in range(4)
+    ]  # fmt: skip
+
+
+def summarize_rows(rows: list[Row]) -> tuple[Summary, float]:
+    suites = [SuiteRecord("p1", priority=1, selected=True, status=SuiteStatus.FAILED)]
+    issues = [KnownIssue(id="ws", match="rejected.*HTTP 403", reason="OAuth")]
+    rules = [CategoryRule(name="product", message="HTTP 403", traceback="t\\.py:12")]
+    history = [HistoryRow(1, r.nodeid, r.suite, r.outcome, 1, r.message, 0.1, None, None)
+               for r in rows]  # fmt: skip
+    context = AnalysisContext(history=history, categories=rules)
+    best = math.inf
+    for _ in range(3):  # the fastest of a few runs: the least noisy figure
+        start = time.perf_counter()
+        summary = build_summary(iteration(), suites, rows, [], issues, TODAY, 1.0, context)
+        best = min(best, time.perf_counter() - start)
+    return summary, best
+
+
+def test_the_analysis_of_a_10_mb_failure_is_bounded() -> None:
+    small, small_s = summarize_rows(huge_rows(20_000))
+    big, big_s = summarize_rows(huge_rows(HUGE))
+    print(f"analysis: 20 kB failures {small_s * 1000:.1f} ms, 10 MB failures {big_s * 1000:.1f} ms")
+    (cluster,) = big.clusters
+    assert cluster.label == "AssertionError: events stream rejected: HTTP 403"
+    assert cluster.tests == ("t.py::a", "t.py::b", "t.py::one_line")
+    assert cluster.known_issue == "ws"
+    assert cluster.category == Category.PRODUCT  # the rule's traceback regex matched
+    assert [m.failures for m in big.known_issues] == [cluster.tests]
+    assert small.clusters == big.clusters
+    # Unbounded, the 10 MB run costs some 500 times the 20 kB one (seconds, not milliseconds).
+    assert big_s < 20 * small_s + 0.05
+
+
+def test_the_signature_of_a_long_message_is_its_beginning() -> None:
+    line = "RuntimeError: " + "word " * 10_000
+    assert len(normalize(line)) <= 2_100
+    assert normalize(line + "tail one") == normalize(line + "tail two")
+    assert normalize("\n" * 5 + "ValueError: bad 42") == "ValueError: bad <n>"
+
+
+# --- loop's own "not run" errors ---------------------------------------------------------------
+
+# The tail of a pytest killed mid-test, as the runner appends it: full of exception names that
+# are pytest's, not the tests'.
+PYTEST_TAIL = """\
+tests/test_slow.py .
+tests/test_slow.py:14: in test_slow
+    time.sleep(30)
+E   KeyboardInterrupt
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!! KeyboardInterrupt !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+/usr/lib/python3.11/threading.py:1590: KeyboardInterrupt
+(to show a full traceback on KeyboardInterrupt use --full-trace)"""
+
+
+def unreported(nodeid: str, message: str, text: str | None = None) -> Row:
+    """A row the way the runner records a test pytest never reported (`_unreported`)."""
+    longrepr = (text or message) + "\n\nlast lines of pytest output:\n" + PYTEST_TAIL
+    return Row(nodeid, "p1", nodeid.split("::")[0], Outcome.ERROR, 0.0, message, longrepr)
+
+
+def test_loop_own_errors_take_no_exception_name_from_pytest_output() -> None:
+    from deployloop.models import NOT_RUN, WHILE_RUNNING
+    from deployloop.runner.execute import _crash_reason
+
+    killed = f"{NOT_RUN}{_crash_reason(-9, False, PYTEST_TAIL)} before this test started"
+    timed_out = f"suite timed out after {5:g} s (tests.suite_timeout_s){WHILE_RUNNING}"
+    crashed = f"{_crash_reason(1, False, PYTEST_TAIL)}{WHILE_RUNNING}"
+    rows = [
+        unreported("tests/test_slow.py::test_a", killed),
+        unreported("tests/test_slow.py::test_b", killed),
+        unreported("tests/test_slow.py::test_slow", timed_out),
+        unreported("tests/test_other.py::test_c", crashed),
+    ]
+    for r in rows:
+        failure = failure_of(r)
+        assert (failure.exception, failure.frame) == ("", None), r.message
+        assert "KeyboardInterrupt" not in failure.signature
+    clusters = cluster_failures(rows)
+    assert sorted((c.label, c.count) for c in clusters) == sorted(
+        [(killed, 2), (timed_out, 1), (crashed, 1)]
+    )
+    assert not any("KeyboardInterrupt" in c.label for c in clusters)
+
+
+def test_a_failure_reported_before_a_crash_keeps_its_own_traceback_only() -> None:
+    # pytest reported the setup failure, then was killed: the runner keeps pytest's text and
+    # appends the output tail after it.
+    text = (
+        "    def test_x(db):\n>       assert db.ready\nE       assert False\n\n"
+        "tests/test_slow.py:7: AssertionError"
+    )
+    row = unreported("tests/test_slow.py::test_x", "assert False", text)
+    failure = failure_of(row)
+    assert failure.exception == "AssertionError"
+    assert failure.frame == "tests/test_slow.py::test_x"
+
+
+# --- a setup failure is not a test result ------------------------------------------------------
+
+
+def test_a_deploy_failed_iteration_is_no_false_green_and_has_no_estimate() -> None:
+    suites = [SuiteRecord("p1", priority=1, selected=True, status=SuiteStatus.PENDING)]
+    rows = [row("t.py::a", None), row("t.py::b", None)]
+    # Earlier iterations timed these tests: an estimate would be possible, and meaningless.
+    history = [
+        HistoryRow(1, r.nodeid, "p1", Outcome.PASSED, 1, None, 2.0, None, None) for r in rows
+    ]
+    deployments = [Deployment("backend", DeployStatus.FAILED, error="exited with code 3")]
+    for status in (
+        IterationStatus.DEPLOY_FAILED,
+        IterationStatus.CRASHED,
+        IterationStatus.INTERRUPTED,
+        IterationStatus.ERROR,
+    ):
+        record = replace(iteration(), status=status)
+        summary = build_summary(
+            record, suites, rows, deployments, [], TODAY, 5.0, AnalysisContext(history=history)
+        )
+        assert summary.insights.false_greens == (), status
+        assert summary.estimated_remaining_s is None, status
+        assert summary.insights.projection is None, status
+        assert summary.totals.pending == 2  # the tests are still there, not run
+
+
+def test_a_crashed_service_is_named_next_to_the_outage_it_caused() -> None:
+    refused = "httpx.ConnectError: [Errno 111] Connection refused"
+    suites = [SuiteRecord("p1", priority=1, selected=True, status=SuiteStatus.FAILED)]
+    rows = [failing(f"t.py::t{i}", refused) for i in range(4)] + [row("t.py::ok", Outcome.PASSED)]
+    crash = "exited with code 1 during the tests at 2026-12-01T10:00:03Z: RuntimeError: db gone"
+    deployments = [
+        Deployment("auth", DeployStatus.READY, "http://127.0.0.1:1"),
+        Deployment("backend", DeployStatus.CRASHED, "http://127.0.0.1:2", error=crash),
+    ]
+    summary = build_summary(iteration(), suites, rows, deployments, [], TODAY, 5.0)
+    (cluster,) = summary.clusters
+    assert cluster.category == Category.ENVIRONMENT
+    assert "backend" in cluster.label and "crashed" in cluster.label
+    assert summary.insights.outage is not None
+    assert "service backend crashed during the tests" in summary.insights.outage
+    # Without a crash, the label is the failure's own.
+    calm = build_summary(iteration(), suites, rows, deployments[:1], [], TODAY, 5.0)
+    assert calm.clusters[0].label == refused

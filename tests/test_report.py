@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from datetime import date
+from typing import Any
 
 from rich.console import Console
 
+from deployloop.analysis import build_summary
+from deployloop.analysis.context import AnalysisContext
 from deployloop.models import (
     Category,
     Cluster,
@@ -16,6 +20,7 @@ from deployloop.models import (
     FalseGreen,
     Figures,
     HistoryPoint,
+    HistoryRow,
     Insights,
     IntegrityFlag,
     IterationDiff,
@@ -25,6 +30,7 @@ from deployloop.models import (
     Outcome,
     Projection,
     SignatureChange,
+    SuiteRecord,
     SuiteStatus,
     SuiteSummary,
     Summary,
@@ -1002,3 +1008,180 @@ def test_terminal_insights_on_an_80_column_terminal() -> None:
     status = Console(record=True, width=80, color_system=None)
     render_status(make_insight_summary(), status)
     assert "…" not in status.export_text()
+
+
+# --- setup failures, crashed services, crashed iterations ----------------------------------
+
+DEPLOY_ERROR = "service 'backend': exited with code 3 before ready: No module named 'flask'"
+SERVICE_CRASH = "exited with code 1 during the tests at 2026-12-01T10:00:03Z: RuntimeError: db gone"
+
+
+def analysed(
+    status: IterationStatus,
+    rows: list[Row],
+    deployments: list[Deployment],
+    error: str | None = None,
+) -> Summary:
+    """A summary as `loop` computes it, from recorded rows, with history to time them by."""
+    record = IterationRecord(
+        id=7, env="staging", number=5, status=status, git_sha="abc1234",
+        started_at="2026-12-01T10:00:00+00:00", finished_at="2026-12-01T10:00:09+00:00",
+        target_pass_rate=100.0, workers=2, error=error,
+    )  # fmt: skip
+    suites = [
+        SuiteRecord("Checkout", 1, True, SuiteStatus.PENDING),
+        SuiteRecord("Search", 2, True, SuiteStatus.PENDING),
+    ]
+    history = [
+        HistoryRow(4, r.nodeid, r.suite, Outcome.PASSED, 1, None, 3.0, None, None) for r in rows
+    ]
+    return build_summary(
+        record, suites, rows, deployments, [], date(2026, 12, 1), 9.0,
+        AnalysisContext(history=history),
+    )  # fmt: skip
+
+
+def pending_rows() -> list[Row]:
+    return [
+        Row(f"tests/test_{suite.lower()}.py::test_{n}", suite, f"tests/test_{suite.lower()}.py",
+            None, None, None, None)
+        for suite in ("Checkout", "Search")
+        for n in range(3)
+    ]  # fmt: skip
+
+
+def all_text(summary: Summary) -> tuple[str, str, dict[str, Any]]:
+    """(terminal summary and status, markdown, json) of one summary."""
+    out = console()
+    render_summary(summary, out)
+    render_status(summary, out)
+    return out.export_text(), summary_to_markdown(summary), json.loads(summary_to_json(summary))
+
+
+def test_a_failed_deploy_is_stated_never_a_false_green_nor_time_remaining() -> None:
+    deployments = [
+        Deployment("auth", DeployStatus.READY, url="http://127.0.0.1:1"),
+        Deployment("backend", DeployStatus.FAILED, error=DEPLOY_ERROR),
+    ]
+    summary = analysed(IterationStatus.DEPLOY_FAILED, pending_rows(), deployments, DEPLOY_ERROR)
+    terminal, markdown, data = all_text(summary)
+    verdict = f"Verdict: DEPLOY FAILED — the deploy failed: {DEPLOY_ERROR}; no test ran"
+    assert verdict in terminal
+    assert f"**{verdict.replace(' — ', '** — ', 1)}" in markdown
+    assert f"  ! Deploy failed: {DEPLOY_ERROR}; no test ran" in terminal
+    assert top_bullets(markdown)[0] == f"Deploy failed: {DEPLOY_ERROR}"
+    for text in (terminal, markdown):
+        assert "false green" not in text.lower()
+        assert "no test executed" not in text
+        assert "estimated remaining" not in text.lower()
+        assert "Projection" not in text
+    assert data["status"] == "deploy_failed"
+    assert data["false_greens"] == []
+    assert data["timing"]["estimated_remaining_s"] is None
+    assert data["projection"] is None
+    assert data["totals"]["pending"] == 6
+
+
+def test_a_cloud_run_deploy_failure_without_a_failed_service_states_its_error() -> None:
+    # Every service was deployed and ready; minting the ID token the tests need failed.
+    error = "service 'api': cannot mint an ID token: the metadata server is unreachable"
+    deployments = [
+        Deployment("api", DeployStatus.READY, url="https://api-xyz.a.run.app",
+                   revision="api-00004-abc", image="europe-docker.pkg.dev/p/r/api@sha256:ab")
+    ]  # fmt: skip
+    summary = analysed(IterationStatus.DEPLOY_FAILED, pending_rows(), deployments, error)
+    terminal, markdown, data = all_text(summary)
+    assert f"Verdict: DEPLOY FAILED — the deploy failed: {error}" in terminal
+    assert f"Deploy failed: {error}" in markdown
+    assert "estimated remaining" not in (terminal + markdown).lower()
+    assert "False green" not in terminal + markdown
+    assert (data["false_greens"], data["timing"]["estimated_remaining_s"]) == ([], None)
+
+
+def test_an_iteration_interrupted_before_its_tests_is_no_result() -> None:
+    summary = analysed(IterationStatus.INTERRUPTED, pending_rows(), [])
+    terminal, markdown, data = all_text(summary)
+    assert "Verdict: INTERRUPTED — interrupted before any test ran" in terminal
+    assert "`loop run --env staging --resume` finishes it" in terminal
+    assert "False green" not in terminal + markdown
+    assert "estimated remaining" not in (terminal + markdown).lower()
+    assert (data["false_greens"], data["timing"]["estimated_remaining_s"]) == ([], None)
+
+
+def crashed_service_summary() -> Summary:
+    refused = "httpx.ConnectError: [Errno 111] Connection refused"
+    rows = [
+        Row(f"tests/test_checkout.py::test_{n}", "Checkout", "tests/test_checkout.py",
+            Outcome.FAILED, 0.2, refused, None)
+        for n in range(4)
+    ] + [
+        Row("tests/test_search.py::test_ok", "Search", "tests/test_search.py", Outcome.PASSED,
+            0.2, None, None)
+    ]  # fmt: skip
+    deployments = [
+        Deployment("auth", DeployStatus.READY, url="http://127.0.0.1:1"),
+        Deployment("backend", DeployStatus.CRASHED, url="http://127.0.0.1:2", error=SERVICE_CRASH),
+    ]
+    return analysed(IterationStatus.FAILED, rows, deployments)
+
+
+def test_a_service_that_crashed_during_the_tests_is_said_first() -> None:
+    summary = crashed_service_summary()
+    crash = f"service backend crashed during the tests: {SERVICE_CRASH}"
+    terminal, markdown, data = all_text(summary)
+    lines = [line.rstrip() for line in terminal.splitlines()]
+    attention = lines.index("Attention")
+    assert lines[attention + 1] == f"  ! Crashed: {crash}"
+    assert lines[attention + 2].startswith("  ! Outage: environment outage: 4 of 5")
+    assert "service backend crashed during the tests" in lines[attention + 2]
+    facts = [line for line in lines if line.startswith("  • ")]
+    assert facts[0].startswith(f"  • {crash}")
+    assert top_bullets(markdown)[0].startswith(crash)
+    # The outage's cluster names the crash next to its own label, everywhere.
+    label = (
+        "httpx.ConnectError: [Errno 111] Connection refused "
+        "(service backend crashed during the tests)"
+    )
+    assert data["clusters"][0]["label"] == label
+    assert f"### 1. {label} — 4 failures" in markdown
+    assert "crashed during the tests" in terminal.split("Deployments", 1)[1]
+    assert [d["status"] for d in data["deployments"]] == ["ready", "crashed"]
+    rows = table_rows(markdown, "## Deployment status")
+    assert rows[1][:2] == ["backend", "crashed during the tests"]
+    assert "Verdict: FAILED — 1/5 executed tests passed" in terminal
+    assert "service backend crashed during the tests" in terminal.split("Verdict: FAILED", 1)[1]
+
+
+def test_a_crashed_service_is_red_in_the_deployments_table() -> None:
+    out = Console(record=True, width=160, force_terminal=True, color_system="standard")
+    render_summary(crashed_service_summary(), out)
+    assert "\x1b[1;31mcrashed\x1b[0m" in out.export_text(styles=True)
+
+
+def test_a_crashed_iteration_says_so_and_how_to_finish_it() -> None:
+    rows = pending_rows()
+    rows[0] = replace(rows[0], outcome=Outcome.PASSED, duration_s=1.0)
+    reason = "loop was killed (no loop held env staging); found by loop status"
+    summary = analysed(IterationStatus.CRASHED, rows, [], reason)
+    terminal, markdown, data = all_text(summary)
+    resume = "`loop run --env staging --resume` finishes it"
+    assert "Verdict: CRASHED — 1/1 executed tests passed" in terminal
+    assert f"loop crashed mid-iteration ({reason}): {resume}" in " ".join(terminal.split())
+    assert markdown.splitlines()[2].startswith("**Verdict: CRASHED** — ")
+    assert resume in markdown.splitlines()[2]
+    assert data["status"] == "crashed"
+    # Nothing executed: a setup failure like any other, still resumable.
+    empty = analysed(IterationStatus.CRASHED, pending_rows(), [], reason)
+    terminal, markdown, data = all_text(empty)
+    terminal = " ".join(terminal.split())
+    assert f"Verdict: CRASHED — loop crashed before any test ran ({reason})" in terminal
+    assert resume in terminal
+    assert "False green" not in terminal + markdown
+    assert (data["false_greens"], data["timing"]["estimated_remaining_s"]) == ([], None)
+
+
+def test_history_shows_a_crashed_iteration_in_red() -> None:
+    record = replace(make_summary().iteration, status=IterationStatus.CRASHED)
+    out = Console(record=True, width=160, force_terminal=True, color_system="standard")
+    render_history([(record, Figures(collected=4, executed=2, passed=2))], out)
+    assert "\x1b[1;31mcrashed\x1b[0m" in out.export_text(styles=True)

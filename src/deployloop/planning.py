@@ -1,4 +1,8 @@
-"""`loop plan`: what an iteration would deploy and run, changing nothing."""
+"""`loop plan`: what an iteration would deploy and run, changing nothing.
+
+Names, commands, what a deploy target reports and pytest's collection errors are shown through
+`Text` (never console markup) with anything unsafe to show escaped.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,14 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from deployloop.config import Config, deploy_waves
 from deployloop.deploy import DeployContext, make_target
 from deployloop.gitinfo import git_sha
 from deployloop.runner.inventory import collect_inventory
 from deployloop.runner.process import PytestSetup
+from deployloop.safetext import one_line
 from deployloop.stages.plan import configured_urls
 from deployloop.stages.pytest_setup import resolve_python, test_environment
 
@@ -23,11 +29,11 @@ from deployloop.stages.pytest_setup import resolve_python, test_environment
 def show_plan(
     env: str, config: Config, workdir: Path, console: Console, next_iteration: int
 ) -> None:
-    console.print(f"[bold]Plan for env {env!r}[/]: config is valid")
+    console.print(Text.assemble((f"Plan for env '{one_line(env)}'", "bold"), ": config is valid"))
     deploy = config.deploy
-    console.print(f"\nDeploy target: {deploy.target}  (next iteration: {next_iteration})")
+    console.print(Text(f"\nDeploy target: {deploy.target}  (next iteration: {next_iteration})"))
     if deploy.command:
-        console.print(f"  command: {' '.join(deploy.command)}")
+        console.print(Text(f"  command: {one_line(' '.join(deploy.command))}"))
     with tempfile.TemporaryDirectory(prefix="loop-plan-") as tmp:
         ctx = DeployContext(
             env=env, iteration=next_iteration, git_sha=git_sha(workdir), log_dir=Path(tmp),
@@ -45,8 +51,10 @@ def show_plan(
         for service in wave:
             what = planned.get(service.name)
             services.add_row(
-                str(number), service.name, ", ".join(service.depends_on) or "-",
-                what.artifact if what else "", "\n".join(what.changes) if what else "",
+                Text(str(number)), Text(one_line(service.name)),
+                Text(one_line(", ".join(service.depends_on)) or "-"),
+                Text(one_line(what.artifact) if what else ""),
+                Text("\n".join(one_line(change) for change in what.changes) if what else ""),
             )
     console.print(services)
 
@@ -65,18 +73,26 @@ def show_plan(
     errors = Counter(item.suite for item in inventory if item.collect_error)
     suites = Table("priority", "suite", "tests", "collection errors", "paths")
     for suite in sorted(config.tests.suites, key=lambda s: s.priority):
+        markers = f"  -m '{suite.markers}'" if suite.markers else ""
         suites.add_row(
-            str(suite.priority), suite.name, str(counts[suite.name]),
-            f"[red]{errors[suite.name]}[/]" if errors[suite.name] else "0",
-            " ".join(suite.paths) + (f"  -m {suite.markers!r}" if suite.markers else ""),
+            Text(str(suite.priority)), Text(one_line(suite.name)), Text(str(counts[suite.name])),
+            Text(str(errors[suite.name]), style="red" if errors[suite.name] else ""),
+            Text(one_line(" ".join(suite.paths) + markers)),
         )
     console.print(suites)
     console.print(
-        f"{sum(counts.values())} tests in {len(config.tests.suites)} suites;"
-        f" {config.tests.workers} pytest processes at once;"
-        f" target pass rate {config.loop.target_pass_rate:g}%,"
-        f" at most {config.loop.max_iterations} iterations."
+        Text(
+            f"{sum(counts.values())} tests in {len(config.tests.suites)} suites;"
+            f" {config.tests.workers} pytest processes at once;"
+            f" target pass rate {config.loop.target_pass_rate:g}%,"
+            f" at most {config.loop.max_iterations} iterations."
+        )
     )
     for item in inventory:
         if item.collect_error:
-            console.print(f"[red]cannot collect[/] {item.nodeid}: {item.collect_error}")
+            console.print(
+                Text.assemble(
+                    ("cannot collect", "red"),
+                    f" {one_line(item.nodeid)}: {one_line(item.collect_error)}",
+                )
+            )

@@ -2,7 +2,8 @@
 
 The `[[categories]]` rules of the config decide first, in config order: a rule matches a
 failure when its `message` regex is found in the failure message and, if it has one, its
-`traceback` regex in the full failure text. Without a matching rule, failures that say the
+`traceback` regex in the full failure text (both within bounds: see `normalize.MATCH_SCOPE`
+and `signatures.TRACEBACK_SCOPE`). Without a matching rule, failures that say the
 environment could not be reached (connection refused or reset, name resolution, timeouts,
 HTTP 502/503/504) are environment; anything else stays unknown — a guess is not a category.
 """
@@ -13,8 +14,8 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from deployloop.analysis.normalize import failure_message, status_codes
-from deployloop.analysis.signatures import Failure
+from deployloop.analysis.normalize import match_text, status_codes
+from deployloop.analysis.signatures import Failure, traceback_parts
 from deployloop.models import Category
 
 if TYPE_CHECKING:  # pydantic costs `loop status` ~60 ms it does not need
@@ -51,9 +52,13 @@ def categorize(failures: Sequence[Failure], rules: Sequence[CategoryRule]) -> Ca
 
 
 def rule_matches(rule: CategoryRule, failure: Failure) -> bool:
-    if not re.search(rule.message, failure_message(failure.row)):
+    if not re.search(rule.message, match_text(failure.row)):
         return False
-    return rule.traceback is None or bool(re.search(rule.traceback, failure.row.longrepr or ""))
+    if rule.traceback is None:
+        return True
+    # The same bounded parts of the traceback that frames are read from.
+    parts = traceback_parts(failure.row.longrepr or "")
+    return any(re.search(rule.traceback, part) for part in parts)
 
 
 def looks_like_environment(failure: Failure) -> bool:

@@ -8,13 +8,22 @@ first iteration that failed the same way.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from deployloop.analysis.categories import categorize
-from deployloop.analysis.normalize import FAILURE_OUTCOMES, failure_message, is_failure
+from deployloop.analysis.known_issues import issue_matches
+from deployloop.analysis.normalize import (
+    FAILURE_OUTCOMES,
+    SIGNATURE_SCOPE,
+    failure_message,
+    head,
+    is_failure,
+    is_loop_error,
+)
+from deployloop.analysis.setup_failure import crash_note
 from deployloop.analysis.signatures import (
+    MAX_LABEL,
     Failure,
     MessageKey,
     failure_of,
@@ -24,7 +33,7 @@ from deployloop.analysis.signatures import (
     similar_messages,
 )
 from deployloop.config import CategoryRule, KnownIssue
-from deployloop.models import Category, Cluster, HistoryRow, TestRow
+from deployloop.models import Category, Cluster, Deployment, HistoryRow, TestRow
 
 # An outage is many tests failing one way: below this many, one bug can look like one.
 OUTAGE_MIN_TESTS = 3
@@ -123,7 +132,7 @@ def _cluster_issue(members: Sequence[Failure], known_issues: Sequence[KnownIssue
     # the same per-failure rule the known-issue counts use; else the report would show a
     # reason next to failures it does not cover.
     for issue in known_issues:
-        if all(re.search(issue.match, failure_message(f.row)) for f in members):
+        if all(issue_matches(issue, failure_message(f.row)) for f in members):
             return issue.id
     return None
 
@@ -139,16 +148,19 @@ class PastFailures:
 
 def past_failures(history: Sequence[HistoryRow]) -> PastFailures:
     """The failures in history (every attempt), each message normalized once."""
-    keys: dict[str, MessageKey] = {}
+    keys: dict[tuple[str, bool], MessageKey] = {}
     earliest: dict[MessageKey, int] = {}
     by_test: dict[tuple[MessageKey, str], int] = {}
     for row in history:
         if row.outcome not in FAILURE_OUTCOMES:
             continue
         message = row.message or ""
-        if message not in keys:
-            keys[message] = message_key(message)
-        key = keys[message]
+        # What message_key reads, and no more: hashing a whole message of megabytes would
+        # cost what the key itself does not.
+        seen = (head(message, SIGNATURE_SCOPE + 1), is_loop_error(message))
+        if seen not in keys:
+            keys[seen] = message_key(message)
+        key = keys[seen]
         earliest[key] = min(earliest.get(key, row.iteration), row.iteration)
         pair = (key, row.nodeid)
         by_test[pair] = min(by_test.get(pair, row.iteration), row.iteration)
@@ -189,18 +201,46 @@ def first_iteration(
 
 
 def mark_outage(
-    clusters: Sequence[Cluster], executed: int, share: float
+    clusters: Sequence[Cluster],
+    executed: int,
+    share: float,
+    crashed: Sequence[Deployment] = (),
 ) -> tuple[tuple[Cluster, ...], str | None]:
     """When one cluster holds at least `share` of the executed tests (and at least
     OUTAGE_MIN_TESTS of them), it is the environment failing: its category says so, and
-    the returned text says why."""
-    if executed == 0 or not clusters:
-        return tuple(clusters), None
-    biggest = clusters[0]  # clusters come largest first
-    if biggest.count < OUTAGE_MIN_TESTS or biggest.count < share * executed:
-        return tuple(clusters), None
-    text = (
-        f"environment outage: {biggest.count} of {executed} executed tests failed with "
-        f"{biggest.label}"
-    )
-    return (replace(biggest, category=Category.ENVIRONMENT), *clusters[1:]), text
+    the returned text says why.
+
+    With `crashed` services (ready, then gone during the tests), every environment cluster's
+    label names them: those failures are most likely the crash, not the tests.
+    """
+    marked = list(clusters)
+    text = None
+    biggest = marked[0] if marked else None  # clusters come largest first
+    if (
+        biggest is not None
+        and executed
+        and biggest.count >= OUTAGE_MIN_TESTS
+        and biggest.count >= share * executed
+    ):
+        marked[0] = replace(biggest, category=Category.ENVIRONMENT)
+        text = (
+            f"environment outage: {biggest.count} of {executed} executed tests failed with "
+            f"{biggest.label}"
+        )
+    if crashed:
+        note = f" ({crash_note(crashed)})"
+        marked = [
+            replace(c, label=_with_note(c.label, note)) if c.category is Category.ENVIRONMENT else c
+            for c in marked
+        ]
+        if text is not None:
+            text += f"; {crash_note(crashed)}"
+    return tuple(marked), text
+
+
+def _with_note(label: str, note: str) -> str:
+    # The note is what a reader must not miss: the label gives way to it, within MAX_LABEL.
+    room = max(MAX_LABEL - len(note), MAX_LABEL // 2)
+    if len(label) > room:
+        label = label[: room - 1] + "…"
+    return label + note

@@ -10,6 +10,7 @@ from deployloop.analysis.false_greens import false_greens
 from deployloop.analysis.history import flaky_and_broken
 from deployloop.analysis.integrity import integrity_flags
 from deployloop.analysis.progress import projection, remaining_suite_tests, trend
+from deployloop.analysis.setup_failure import is_setup_failure
 from deployloop.models import (
     Figures,
     Insights,
@@ -41,16 +42,24 @@ def build_insights(
         context.history, {row.nodeid for row in rows}, context.settings.broken_after
     )
     explained = sum(len(match.failures) for match in known_issues)
+    # An iteration that ended before its tests ran is no result: "no test executed" is not a
+    # false green but the deploy (or loop) failing, which the report says instead; and where
+    # the rest would land, or what changed since the last one, it cannot tell.
+    setup_failed = is_setup_failure(iteration.status, totals.executed)
     return Insights(
         flaky=flaky,
         broken=broken,
         integrity=integrity_flags(rows, context.previous, context.history, iteration.number),
-        false_greens=false_greens(totals, suites, rows, context.previous, context.settings),
+        false_greens=()
+        if setup_failed
+        else false_greens(totals, suites, rows, context.previous, context.settings),
         outage=outage,
         failures_with_known_issue=explained,
         failures_without_known_issue=totals.failed + totals.errors - explained,
-        projection=projection(rows, totals, context.history),
+        projection=None if setup_failed else projection(rows, totals, context.history),
         trend=trend(context.iterations, context.history, iteration.target_pass_rate),
-        diff=None if context.compare is None else iteration_diff(rows, context.compare),
+        diff=None
+        if context.compare is None or setup_failed
+        else iteration_diff(rows, context.compare),
         remaining_suite_tests=remaining_suite_tests(suites),
     )

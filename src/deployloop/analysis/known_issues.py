@@ -10,15 +10,22 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import date
 
-from deployloop.analysis.normalize import failure_message, is_failure
+from deployloop.analysis.normalize import MATCH_SCOPE, failure_message, is_failure
 from deployloop.config import KnownIssue
 from deployloop.models import KnownIssueMatch, TestRow
+
+
+def issue_matches(issue: KnownIssue, message: str) -> bool:
+    """Whether the issue's `match` regex is found in the message's first MATCH_SCOPE (10,000)
+    characters: a message runs to megabytes at times, and a user's pattern must cost the
+    same on each failure whatever its size."""
+    return re.search(issue.match, message[:MATCH_SCOPE]) is not None
 
 
 def first_known_issue(message: str, known_issues: Sequence[KnownIssue]) -> KnownIssue | None:
     """The first configured issue whose `match` regex is found in the message."""
     for issue in known_issues:
-        if re.search(issue.match, message):
+        if issue_matches(issue, message):
             return issue
     return None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from http import HTTPStatus
 
-from deployloop.models import Outcome, TestRow
+from deployloop.models import NOT_RUN, PYTEST_OUTPUT, WHILE_RUNNING, Outcome, TestRow
 
 # A token starts and ends at a word boundary; a number does not continue a dotted version.
 _PRE = r"(?<!\w)(?<!\w\.)"
@@ -79,6 +79,43 @@ _BARE_NAME = re.compile(r"[\w.]+:?", re.ASCII)  # "AssertionError" alone on its 
 _PYTEST_E_PREFIX = re.compile(r"^E {2,}")  # "E   assert ..." lines of a longrepr
 
 
+# Only the beginning of a failure message says what failed; the rest (a dumped response body,
+# a diff of two payloads, captured output) may run to megabytes. A signature is made from at
+# most this many characters of a message, so it costs the same whatever the message's size.
+SIGNATURE_SCOPE = 2_000
+# User regexes (known issues, category rules) search at most this many characters of a
+# message: all a person reads of one, and a bound on what a pattern like `a.*403` can cost.
+MATCH_SCOPE = 10_000
+_NON_BLANK = re.compile(r"\S")
+
+# The runner appends pytest's last 20 lines: the marker is searched for this near the end.
+_APPENDIX_SCOPE = 64_000
+
+
+def head(text: str, limit: int = SIGNATURE_SCOPE) -> str:
+    """At most `limit` characters of `text`, from its first non-blank one."""
+    start = _NON_BLANK.search(text, 0, limit)
+    if start is None:
+        return ""
+    return text[start.start() : start.start() + limit]
+
+
+def is_loop_error(message: str | None) -> bool:
+    """Whether a failure is loop's own ("not run: pytest was killed ...", "suite timed out ...
+    while this test was running"), not one pytest reported for the test."""
+    if not message:
+        return False
+    return message.startswith(NOT_RUN) or message.endswith(WHILE_RUNNING)
+
+
+def own_text_end(longrepr: str) -> int:
+    """Where a failure's own text ends: before the pytest output the runner appended to a test
+    pytest did not report, which names whatever pytest was doing when it stopped
+    (KeyboardInterrupt, a plugin's error), not what the test did."""
+    at = longrepr.find(PYTEST_OUTPUT, max(0, len(longrepr) - _APPENDIX_SCOPE))
+    return len(longrepr) if at < 0 else at
+
+
 def normalize(message: str) -> str:
     """The signature text of a failure message: deterministic and idempotent."""
     text = meaningful_line(message)
@@ -92,12 +129,17 @@ def normalize(message: str) -> str:
         if rewritten == text:
             break
         text = rewritten
-    return text
+    # Placeholders can make a text longer than the line it came from: cut again, or the
+    # signature of a signature would not be the signature.
+    return _cut(text)
 
 
 def meaningful_line(message: str) -> str:
-    """The first non-blank line, with the next one when the first is a bare exception name."""
-    lines = [_PYTEST_E_PREFIX.sub("", line).strip() for line in message.splitlines()]
+    """The first non-blank line, with the next one when the first is a bare exception name;
+    from the message's first SIGNATURE_SCOPE characters."""
+    # One character more than is kept: a line cut there ends in a partial word, dropped below.
+    text = head(message, SIGNATURE_SCOPE + 1)
+    lines = [_PYTEST_E_PREFIX.sub("", line).strip() for line in text.splitlines()]
     lines = [line for line in lines if line]
     if not lines:
         return ""
@@ -105,7 +147,16 @@ def meaningful_line(message: str) -> str:
     if len(lines) > 1 and _BARE_NAME.fullmatch(first):
         first = f"{first.rstrip(':')}: {lines[1]}"
     # Later lines (pytest's "+  where ..." explanations) repeat the first with more noise.
-    return " ".join(first.split())
+    return _cut(" ".join(first.split()))
+
+
+def _cut(text: str, limit: int = SIGNATURE_SCOPE) -> str:
+    """`text` up to `limit` characters, cut at a space so that no word is split."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    return cut[:space] if space > 0 else cut
 
 
 def _rewrite(match: re.Match[str]) -> str:
@@ -159,3 +210,9 @@ def is_failure(row: TestRow) -> bool:
 def failure_message(row: TestRow) -> str:
     """The text a failure is judged by: its message, else its full report, else nothing."""
     return row.message or row.longrepr or ""
+
+
+def match_text(row: TestRow) -> str:
+    """What a user's regex over the failure message searches: its first MATCH_SCOPE
+    characters."""
+    return failure_message(row)[:MATCH_SCOPE]

@@ -19,7 +19,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from deployloop.analysis.normalize import failure_message, meaningful_line, normalize
+from deployloop.analysis.normalize import (
+    failure_message,
+    is_loop_error,
+    meaningful_line,
+    normalize,
+    own_text_end,
+)
 from deployloop.models import TestRow
 
 SIMILARITY = 0.9  # token-set (Jaccard) similarity from which two messages are one cause
@@ -49,6 +55,10 @@ _LOCATION = re.compile(r"^(?P<path>\S[^\n]*?\.py):\d+:(?: (?P<message>.*))?$")
 _NATIVE = re.compile(r'^\s*File "(?P<path>[^"]+\.py)", line \d+, in (?P<function>\S+)')
 _DEF = re.compile(r"^[>\s]*(?:async\s+)?def\s+(?P<function>\w+)\s*\(")
 _SECTION = re.compile(r"^--- Captured .* ---$")  # captured output follows: no traceback there
+# A traceback is read from its first and last this many characters: where pytest puts the
+# frames and the exception's location. What lies between (a huge assertion diff, captured
+# output) costs nothing, whatever its size.
+TRACEBACK_SCOPE = 20_000
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,8 @@ class MessageKey:
 
 def message_key(message: str) -> MessageKey:
     text = normalize(message)
-    exception = exception_name(meaningful_line(message))
+    # loop's own errors name no exception, whatever words their reason starts with.
+    exception = "" if is_loop_error(message) else exception_name(meaningful_line(message))
     numbers = tuple(sorted(_DIGITS.findall(text)))
     return MessageKey(
         text=text,
@@ -129,11 +140,15 @@ class Failure:
 def failure_of(row: TestRow) -> Failure:
     message = failure_message(row)
     key = message_key(message)
+    line = meaningful_line(message)
+    if is_loop_error(row.message):
+        # loop recorded it for a test pytest never reported: its "traceback" is pytest's last
+        # output lines, whose exceptions and frames are not this test's. The message says it all.
+        return Failure(row=row, key=key, exception="", frame=None, line=line)
     locations = traceback_locations(row.longrepr or "")
     traceback_name = ""
     if locations and locations[-1][1] and not locations[-1][1].startswith("in "):
         traceback_name = locations[-1][1].split()[0]
-    line = meaningful_line(message)
     return Failure(
         row=row,
         key=key,
@@ -154,25 +169,39 @@ def traceback_locations(longrepr: str) -> list[tuple[str, str, str | None]]:
     names the function; short entries say "in function" themselves.
     """
     found: list[tuple[str, str, str | None]] = []
-    function: str | None = None
-    for text in longrepr.splitlines():
-        if _SECTION.match(text):
-            break
-        native = _NATIVE.match(text)
-        if native:
-            found.append((native.group("path"), "", native.group("function")))
-            continue
-        location = _LOCATION.match(text)
-        if location:
-            message = location.group("message") or ""
-            name = message[3:].strip() if message.startswith("in ") else function
-            found.append((location.group("path"), message, name or None))
-            function = None
-            continue
-        definition = _DEF.match(text)
-        if definition:
-            function = definition.group("function")
+    for part in traceback_parts(longrepr):
+        function: str | None = None  # a `def` before a gap names nothing after it
+        for text in part.splitlines():
+            if _SECTION.match(text):
+                return found
+            native = _NATIVE.match(text)
+            if native:
+                found.append((native.group("path"), "", native.group("function")))
+                continue
+            location = _LOCATION.match(text)
+            if location:
+                message = location.group("message") or ""
+                name = message[3:].strip() if message.startswith("in ") else function
+                found.append((location.group("path"), message, name or None))
+                function = None
+                continue
+            definition = _DEF.match(text)
+            if definition:
+                function = definition.group("function")
     return found
+
+
+def traceback_parts(longrepr: str) -> list[str]:
+    """The failure's own text (without output the runner appended), whole when short, else its
+    first and last TRACEBACK_SCOPE characters in whole lines."""
+    end = own_text_end(longrepr)
+    if end <= 2 * TRACEBACK_SCOPE:
+        return [longrepr[:end]]
+    first = longrepr[:TRACEBACK_SCOPE]
+    last = longrepr[end - TRACEBACK_SCOPE : end]
+    # Drop the lines cut in two: half a location line would name a wrong file.
+    newline = last.find("\n")
+    return [first[: first.rfind("\n") + 1], last[newline + 1 :] if newline >= 0 else ""]
 
 
 def failing_frame(nodeid: str, locations: Sequence[tuple[str, str, str | None]]) -> str | None:

@@ -16,6 +16,7 @@ from deployloop.analysis.insights import build_insights
 from deployloop.analysis.known_issues import match_known_issues
 from deployloop.analysis.normalize import is_failure
 from deployloop.analysis.progress import estimate_remaining_s
+from deployloop.analysis.setup_failure import crashed_services, is_setup_failure
 from deployloop.config import KnownIssue
 from deployloop.models import (
     Cluster,
@@ -59,7 +60,9 @@ def build_summary(
     ordered = sorted(suites, key=lambda suite: suite.priority)
     position = {suite.name: i for i, suite in enumerate(ordered)}
     totals = figures(rows)
-    clusters, outage = _clusters(iteration, rows, known_issues, totals.executed, context)
+    clusters, outage = _clusters(
+        iteration, rows, known_issues, totals.executed, deployments, context
+    )
     suite_summaries = tuple(
         SuiteSummary(
             name=suite.name,
@@ -88,7 +91,11 @@ def build_summary(
             or figures(by_suite[suite.name]).pending > 0
         ),
         elapsed_s=elapsed_s,
-        estimated_remaining_s=estimate_remaining_s(rows, iteration.workers, context.history),
+        # Nothing will run the pending tests of an iteration that ended before its tests did:
+        # no time is "remaining" (a resume is a new run with its own estimate).
+        estimated_remaining_s=None
+        if is_setup_failure(iteration.status, totals.executed)
+        else estimate_remaining_s(rows, iteration.workers, context.history),
         failures=tuple(
             sorted(
                 (row for row in rows if is_failure(row)),
@@ -106,10 +113,13 @@ def _clusters(
     rows: Sequence[TestRow],
     known_issues: Sequence[KnownIssue],
     executed: int,
+    deployments: Sequence[Deployment],
     context: AnalysisContext,
 ) -> tuple[tuple[Cluster, ...], str | None]:
     """Clusters, and the outage one of them shows."""
     clusters = cluster_failures(
         rows, known_issues, context.categories, context.history, iteration.number
     )
-    return mark_outage(clusters, executed, context.settings.outage_share)
+    return mark_outage(
+        clusters, executed, context.settings.outage_share, crashed_services(deployments)
+    )

@@ -1,16 +1,25 @@
-"""Figures and wording shared by every report format, so json, markdown and terminal agree."""
+"""Figures and wording shared by every report format, so json, markdown and terminal agree.
+
+Every string in a Summary came from somewhere loop does not control: test names and messages,
+service logs, the config, the environment. The terminal and markdown renderers start from
+`safe_summary`, so nothing they show can hold an escape sequence, a carriage return, a bidi
+override or a lone surrogate, and names stay on one line; the json renderer escapes its own.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
+from typing import TypeVar, cast
 
+from deployloop.analysis.setup_failure import crashed_services, is_setup_failure
 from deployloop.models import (
     Category,
     Cluster,
+    Deployment,
     DeployStatus,
     FalseGreen,
     Figures,
@@ -23,8 +32,53 @@ from deployloop.models import (
     SuiteStatus,
     SuiteSummary,
     Summary,
+    TestRow,
     Trend,
 )
+from deployloop.safetext import one_line as inline
+from deployloop.safetext import printable
+
+T = TypeVar("T")
+
+# Fields whose text may span lines (a service's last log lines, a reason, a failure message):
+# made printable with their newlines, for the places that show them whole or flatten them with
+# one_line(). Every other string (suite names, node ids, labels, URLs) gets its newlines
+# escaped too: a node id must never start a line of its own in a report.
+_MULTILINE_FIELDS = frozenset({"error", "reason", "basis", "outage", "message"})
+
+
+def safe_summary(summary: Summary) -> Summary:
+    """The summary with every string made safe to show (see the module's docstring)."""
+    return make_safe(summary)
+
+
+def make_safe(value: T) -> T:
+    """`value` (a record, or a tuple of them) with every string in it made safe to show."""
+    return cast(T, _safe(value, ""))
+
+
+def _safe(value: object, field: str) -> object:
+    if value is None or isinstance(value, Enum | int | float):
+        return value  # a status is one of loop's own words
+    if isinstance(value, str):
+        return printable(value) if field in _MULTILINE_FIELDS else inline(value)
+    if isinstance(value, tuple):
+        return tuple(_safe(item, field) for item in value)
+    if isinstance(value, TestRow):
+        # Its message is only ever shown through one_line(), which escapes only the part it
+        # shows: a message of megabytes is not scanned whole. Its traceback is never shown.
+        return replace(
+            value,
+            nodeid=inline(value.nodeid),
+            suite=inline(value.suite),
+            file=inline(value.file),
+            longrepr=None,
+        )
+    if is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: _safe(getattr(value, f.name), f.name) for f in fields(value)}
+        return replace(value, **changes)
+    return value
+
 
 # Figures fields that the TOTAL row must equal the column sums of.
 FIGURE_FIELDS = (
@@ -132,13 +186,13 @@ def known_issue(summary: Summary, issue_id: str) -> KnownIssueMatch | None:
 def known_issue_note(summary: Summary, issue_id: str) -> str:
     """Why a cluster is known, worded so nobody reads it as a pass."""
     issue = known_issue(summary, issue_id)
-    reason = issue.reason if issue is not None else "no reason recorded"
+    reason = one_line(issue.reason) if issue is not None else "no reason recorded"
     expired = " (this known issue has expired: review it)" if issue and issue.expired else ""
     return f"known issue {issue_id}: {reason}{expired} — still counted as failing"
 
 
 def failure_messages(summary: Summary) -> dict[str, str]:
-    """First line of each failing test's message, by node id."""
+    """The beginning of each failing test's message on one line, by node id."""
     messages: dict[str, str] = {}
     for row in summary.failures:
         if row.message:
@@ -153,8 +207,16 @@ def unclustered_failures(summary: Summary) -> list[str]:
 
 
 def one_line(text: str, limit: int = 200) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    """The beginning of `text` for a table cell or a sentence: runs of whitespace (newlines
+    included) as one space, at most `limit` characters, anything unsafe to show escaped."""
+    # A few times the limit is plenty to fill it: a message of megabytes is not split whole.
+    window = text[: limit * 8]
+    flat = " ".join(window.split())
+    if len(flat) > limit:
+        flat = flat[: limit - 3] + "..."
+    elif len(window) < len(text):
+        flat += "..."
+    return inline(flat)
 
 
 def figures_disagreement(summary: Summary) -> list[str]:
@@ -186,7 +248,13 @@ def verdict_detail(summary: Summary) -> str:
     """The sentence after "Verdict: X": every figure a reader checks first, from totals."""
     totals = summary.totals
     target = summary.iteration.target_pass_rate
-    if totals.executed == 0:
+    setup_failed = setup_failure(summary)
+    if setup_failed:
+        # Not a result: say what went wrong before the figures, which only show what is left.
+        parts = [setup_failure_text(summary)]
+        if totals.executed:
+            parts.append(f"{totals.passed}/{totals.executed} executed tests passed before that")
+    elif totals.executed == 0:
         parts = ["no tests executed"]
     else:
         rate = format_percent(pass_rate(totals))
@@ -195,13 +263,67 @@ def verdict_detail(summary: Summary) -> str:
             f"({rate}, target {target:.1f}%)"
         ]
     parts.extend(_failing_phrase(summary))
-    parts.extend(_deploy_phrase(summary))
+    if not setup_failed:
+        parts.extend(_deploy_phrase(summary))
     text = ", ".join(parts)
     remaining = len(summary.remaining_suites)
     if remaining:
         still = "remaining" if summary.iteration.status is IterationStatus.RUNNING else "not run"
         text += f"; {plural(remaining, 'suite')} {still}"
+    resume = resume_hint(summary)
+    if resume:
+        text += f"; {resume}"
     return text
+
+
+def setup_failure(summary: Summary) -> bool:
+    """The iteration ended before its tests could show anything: a setup failure, no result."""
+    return is_setup_failure(summary.iteration.status, summary.totals.executed)
+
+
+def setup_failure_text(summary: Summary) -> str:
+    """What ended an iteration before its tests ran, with the error recorded for it."""
+    iteration = summary.iteration
+    status = iteration.status
+    if status is IterationStatus.DEPLOY_FAILED:
+        return f"the deploy failed: {deploy_error(summary)}; no test ran, so there is no result"
+    error = f" ({one_line(iteration.error)})" if iteration.error else ""
+    if status is IterationStatus.CRASHED:
+        return f"loop crashed before any test ran{error}"
+    if status is IterationStatus.INTERRUPTED:
+        return f"interrupted before any test ran{error}"
+    return f"loop could not go on before any test ran{error}"
+
+
+def deploy_error(summary: Summary) -> str:
+    """Why the deploy failed: the error the iteration recorded (it names the services), else
+    the failed services' own errors."""
+    if summary.iteration.error:
+        return one_line(summary.iteration.error)
+    failed = [d for d in summary.deployments if d.status is DeployStatus.FAILED]
+    reasons = [f"service {d.service}: {d.error}" if d.error else f"service {d.service}"
+               for d in failed]  # fmt: skip
+    return one_line("; ".join(reasons)) if reasons else "no error was recorded"
+
+
+def resume_hint(summary: Summary) -> str | None:
+    """How to finish an iteration that stopped with tests still to run."""
+    iteration = summary.iteration
+    command = f"`loop run --env {iteration.env} --resume` finishes it"
+    if iteration.status is IterationStatus.CRASHED:
+        if setup_failure(summary):
+            return command  # the sentence before says loop crashed, and why
+        error = f" ({one_line(iteration.error)})" if iteration.error else ""
+        return f"loop crashed mid-iteration{error}: {command}"
+    if iteration.status is IterationStatus.INTERRUPTED and summary.totals.pending:
+        return command
+    return None
+
+
+def crash_line(deployment: Deployment) -> str:
+    """ "service backend crashed during the tests: exited with code 1 at ...: RuntimeError"."""
+    text = f"service {deployment.service} crashed during the tests"
+    return f"{text}: {one_line(deployment.error)}" if deployment.error else text
 
 
 def _failing_phrase(summary: Summary) -> list[str]:
@@ -218,12 +340,14 @@ def _failing_phrase(summary: Summary) -> list[str]:
 
 
 def _deploy_phrase(summary: Summary) -> list[str]:
+    crashed = crashed_services(summary.deployments)
+    phrases = [f"service {d.service} crashed during the tests" for d in crashed]
     broken = [
         d for d in summary.deployments if d.status in (DeployStatus.FAILED, DeployStatus.SKIPPED)
     ]
-    if not broken:
-        return []
-    return [f"{plural(len(broken), 'service')} not deployed"]
+    if broken:
+        phrases.append(f"{plural(len(broken), 'service')} not deployed")
+    return phrases
 
 
 def remaining_note(suite: SuiteSummary | None) -> str:
@@ -238,6 +362,8 @@ def remaining_note(suite: SuiteSummary | None) -> str:
 
 
 def remaining_time(summary: Summary) -> str:
+    """How long the tests still to run take; callers leave it out for a setup failure, whose
+    pending tests nothing will run."""
     estimate = summary.estimated_remaining_s
     if estimate is None:
         # The analysis gives no estimate when nothing finished has a duration to go by.
@@ -399,13 +525,28 @@ class Fact:
 
 
 def top_facts(summary: Summary, name: Namer = as_is, limit: int = TOP_FACTS) -> list[Fact]:
-    """The most important facts, by priority: outage, integrity, new failures, false greens,
-    the biggest failure pattern, flaky tests, known-issue failures, progress.
+    """The most important facts, by priority: a service that crashed during the tests (what
+    failed after it is the crash's), a failed deploy, an outage, integrity, new failures, false
+    greens, the biggest failure pattern, flaky tests, known-issue failures, progress.
 
     Integrity flags come right after an outage, so they are always among the first facts.
     """
     facts = [fact for build in _FACT_BUILDERS if (fact := build(summary, name)) is not None]
     return facts[:limit]
+
+
+def _crash_fact(summary: Summary, name: Namer) -> Fact | None:
+    crashed = crashed_services(summary.deployments)
+    if not crashed:
+        return None
+    text = "; ".join(crash_line(d) for d in crashed)
+    return Fact("crashed_service", "error", f"{text} — failures after that are the crash's")
+
+
+def _deploy_failed_fact(summary: Summary, name: Namer) -> Fact | None:
+    if summary.iteration.status is not IterationStatus.DEPLOY_FAILED:
+        return None
+    return Fact("deploy_failed", "error", f"Deploy failed: {deploy_error(summary)}")
 
 
 def _outage_fact(summary: Summary, name: Namer) -> Fact | None:
@@ -510,6 +651,11 @@ def _progress_fact(summary: Summary, name: Namer) -> Fact:
     parts = [
         f"Progress: executed {totals.executed} of {totals.collected} collected tests ({share})"
     ]
+    if setup_failure(summary):
+        # Nothing will run them in this iteration: not "remaining", and no time to wait for.
+        if totals.pending:
+            parts.append(f"{plural(totals.pending, 'test')} not run")
+        return Fact("progress", "info", "; ".join(parts))
     remaining = remaining_tests_by_suite(summary)
     if remaining:
         parts.append(f"{plural(len(remaining), 'suite')} remaining")
@@ -520,6 +666,8 @@ def _progress_fact(summary: Summary, name: Namer) -> Fact:
 
 
 _FACT_BUILDERS: tuple[Callable[[Summary, Namer], Fact | None], ...] = (
+    _crash_fact,
+    _deploy_failed_fact,
     _outage_fact,
     _integrity_fact,
     _new_failures_fact,

@@ -4,6 +4,10 @@ Keys and their order are part of the user interface (scripts and CI parse them),
 are built field by field rather than from `dataclasses.asdict`, which would follow models.py.
 Keys added later go after the ones already there, so a document from an older version is always
 a prefix, in the same order, of one from a newer version.
+
+Every string (keys included) is made printable (`safetext.printable`): control characters,
+bidi overrides and bytes that were not UTF-8 (lone surrogates, which would make writing the
+file fail) become visible escapes, while non-ASCII letters stay as they are.
 """
 
 from __future__ import annotations
@@ -31,16 +35,25 @@ from deployloop.report._format import (
     pass_rate,
     remaining_tests_by_suite,
     round_rate,
+    setup_failure,
     suites_in_order,
 )
+from deployloop.safetext import printable
 
 # FalseGreen.kind -> the key that names its subject, as DESIGN.md has it: {suite or test, reason}.
 FALSE_GREEN_KEYS = {"suite": "suite", "test": "test", "iteration": "iteration"}
 
 
 def summary_to_dict(summary: Summary) -> dict[str, Any]:
+    data: dict[str, Any] = _printable(_summary_dict(summary))
+    return data
+
+
+def _summary_dict(summary: Summary) -> dict[str, Any]:
     iteration = summary.iteration
     insights = summary.insights
+    # An iteration that ended before its tests ran has nothing "remaining": nothing will run it.
+    remaining_s = None if setup_failure(summary) else summary.estimated_remaining_s
     return {
         "env": iteration.env,
         "iteration": iteration.number,
@@ -56,7 +69,7 @@ def summary_to_dict(summary: Summary) -> dict[str, Any]:
         "deployments": [_deployment(deployment) for deployment in summary.deployments],
         "timing": {
             "elapsed_s": summary.elapsed_s,
-            "estimated_remaining_s": summary.estimated_remaining_s,
+            "estimated_remaining_s": remaining_s,
         },
         # The analysis features, after the keys above.
         "known_issue_failures": {
@@ -78,8 +91,19 @@ def summary_to_dict(summary: Summary) -> dict[str, Any]:
 
 
 def summary_to_json(summary: Summary) -> str:
-    # ensure_ascii=False keeps non-ASCII suite names and messages readable in the file.
+    # ensure_ascii=False keeps non-ASCII suite names and messages readable in the file; every
+    # string is printable by then, so the text encodes as UTF-8 whatever the tests wrote.
     return json.dumps(summary_to_dict(summary), indent=2, ensure_ascii=False) + "\n"
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_printable(item) for item in value]
+    return value
 
 
 def figures_to_dict(figures: Figures) -> dict[str, Any]:
@@ -218,14 +242,17 @@ def _diff(diff: IterationDiff | None) -> dict[str, Any] | None:
 
 def history_to_list(rows: Sequence[tuple[IterationRecord, Figures]]) -> list[dict[str, Any]]:
     """`loop history --format json`: every iteration with its totals."""
-    return [
-        {
-            "iteration": record.number,
-            "status": record.status.value,
-            "git_sha": record.git_sha,
-            "started_at": record.started_at,
-            "finished_at": record.finished_at,
-            "totals": figures_to_dict(figures),
-        }
-        for record, figures in rows
-    ]
+    history: list[dict[str, Any]] = _printable(
+        [
+            {
+                "iteration": record.number,
+                "status": record.status.value,
+                "git_sha": record.git_sha,
+                "started_at": record.started_at,
+                "finished_at": record.finished_at,
+                "totals": figures_to_dict(figures),
+            }
+            for record, figures in rows
+        ]
+    )
+    return history

@@ -7,13 +7,25 @@ known issue is listed as a failure with the issue's reason, never as "expected".
 It opens with the verdict and the three facts that matter most (an outage, integrity flags, new
 failures, ... by priority); integrity flags also get their own section before the results, since
 they say whether the results can be trusted at all.
+
+Every string from the records is made safe first (`safe_summary`): escape sequences, carriage
+returns, bidi overrides and bytes that were not UTF-8 show as visible escapes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from deployloop.models import Cluster, Figures, SuiteSummary, Summary, TestHistory
+from deployloop.models import (
+    Cluster,
+    Deployment,
+    DeployStatus,
+    Figures,
+    IterationStatus,
+    SuiteSummary,
+    Summary,
+    TestHistory,
+)
 from deployloop.report._format import (
     PROJECTION_LABEL,
     clusters_in_order,
@@ -38,6 +50,9 @@ from deployloop.report._format import (
     remaining_note,
     remaining_tests_by_suite,
     remaining_time,
+    safe_summary,
+    setup_failure,
+    setup_failure_text,
     suites_by_name,
     suites_in_order,
     top_facts,
@@ -65,6 +80,7 @@ RESULT_ALIGN = ("left", "right", "left") + ("right",) * 7 + ("left",)
 
 
 def summary_to_markdown(summary: Summary) -> str:
+    summary = safe_summary(summary)
     sections = [
         _title(summary),
         _top_facts(summary),
@@ -318,14 +334,18 @@ def _progress(summary: Summary) -> str:
             )
     suites = suites_by_name(summary.suites)
     remaining = remaining_tests_by_suite(summary)
-    if remaining:
+    if setup_failure(summary):
+        # Its tests are not waiting to run: the iteration is over. No time, no projection.
+        lines.append(f"- Not run: {setup_failure_text(summary)}.")
+    elif remaining:
         lines.append(f"- Remaining suites ({len(remaining)}):")
         for name, tests in remaining:
             size = f", {plural(tests, 'test')}" if tests is not None else ""
             lines.append(f"  - {name} ({remaining_note(suites.get(name))}{size})")
     else:
         lines.append("- Remaining suites: none.")
-    lines.append(f"- Estimated remaining time: {remaining_time(summary)}")
+    if not setup_failure(summary):
+        lines.append(f"- Estimated remaining time: {remaining_time(summary)}")
     insights = summary.insights
     if insights.projection is not None:
         lines.append(f"- **{PROJECTION_LABEL}:** {projection_text(insights.projection)}")
@@ -347,13 +367,19 @@ def _deployments(summary: Summary) -> str:
     headers += ["Error"]
     rows = []
     for d in summary.deployments:
-        row = [d.service, label(d.status), d.url or "-"]
+        row = [d.service, _deploy_status(d), d.url or "-"]
         row += [d.image or "-"] if images else []
         row += [d.revision or "-"]
         row += [d.rolled_back_to or "-"] if rollbacks else []
         row += [one_line(d.error) if d.error else ""]
         rows.append(row)
     return "## Deployment status\n\n" + table(headers, ("left",) * len(headers), rows)
+
+
+def _deploy_status(deployment: Deployment) -> str:
+    if deployment.status is DeployStatus.CRASHED:
+        return "crashed during the tests"  # it was ready: the tests ran against it, then not
+    return label(deployment.status)
 
 
 def _key_metrics(summary: Summary) -> str:
@@ -372,5 +398,14 @@ def _key_metrics(summary: Summary) -> str:
         f"finished: {format_time(iteration.finished_at) if iteration.finished_at else 'not yet'}",
     ]
     if iteration.error:
-        lines.append(f"- Loop error: {one_line(iteration.error)}")
+        lines.append(f"- {_ERROR_NAMES.get(iteration.status, 'Loop error')}: "
+                     f"{one_line(iteration.error)}")  # fmt: skip
     return "\n".join(lines)
+
+
+# What the error recorded with an iteration is, by how the iteration ended.
+_ERROR_NAMES = {
+    IterationStatus.DEPLOY_FAILED: "Deploy error",
+    IterationStatus.CRASHED: "Why loop crashed",
+    IterationStatus.INTERRUPTED: "Why it stopped",
+}

@@ -1,7 +1,9 @@
 """Rich output for `loop run`, `loop status`, `loop summarize` and `loop history`.
 
-Every string from the records (suite names, node ids such as ``test_x[param]``, error text) goes
-into a `Text`, never through console markup, so square brackets print as they were recorded.
+Every string from the records (suite names, node ids such as ``test_x[param]``, error text) is
+made safe to show first (`safe_summary`: no escape sequence, carriage return or bidi override
+reaches the terminal) and goes into a `Text`, never through console markup, so square brackets
+print as they were recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from deployloop.analysis.setup_failure import crashed_services
 from deployloop.models import (
     Cluster,
     DeployStatus,
@@ -29,6 +32,8 @@ from deployloop.report._format import (
     Fact,
     cluster_facets,
     clusters_in_order,
+    crash_line,
+    deploy_error,
     diff_counts,
     failing,
     false_green_line,
@@ -40,13 +45,16 @@ from deployloop.report._format import (
     known_issue_note,
     label,
     listing,
+    make_safe,
     one_line,
     pass_rate,
     percent,
     plural,
     projection_text,
     remaining_time,
+    safe_summary,
     seconds_between,
+    setup_failure,
     short_sha,
     suites_in_order,
     top_facts,
@@ -65,6 +73,10 @@ _ITERATION_STYLES = {
     IterationStatus.PASSED: "bold green",
     IterationStatus.RUNNING: "bold yellow",
     IterationStatus.INTERRUPTED: "bold yellow",
+    IterationStatus.FAILED: "bold red",
+    IterationStatus.DEPLOY_FAILED: "bold red",
+    IterationStatus.ERROR: "bold red",
+    IterationStatus.CRASHED: "bold red",
 }
 _SUITE_STYLES = {
     SuiteStatus.PASSED: "green",
@@ -76,10 +88,14 @@ _SUITE_STYLES = {
 _DEPLOY_STYLES = {
     DeployStatus.READY: "green",
     DeployStatus.PENDING: "yellow",
+    DeployStatus.FAILED: "bold red",
+    DeployStatus.SKIPPED: "red",
+    DeployStatus.CRASHED: "bold red",
 }
 
 
 def render_summary(summary: Summary, console: Console) -> None:
+    summary = safe_summary(summary)
     iteration = summary.iteration
     console.print(Text(f"{iteration.env} — iteration {iteration.number}", style="bold"))
     attention = _attention(summary)
@@ -99,10 +115,12 @@ def render_summary(summary: Summary, console: Console) -> None:
         console.print()
     if summary.deployments:
         console.print(_deployment_table(summary, console.width))
+    # A setup failure has tests left that nothing will run: no time to wait for them.
+    remaining = "" if setup_failure(summary) else f"estimated remaining {remaining_time(summary)}, "
     console.print(
         Text(
-            f"Elapsed {format_duration(summary.elapsed_s)}, "
-            f"estimated remaining {remaining_time(summary)}, git {short_sha(iteration.git_sha)}"
+            f"Elapsed {format_duration(summary.elapsed_s)}, {remaining}"
+            f"git {short_sha(iteration.git_sha)}"
         )
     )
     projection = summary.insights.projection
@@ -111,10 +129,11 @@ def render_summary(summary: Summary, console: Console) -> None:
         line.append(f"{PROJECTION_LABEL}: ", style="bold")
         line.append(projection_text(projection))
         console.print(line)
-    console.print(verdict(summary))
+    console.print(_verdict(summary))
 
 
 def render_status(summary: Summary, console: Console) -> None:
+    summary = safe_summary(summary)
     iteration = summary.iteration
     totals = summary.totals
     done = totals.collected - totals.pending
@@ -134,7 +153,7 @@ def render_status(summary: Summary, console: Console) -> None:
         console.print(_status_table(summary, console.width))
     else:
         console.print(Text("No suites collected yet."))
-    console.print(verdict(summary))
+    console.print(_verdict(summary))
     console.print(Text("Top facts", style="bold"))
     console.print(_facts(top_facts(summary)))
 
@@ -153,6 +172,7 @@ def render_history(rows: Sequence[tuple[IterationRecord, Figures]], console: Con
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("Git SHA", no_wrap=True)
     for record, figures in rows:
+        record = make_safe(record)
         table.add_row(
             Text(str(record.number)),
             Text(label(record.status), style=_iteration_style(record.status)),
@@ -176,6 +196,10 @@ def _duration(record: IterationRecord) -> str:
 
 
 def verdict(summary: Summary) -> Text:
+    return _verdict(safe_summary(summary))
+
+
+def _verdict(summary: Summary) -> Text:
     status = summary.iteration.status
     text = Text(f"Verdict: {verdict_word(status)}", style=_iteration_style(status))
     text.append(f" — {verdict_detail(summary)}")
@@ -183,11 +207,20 @@ def verdict(summary: Summary) -> Text:
 
 
 def _attention(summary: Summary) -> Group | None:
-    """What must be read before the tables: an outage, integrity flags, false greens."""
+    """What must be read before the tables: a service that crashed during the tests (failures
+    after it are the crash's), a failed deploy, an outage, integrity flags, false greens."""
     insights = summary.insights
-    if not (insights.outage or insights.integrity or insights.false_greens):
+    crashed = crashed_services(summary.deployments)
+    deploy_failed = summary.iteration.status is IterationStatus.DEPLOY_FAILED
+    if not (
+        crashed or deploy_failed or insights.outage or insights.integrity or insights.false_greens
+    ):
         return None
     rows: list[tuple[str, str, str]] = []  # (label, text, style)
+    rows += [("Crashed", crash_line(d), "red") for d in crashed]
+    if deploy_failed:
+        ran = "" if summary.totals.executed else "; no test ran"
+        rows.append(("Deploy failed", f"{deploy_error(summary)}{ran}", "red"))
     if insights.outage:
         rows.append(("Outage", one_line(insights.outage), "red"))
     rows += [("Integrity", integrity_line(f), "red") for f in insights.integrity[:ATTENTION_LINES]]

@@ -1,4 +1,8 @@
-"""Progress while tests run: a live table on a terminal, one line per finished suite elsewhere."""
+"""Progress while tests run: a live table on a terminal, one line per finished suite elsewhere.
+
+Suite names come from the config: each goes into a `Text` (never console markup) with anything
+unsafe to show escaped.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from rich.text import Text
 
 from deployloop.models import SuiteStatus
 from deployloop.runner.execute import RunState, SuiteProgress
+from deployloop.safetext import one_line
 
 _STYLE = {
     SuiteStatus.PASSED: "green",
@@ -29,7 +34,7 @@ def suite_line(suite: SuiteProgress) -> Text:
     style = _STYLE.get(suite.status, "")
     text = Text("  ")
     text.append(f"{suite.status.value:<11}", style=style)
-    text.append(f" {suite.name}  {suite.done}/{suite.total} done")
+    text.append(f" {one_line(suite.name)}  {suite.done}/{suite.total} done")
     if suite.failed:
         text.append(f", {suite.failed} failed", style="red")
     text.append(f"  ({elapsed:.1f} s)", style="dim")
@@ -92,13 +97,15 @@ class LiveDisplay:
         head.append(f"  {time.monotonic() - state.started:.1f} s", style="dim")
         # A ProgressBar ends no line of its own: each sits in a table row.
         table = Table(box=None, show_header=False, padding=(0, 1))
-        table.add_row(Text("all suites", style="bold"), _bar(total, done), f"{done}/{total}", "")
+        table.add_row(
+            Text("all suites", style="bold"), _bar(total, done), Text(f"{done}/{total}"), Text()
+        )
         for suite in state.suites.values():
             if suite.status == SuiteStatus.RUNNING:
-                failed_text = Text(f"{suite.failed} failed", style="red") if suite.failed else ""
+                failed_text = Text(f"{suite.failed} failed" if suite.failed else "", style="red")
                 table.add_row(
-                    suite.name, _bar(suite.total, suite.done), f"{suite.done}/{suite.total}",
-                    failed_text,
+                    Text(one_line(suite.name)), _bar(suite.total, suite.done),
+                    Text(f"{suite.done}/{suite.total}"), failed_text,
                 )
         return Group(head, table)
 
