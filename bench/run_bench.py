@@ -45,6 +45,7 @@ from pathlib import Path
 
 PYTHON = sys.executable
 LOOP = str(Path(sys.executable).with_name("loop"))
+PLUGIN_DIR = Path(__file__).resolve().parents[1] / "src" / "deployloop" / "runner" / "plugin"
 
 STARTUP_TARGET_S = 0.30
 TEST_PHASE_TARGET_RATIO = 1.20
@@ -545,10 +546,11 @@ def _bench(tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: in
     project = tmp / "project"
     files = make_project(project, suites, url)
     rel = [str(f.relative_to(project)) for f in files]
-    env = dict(os.environ, BENCH_API_URL=url)
+    env = dict(os.environ, BENCH_API_URL=url, PYTHONPATH=str(PLUGIN_DIR))
     plain = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     # What loop runs with one worker: one process over every suite, with loop's own options.
-    as_loop = [PYTHON, "-m", "pytest", *rel, f"--report-log={tmp / 'reportlog.jsonl'}",
+    as_loop = [PYTHON, "-m", "pytest", *rel, "-p", "deployloop_plugin",
+               f"--loop-reportlog={tmp / 'reportlog.jsonl'}",
                f"--junitxml={tmp / 'junit.xml'}", "--maxfail=0",
                "--continue-on-collection-errors", "--rootdir", str(project)]
     n_tests = sum(n for _, _, n in suites)
@@ -641,10 +643,50 @@ def _bench(tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: in
         except BenchError as exc:
             table.add(f"loop status ({n_tests} tests)", "failed", last_line(exc))
 
+    _faults(tmp, table, quick)
+
     print("\n[summary]")
     for row in table.rows:
         print(row)
     return 0
+
+
+FAULT_TESTS = {
+    "quiet": 'def test_it():\n    print("x")\n    assert False, "short"\n',
+    "noisy": 'def test_it():\n    print("x" * {size})\n    assert False, "short"\n',
+    "long message": 'def test_it():\n    raise AssertionError("y" * {size})\n',
+}
+
+
+def _faults(tmp: Path, table: Table, quick: bool) -> None:
+    """What a test that prints a lot, or fails with a huge message, costs loop: its own peak
+    memory, and `loop status` afterwards (the message goes through the analysis)."""
+    printed = (20 if quick else 200) * 1024 * 1024
+    message = 10 * 1024 * 1024
+    say(f"\n[faults] one failing test: quiet; printing {printed >> 20} MB;"
+        f" failing with a {message >> 20} MB message")
+    peak: dict[str, float] = {}
+    status: dict[str, float] = {}
+    for name, source in FAULT_TESTS.items():
+        root = tmp / f"fault-{_slug(name)}"
+        (root / "configs").mkdir(parents=True)
+        (root / "tests").mkdir()
+        size = printed if name == "noisy" else message
+        (root / "tests" / "test_fault.py").write_text(source.format(size=size))
+        (root / "configs" / "local.toml").write_text(
+            '[loop]\nmax_iterations = 1\n\n[deploy]\ntarget = "none"\n\n'
+            '[tests]\nworkers = 1\n\n[[tests.suites]]\nname = "Fault"\npaths = ["tests"]\n'
+        )
+        ran = check(run([LOOP, "run"], root, watch_memory=True), f"loop run ({name})", (1,))
+        peak[name] = (ran.loop_peak_kb or 0) / 1024
+        status[name], _, _ = median_wall([LOOP, "status"], root, 3)
+        say(f"  {name:<13} loop run {ran.wall_s:.2f} s, loop's peak RSS {peak[name]:.0f} MB;"
+            f" loop status {status[name]:.2f} s")
+    table.add(f"loop peak RSS, {printed >> 20} MB printed", f"{peak['noisy']:.0f} MB",
+              f"quiet test {peak['quiet']:.0f} MB; ratio {peak['noisy'] / peak['quiet']:.2f}")
+    table.add(f"loop status, {message >> 20} MB message", f"{status['long message']:.2f} s",
+              f"short message {status['quiet']:.2f} s;"
+              f" ratio {status['long message'] / status['quiet']:.2f}")
 
 
 if __name__ == "__main__":

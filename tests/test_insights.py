@@ -1,9 +1,10 @@
 """The analysis features, checked on histories made of real pytest runs.
 
 Each scenario writes small test files into a project in tmp_path, runs them with
-`python -m pytest --report-log`, turns the report log into results with the runner's
-ReportLogReader, records them in a real Store the way `loop run` does (plan, results, rerun
-attempts, test file hashes, code keys), and reads the summary back with `load_summary`.
+`python -m pytest` and loop's plugin (`--loop-reportlog`), turns the report log into results
+with the runner's ReportLogReader, records them in a real Store the way `loop run` does (plan,
+results, rerun attempts, test file hashes, code keys), and reads the summary back with
+`load_summary`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from deployloop.models import (
     TestResult,
 )
 from deployloop.models import TestRow as Row  # aliased: pytest collects classes named Test*
+from deployloop.runner.process import PLUGIN_DIR
 from deployloop.runner.reportlog import ReportLogReader
 from deployloop.stages.analyze import load_summary
 from deployloop.store import Store
@@ -160,9 +162,12 @@ class Lab:
             return []
         self._runs += 1
         log = self.root.parent / f"run-{self._runs}.jsonl"
+        # With loop's own plugin, whose lines the runner's reader reads, as `loop run` does.
         subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "--rootdir", ".", f"--report-log={log}", *args],
-            cwd=self.root, env=pytest_env(), capture_output=True, text=True, timeout=120,
+            [sys.executable, "-m", "pytest", "-q", "--rootdir", ".", "-p", "deployloop_plugin",
+             f"--loop-reportlog={log}", *args],
+            cwd=self.root, env={**pytest_env(), "PYTHONPATH": str(PLUGIN_DIR)},
+            capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         results: list[TestResult] = []
         reader = ReportLogReader(lambda nodeid: suite_of.get(nodeid.split("::")[0]), results.append)

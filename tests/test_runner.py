@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 from deployloop.config import SuiteConfig
 from deployloop.models import Outcome, TestResult
 from deployloop.runner.jobs import plan_jobs
+from deployloop.runner.process import PLUGIN_DIR
 from deployloop.runner.reportlog import ReportLogReader
 from deployloop.runner.suite_paths import SuitePaths
 
@@ -43,13 +45,16 @@ def test_param(n): assert n == 1
 '''
 
 
-def run_pytest(tmp_path: Path) -> bytes:
+def run_pytest(tmp_path: Path, env: dict[str, str] | None = None) -> bytes:
+    """pytest with loop's plugin, as the runner starts it; returns its reportlog."""
     (tmp_path / "test_outcomes.py").write_text(OUTCOMES)
     log = tmp_path / "log.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--report-log={log}",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+         "no:hypothesispytest", "-p", "deployloop_plugin", f"--loop-reportlog={log}",
          "test_outcomes.py"],
         cwd=tmp_path, capture_output=True, check=False,
+        env={**os.environ, "PYTHONPATH": str(PLUGIN_DIR), **(env or {})},
     )
     return log.read_bytes()
 

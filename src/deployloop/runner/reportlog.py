@@ -1,4 +1,4 @@
-"""Turn pytest-reportlog's JSON lines into one result per test.
+"""Turn the JSON lines of loop's pytest plugin (`--loop-reportlog`) into one result per test.
 
 pytest reports each test in up to three phases (setup, call, teardown); like pytest's own
 junitxml, the phases merge into one outcome: an error in setup or teardown is an error, a
@@ -15,7 +15,9 @@ from typing import Any
 from deployloop.models import Outcome, TestResult
 from deployloop.store import now_iso
 
-_MAX_LONGREPR = 20_000  # a failure's text beyond this is cut: reports stay readable
+# The plugin caps what it writes; a line longer than this is not one of its lines (a file
+# overwritten, a torn write): it is skipped rather than held in memory.
+MAX_LINE_BYTES = 8 * 1024 * 1024
 COLLECTION_ERROR = "collection error: "  # how the message of a file that failed to collect begins
 
 
@@ -38,6 +40,7 @@ class ReportLogReader:
         self._suite_of = suite_of
         self._on_result = on_result
         self._partial = b""
+        self._skipping = False  # inside an over-long line, until its end
         self._open: dict[str, _Phases] = {}
         self.session_finished = False
 
@@ -46,14 +49,21 @@ class ReportLogReader:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
         for line in lines:
-            if line.strip():
-                self._line(line.decode("utf-8", errors="replace"))
+            if self._skipping:
+                self._skipping = False
+            elif line.strip():
+                self._line(line.decode("utf-8", errors="surrogateescape"))
+        if len(self._partial) > MAX_LINE_BYTES:
+            self._partial = b""
+            self._skipping = True
 
     def _line(self, line: str) -> None:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
             return  # a line torn by a kill mid-write: the test is recorded as unfinished
+        if not isinstance(record, dict):
+            return
         kind = record.get("$report_type")
         if kind == "TestReport":
             self._test_report(record)
@@ -74,7 +84,7 @@ class ReportLogReader:
 
     def _collect_error(self, record: dict[str, Any]) -> None:
         nodeid = record.get("nodeid", "")
-        text = longrepr_text(record.get("longrepr"))
+        text = str(record.get("longrepr") or "")
         self._emit(nodeid, (Outcome.ERROR, 0.0, COLLECTION_ERROR + crash_line(text), text))
 
     def _emit(self, nodeid: str, merged: tuple[Outcome, float, str | None, str | None]) -> None:
@@ -110,7 +120,7 @@ def merge_phases(
         return _failure(Outcome.ERROR, duration, setup, "error in setup: ")
     if setup and setup.get("outcome") == "skipped":
         outcome = Outcome.XFAILED if "wasxfail" in setup else Outcome.SKIPPED
-        return outcome, duration, skip_reason(setup.get("longrepr")), None
+        return outcome, duration, setup.get("skip_reason") or setup.get("wasxfail"), None
     if call is None:
         if teardown and teardown.get("outcome") == "failed":
             return _failure(Outcome.ERROR, duration, teardown, "error in teardown: ")
@@ -120,8 +130,7 @@ def merge_phases(
         result = _failure(Outcome.FAILED, duration, call, "")
     elif call.get("outcome") == "skipped":
         outcome = Outcome.XFAILED if "wasxfail" in call else Outcome.SKIPPED
-        result = (outcome, duration, skip_reason(call.get("longrepr")) or call.get("wasxfail"),
-                  None)
+        result = (outcome, duration, call.get("skip_reason") or call.get("wasxfail"), None)
     elif "wasxfail" in call:
         result = (Outcome.XPASSED, duration, call.get("wasxfail") or None, None)
     else:
@@ -136,18 +145,9 @@ def merge_phases(
 def _failure(
     outcome: Outcome, duration: float, report: dict[str, Any], prefix: str
 ) -> tuple[Outcome, float, str | None, str | None]:
-    text = longrepr_text(report.get("longrepr"))
-    return outcome, duration, prefix + crash_message(report.get("longrepr"), text), text
-
-
-def crash_message(longrepr: Any, text: str) -> str:
-    """The exception line pytest shows in its short summary."""
-    if isinstance(longrepr, dict):
-        crash = longrepr.get("reprcrash") or {}
-        message = crash.get("message")
-        if message:
-            return str(message)
-    return crash_line(text)
+    text = str(report.get("longrepr") or "")
+    message = report.get("message") or crash_line(text)
+    return outcome, duration, prefix + str(message), text
 
 
 def crash_line(text: str) -> str:
@@ -157,40 +157,3 @@ def crash_line(text: str) -> str:
     if e_lines:
         return e_lines[0] if len(e_lines) == 1 else e_lines[-1]
     return lines[-1].strip() if lines else "(no message)"
-
-
-def skip_reason(longrepr: Any) -> str | None:
-    # A skip's longrepr is [path, lineno, "Skipped: reason"].
-    if isinstance(longrepr, list) and len(longrepr) == 3:
-        return str(longrepr[2]).removeprefix("Skipped: ")
-    return None
-
-
-def longrepr_text(longrepr: Any) -> str:
-    """A readable traceback from reportlog's serialized form."""
-    if longrepr is None:
-        return ""
-    if isinstance(longrepr, str):
-        return longrepr[:_MAX_LONGREPR]
-    if isinstance(longrepr, list):
-        return " ".join(str(x) for x in longrepr)
-    parts: list[str] = []
-    chain = longrepr.get("chain") or [
-        [longrepr.get("reprtraceback"), longrepr.get("reprcrash"), None]
-    ]
-    for traceback, crash, description in chain:
-        for entry in (traceback or {}).get("reprentries", []):
-            data = entry.get("data", {})
-            parts.extend(data.get("lines", []))
-            loc = data.get("reprfileloc")
-            if loc:
-                parts.append(f"{loc.get('path')}:{loc.get('lineno')}: {loc.get('message')}")
-        if description:
-            parts.append(str(description))
-        elif crash and not parts:
-            parts.append(str(crash.get("message", "")))
-    for section in longrepr.get("sections", []) or []:
-        if isinstance(section, list) and len(section) == 2:
-            parts.append(f"--- {section[0]} ---")
-            parts.append(str(section[1]))
-    return "\n".join(parts)[:_MAX_LONGREPR]

@@ -1,75 +1,217 @@
-"""pytest plugin of deployloop: the test inventory of a `--collect-only` run, and the events
-of a test run, as JSON lines.
+"""pytest plugin of deployloop: results, events and the test inventory as JSON lines, with
+secrets redacted before pytest or any other plugin writes them.
 
-It is loaded by name (`-p deployloop_plugin`) from a folder put on PYTHONPATH, so it works
-in any interpreter that has pytest, with or without deployloop installed: it imports nothing
-but the standard library and pytest.
+loop loads it by name (`-p deployloop_plugin`) from a folder it puts on PYTHONPATH, so it
+works in any interpreter that has pytest: it imports the standard library, pytest and its
+neighbour `deployloop_redact`, nothing else. Options (each off unless given):
 
-Each line is {"nodeid", "path"} for a collected item (after `-m` deselection, which
-pytest-reportlog's collect reports do not reflect), or {"nodeid", "path", "error"} for a
-collector that failed.
+--loop-reportlog FILE   one line per test phase (setup, call, teardown), per collection
+                        error, and one at the end of the session: written and flushed as
+                        each happens, so a crash or a kill loses nothing already reported.
+                        Failure texts and captured output are capped (the whole text stays
+                        in pytest's own output).
+--loop-events FILE      when collection ended and which test started (the reportlog only
+                        says when one finished): a suite's clock and a hang's culprit.
+--loop-inventory FILE   with --collect-only: one line per collected item, after `-m`
+                        deselection, and one per collector that failed.
+
+Redaction: LOOP_REDACT (see deployloop_redact) names the values to hide. Each report is
+scrubbed before the other plugins see it, so the terminal output, JUnit XML and the reportlog
+all show `[redacted:NAME]` instead of the value.
 """
 
 from __future__ import annotations
 
 import json
-from typing import IO
+import os
+from typing import IO, Any
 
 import pytest
 
+# The neighbouring file, by its top-level name: this folder is on PYTHONPATH, deployloop is
+# not necessarily installed in the tests' interpreter.
+from deployloop_redact import Redactor, from_environment  # type: ignore[import-not-found]
+
+MAX_TEXT = 20_000
+MAX_MESSAGE = 4_000
+MAX_SECTION = 10_000
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--loop-inventory", default=None, help="deployloop: write the inventory here")
-    parser.addoption("--loop-events", default=None, help="deployloop: write run events here")
+    group = parser.getgroup("deployloop")
+    group.addoption("--loop-reportlog", default=None, help="deployloop: write results here")
+    group.addoption("--loop-events", default=None, help="deployloop: write run events here")
+    group.addoption("--loop-inventory", default=None, help="deployloop: write the inventory here")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    path = config.getoption("--loop-inventory")
-    if path:
-        config.pluginmanager.register(_InventoryWriter(open(path, "w", encoding="utf-8")))
-    events = config.getoption("--loop-events")
-    if events:
-        config.pluginmanager.register(_EventWriter(open(events, "w", encoding="utf-8")))
+    redactor = from_environment(os.environ)
+    if redactor:
+        config.pluginmanager.register(_Scrubber(redactor), "deployloop-scrubber")
+    for option, writer in (
+        ("--loop-reportlog", _ReportLogWriter),
+        ("--loop-events", _EventWriter),
+        ("--loop-inventory", _InventoryWriter),
+    ):
+        path = config.getoption(option)
+        if path:
+            config.pluginmanager.register(writer(_open(path)), f"deployloop-{option[7:]}")
 
 
-class _EventWriter:
-    """When collection ended and which test started: reportlog only says when one finished,
-    so without this a suite's timeout would count pytest's start-up, and a hang could not be
-    pinned on the test that hung."""
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # JUnit XML is written with the user's umask; beside loop's files it is loop's: 0600.
+    xml = getattr(config.option, "xmlpath", None)
+    if xml and config.getoption("--loop-reportlog"):
+        try:
+            os.chmod(xml, 0o600)
+        except OSError:
+            pass
 
+
+def _open(path: str) -> IO[str]:
+    # 0600: the file sits in loop's private state dir and may hold test output.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape")
+
+
+def cap(text: str, limit: int) -> str:
+    """Head and tail of a long text: the start says what failed, the end where."""
+    if len(text) <= limit:
+        return text
+    head = limit * 3 // 5
+    tail = limit - head
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n[... {cut} characters cut ...]\n{text[-tail:]}"
+
+
+class _Writer:
     def __init__(self, out: IO[str]) -> None:
         self._out = out
 
-    def _write(self, record: dict[str, str]) -> None:
+    def _write(self, record: dict[str, Any]) -> None:
         self._out.write(json.dumps(record) + "\n")
         self._out.flush()
 
+    def pytest_unconfigure(self) -> None:
+        self._out.close()
+
+
+class _ReportLogWriter(_Writer):
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record: dict[str, Any] = {
+            "$report_type": "TestReport",
+            "nodeid": report.nodeid,
+            "when": report.when,
+            "outcome": report.outcome,
+            "duration": report.duration,
+        }
+        if hasattr(report, "wasxfail"):
+            record["wasxfail"] = str(report.wasxfail)
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, reason)
+            record["skip_reason"] = cap(str(longrepr[2]).removeprefix("Skipped: "), MAX_MESSAGE)
+        elif longrepr is not None:
+            record["longrepr"] = cap(report.longreprtext, MAX_TEXT)
+            crash = getattr(longrepr, "reprcrash", None)
+            if crash is not None:
+                record["message"] = cap(str(crash.message), MAX_MESSAGE)
+                record["crash_location"] = [str(crash.path), crash.lineno]
+        if report.sections:
+            record["sections"] = [[t, cap(c, MAX_SECTION)] for t, c in report.sections]
+        self._write(record)
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self._write(
+                {
+                    "$report_type": "CollectReport",
+                    "nodeid": report.nodeid,
+                    "outcome": "failed",
+                    "longrepr": cap(str(report.longrepr), MAX_TEXT),
+                }
+            )
+
+    def pytest_sessionfinish(self, exitstatus: int) -> None:
+        self._write({"$report_type": "SessionFinish", "exitstatus": int(exitstatus)})
+
+
+class _EventWriter(_Writer):
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self._write({"event": "collected"})
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
         self._write({"event": "start", "nodeid": nodeid})
 
-    def pytest_unconfigure(self) -> None:
-        self._out.close()
 
-
-class _InventoryWriter:
-    def __init__(self, out: IO[str]) -> None:
-        self._out = out
-
-    def _write(self, record: dict[str, str]) -> None:
-        self._out.write(json.dumps(record) + "\n")
-        self._out.flush()
-
+class _InventoryWriter(_Writer):
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             path = str(getattr(report, "fspath", "") or report.nodeid.split("::")[0])
-            self._write({"nodeid": report.nodeid, "path": path, "error": str(report.longrepr)})
+            error = cap(str(report.longrepr), MAX_TEXT)
+            self._write({"nodeid": report.nodeid, "path": path, "error": error})
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
             self._write({"nodeid": item.nodeid, "path": str(item.path)})
 
-    def pytest_unconfigure(self) -> None:
-        self._out.close()
+
+class _Crash:
+    """Where and how a test failed, as pytest's own crash record gives it."""
+
+    def __init__(self, path: str, lineno: int, message: str) -> None:
+        self.path = path
+        self.lineno = lineno
+        self.message = message
+
+
+class _ScrubbedRepr:
+    """A failure text with secrets taken out, in place of pytest's own: the terminal
+    reporter, JUnit XML and other plugins read it like the original."""
+
+    def __init__(self, text: str, crash: _Crash | None) -> None:
+        self._text = text
+        if crash is not None:
+            self.reprcrash = crash
+
+    def toterminal(self, out: Any) -> None:
+        for line in self._text.splitlines():
+            out.line(line)
+
+    def __str__(self) -> str:
+        return self._text
+
+
+class _Scrubber:
+    def __init__(self, redactor: Redactor) -> None:
+        self._redact = redactor.redact
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self._scrub(report)
+        if hasattr(report, "wasxfail"):
+            report.wasxfail = self._redact(str(report.wasxfail))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self._scrub(report)
+
+    def _scrub(self, report: pytest.TestReport | pytest.CollectReport) -> None:
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple) and len(longrepr) == 3:
+            reason = self._redact(str(longrepr[2]))
+            if reason != longrepr[2]:
+                report.longrepr = (longrepr[0], longrepr[1], reason)
+        elif longrepr is not None:
+            text = report.longreprtext
+            clean = self._redact(text)
+            if clean != text:
+                crash = getattr(longrepr, "reprcrash", None)
+                report.longrepr = _ScrubbedRepr(  # type: ignore[assignment]
+                    clean,
+                    _Crash(str(crash.path), crash.lineno, self._redact(str(crash.message)))
+                    if crash is not None
+                    else None,
+                )
+        if report.sections:
+            report.sections = [(t, self._redact(c)) for t, c in report.sections]
