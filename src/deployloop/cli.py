@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -62,7 +64,21 @@ StateDirOption = Annotated[
 
 
 def main() -> None:
+    _children_get_sigint()
     app()
+
+
+def _children_get_sigint() -> None:
+    """loop stops pytest with SIGINT (fixture teardown runs). A shell starting loop in the
+    background sets SIGINT to 'ignore', which every child would inherit across exec; a
+    handler of loop's own is reset to the default in a child instead, and keeps loop as deaf
+    to Ctrl-C as the shell meant."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _ignore)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    return None
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -85,14 +101,82 @@ def _load_config(config_dir: Path, env: str) -> Config:
         _fail(str(exc))
 
 
-def _open_store(state_dir: Path, *, create: bool) -> Store:
+def _open_store(
+    state_dir: Path,
+    *,
+    create: bool,
+    verify: bool = False,
+    redact: Callable[[str], str] | None = None,
+) -> Store:
     from deployloop.layout import StateLayout
     from deployloop.store import Store, StoreError
 
+    def warn(message: str) -> None:
+        typer.echo(f"warning: {message}", err=True)
+
     try:
-        return Store.open(StateLayout(state_dir).db, create=create)
+        return Store.open(
+            StateLayout(state_dir).db, create=create, verify=verify, redact=redact, warn=warn
+        )
     except StoreError as exc:
         _fail(str(exc))
+
+
+@contextmanager
+def _reading(state_dir: Path) -> Iterator[None]:
+    """A read command on a damaged database: one line naming the file and what to do."""
+    import sqlite3
+
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        from deployloop.layout import StateLayout
+        from deployloop.store import restore_hint
+
+        db = StateLayout(state_dir).db
+        _fail(f"{db}: the state database is damaged ({exc}); {restore_hint(db)}")
+
+
+def _settle(store: Store, state_dir: Path, env: str, *, own_run: bool = False) -> None:
+    """An iteration still `running` that no `loop run` holds was left by a loop that was
+    killed: stop what that loop left running, and mark the iteration `crashed`."""
+    import sqlite3
+
+    from deployloop.children import reap_orphans
+    from deployloop.layout import StateLayout
+    from deployloop.lock import run_in_progress
+
+    if not own_run and run_in_progress(state_dir, env):
+        return
+    own = os.getpid() if own_run else None
+    reaped = reap_orphans(StateLayout(state_dir).procs_dir(env), own)
+    if reaped:
+        typer.echo(
+            f"note: stopped {len(reaped)} processes a killed `loop run` left running: "
+            + ", ".join(reaped[:5])
+            + (", ..." if len(reaped) > 5 else ""),
+            err=True,
+        )
+    try:
+        marked = store.mark_crashed(env, CRASHED_REASON)
+    except sqlite3.Error as exc:
+        # A full disk or a read-only store: the read goes on, saying what it could not do.
+        typer.echo(
+            f"warning: no `loop run` holds env {env!r}, but its running iteration could not"
+            f" be marked 'crashed': {exc}",
+            err=True,
+        )
+        return
+    for number in marked:
+        typer.echo(
+            f"note: iteration {number} of env {env!r} was left running by a `loop run` that was"
+            f" killed; it is marked 'crashed' with its results (`loop run --env {env} --resume`"
+            " finishes it)",
+            err=True,
+        )
+
+
+CRASHED_REASON = "killed mid-iteration: kill -9, out of memory or a reboot"
 
 
 def _optional_config(config_dir: Path, env: str) -> Config | None:
@@ -155,32 +239,48 @@ def run(
     3 deploy failed or a service never became ready, 4 loop itself failed (state database,
     disk), 130 interrupted.
     """
+    from dataclasses import replace
+
+    from deployloop.children import Children
+    from deployloop.config import ConfigError, check_markers, config_path
     from deployloop.lock import EnvLock, EnvLocked
     from deployloop.loop import RunOptions, run_loop, settings_for
     from deployloop.stages.plan import select_suites
-    from deployloop.stages.pytest_setup import resolve_python
+    from deployloop.stages.pytest_setup import redaction_for, resolve_python
     from deployloop.stages.settings import UsageError
 
     if resume and suite:
         _fail("--suite cannot be used with --resume: the interrupted iteration keeps its suites")
     config = _load_config(config_dir, env)
+    try:
+        check_markers(config, str(config_path(config_dir, env)))
+    except ConfigError as exc:
+        _fail(str(exc))
     settings = settings_for(env, config, Path.cwd(), state_dir, tuple(suite or ()), workers, target)
     try:
         select_suites(config, settings.suite_globs)
         resolve_python(config, Path.cwd())
     except UsageError as exc:
         _fail(str(exc))
-    store = _open_store(state_dir, create=True)
+    redaction = redaction_for(config, os.environ)
+    # Everything loop writes is the user's alone (0600 files, 0700 folders); the tests and
+    # services get the umask the user set.
+    user_umask = os.umask(0o077)
+    store = _open_store(state_dir, create=True, verify=True, redact=redaction.redactor.redact)
     try:
         with EnvLock(state_dir, env):
-            code = _run_guarded(
-                lambda: run_loop(
-                    settings,
-                    RunOptions(max_iterations or config.loop.max_iterations, resume),
-                    store,
-                    _console(),
+            _settle(store, state_dir, env, own_run=True)
+            record = settings.layout.procs_record(env, os.getpid())
+            with Children(record, redaction.redactor, umask=user_umask) as children:
+                settings = replace(settings, children=children, redaction=redaction)
+                code = _run_guarded(
+                    lambda: run_loop(
+                        settings,
+                        RunOptions(max_iterations or config.loop.max_iterations, resume),
+                        store,
+                        _console(),
+                    )
                 )
-            )
     except EnvLocked as exc:
         _fail(str(exc))
     finally:
@@ -191,14 +291,28 @@ def run(
 def _run_guarded(run: Callable[[], int]) -> int:
     """The loop's exit code; a failure of loop itself (the state database, the disk, a bug)
     is one line and exit 4, with the traceback when LOOP_DEBUG is set."""
+    from deployloop.iteration import IterationError
+    from deployloop.safetext import one_line
+
     try:
         return run()
     except Exception as exc:
         if os.environ.get("LOOP_DEBUG"):
             raise
+        if isinstance(exc, IterationError):
+            state = (
+                "the iteration is marked 'error'"
+                if exc.marked
+                else "the iteration could not be marked 'error' either; the next loop command"
+                " marks it 'crashed'"
+            )
+            cause = str(exc)
+        else:
+            state = "results so far are kept"
+            cause = f"{type(exc).__name__}: {exc}"
         typer.echo(
-            f"error: loop could not go on: {type(exc).__name__}: {exc}"
-            " (the iteration is marked 'error'; LOOP_DEBUG=1 shows the traceback)",
+            f"error: loop could not go on: {one_line(cause)} ({state};"
+            " LOOP_DEBUG=1 shows the traceback)",
             err=True,
         )
         return EXIT_INTERNAL
@@ -212,23 +326,25 @@ def status(
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
     """The latest iteration: its progress while it runs, its verdict once done."""
-    from deployloop.layout import StateLayout
+    with _reading(state_dir):
+        from deployloop.layout import StateLayout
 
-    if not StateLayout(state_dir).db.exists():
-        _no_iterations(env, format)
-    store = _open_store(state_dir, create=False)
-    record = store.iteration(env)
-    if record is None:
-        _no_iterations(env, format)
-    summary = _summary(store, record, config_dir)
-    if format == TableFormat.json:
-        from deployloop.report.json_report import summary_to_dict
+        if not StateLayout(state_dir).db.exists():
+            _no_iterations(env, format)
+        store = _open_store(state_dir, create=False)
+        _settle(store, state_dir, env)
+        record = store.iteration(env)
+        if record is None:
+            _no_iterations(env, format)
+        summary = _summary(store, record, config_dir)
+        if format == TableFormat.json:
+            from deployloop.report.json_report import summary_to_dict
 
-        typer.echo(json.dumps(summary_to_dict(summary), indent=2))
-        return
-    from deployloop.report.terminal import render_status
+            typer.echo(json.dumps(summary_to_dict(summary), indent=2))
+            return
+        from deployloop.report.terminal import render_status
 
-    render_status(summary, _console())
+        render_status(summary, _console())
 
 
 def _no_iterations(env: str, format: TableFormat) -> NoReturn:
@@ -269,46 +385,48 @@ def summarize(
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
     """One iteration's figures, failure patterns, progress and deployments."""
-    store = _open_store(state_dir, create=False)
-    record = store.iteration(env, iteration)
-    if record is None:
-        if iteration is None:
-            _fail(f"no iteration is recorded for env {env!r} in {state_dir}/")
-        _fail(f"iteration {iteration} is not recorded for env {env!r} in {state_dir}/")
-    if compare is not None and store.iteration(env, compare) is None:
-        _fail(f"--compare {compare}: no iteration {compare} recorded for env {env!r}")
-    summary = _summary(store, record, config_dir, compare)
-    if format == ReportFormat.table and output is None:
-        from deployloop.report.terminal import render_summary
+    with _reading(state_dir):
+        store = _open_store(state_dir, create=False)
+        _settle(store, state_dir, env)
+        record = store.iteration(env, iteration)
+        if record is None:
+            if iteration is None:
+                _fail(f"no iteration is recorded for env {env!r} in {state_dir}/")
+            _fail(f"iteration {iteration} is not recorded for env {env!r} in {state_dir}/")
+        if compare is not None and store.iteration(env, compare) is None:
+            _fail(f"--compare {compare}: no iteration {compare} recorded for env {env!r}")
+        summary = _summary(store, record, config_dir, compare)
+        if format == ReportFormat.table and output is None:
+            from deployloop.report.terminal import render_summary
 
-        render_summary(summary, _console())
-        return
-    if format == ReportFormat.json:
-        from deployloop.report.json_report import summary_to_json
+            render_summary(summary, _console())
+            return
+        if format == ReportFormat.json:
+            from deployloop.report.json_report import summary_to_json
 
-        text = summary_to_json(summary)
-    elif format == ReportFormat.markdown:
-        from deployloop.report.markdown import summary_to_markdown
+            text = summary_to_json(summary)
+        elif format == ReportFormat.markdown:
+            from deployloop.report.markdown import summary_to_markdown
 
-        text = summary_to_markdown(summary)
-    else:
-        import io
+            text = summary_to_markdown(summary)
+        else:
+            import io
 
-        from rich.console import Console
+            from rich.console import Console
 
-        from deployloop.report.terminal import render_summary
+            from deployloop.report.terminal import render_summary
 
-        console = Console(record=True, width=160, file=io.StringIO())
-        render_summary(summary, console)
-        text = console.export_text()
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        try:
-            output.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            _fail(f"--output {output}: cannot write: {exc.strerror}")
-        typer.echo(f"wrote {output}", err=True)
+            console = Console(record=True, width=160, file=io.StringIO())
+            render_summary(summary, console)
+            text = console.export_text()
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            try:
+                output.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                _fail(f"--output {output}: cannot write: {exc.strerror}")
+            typer.echo(f"wrote {output}", err=True)
 
 
 @app.command()
@@ -318,23 +436,25 @@ def history(
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
     """Every iteration of an environment with its figures."""
-    from deployloop.analysis.figures import figures
-    from deployloop.layout import StateLayout
+    with _reading(state_dir):
+        from deployloop.analysis.figures import figures
+        from deployloop.layout import StateLayout
 
-    if not StateLayout(state_dir).db.exists():
-        _no_iterations(env, format)
-    store = _open_store(state_dir, create=False)
-    rows = [(r, figures(store.tests(r.id))) for r in store.iterations(env)]
-    if not rows:
-        _no_iterations(env, format)
-    if format == TableFormat.json:
-        from deployloop.report.json_report import history_to_list
+        if not StateLayout(state_dir).db.exists():
+            _no_iterations(env, format)
+        store = _open_store(state_dir, create=False)
+        _settle(store, state_dir, env)
+        rows = [(r, figures(store.tests(r.id))) for r in store.iterations(env)]
+        if not rows:
+            _no_iterations(env, format)
+        if format == TableFormat.json:
+            from deployloop.report.json_report import history_to_list
 
-        typer.echo(json.dumps(history_to_list(rows), indent=2))
-        return
-    from deployloop.report.terminal import render_history
+            typer.echo(json.dumps(history_to_list(rows), indent=2))
+            return
+        from deployloop.report.terminal import render_history
 
-    render_history(rows, _console())
+        render_history(rows, _console())
 
 
 @app.command()
@@ -344,19 +464,26 @@ def plan(
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
     """Validate the config; show what would deploy and run. Changes nothing."""
-    from deployloop.deploy import DeployError
-    from deployloop.layout import StateLayout
-    from deployloop.planning import show_plan
-    from deployloop.stages.settings import UsageError
+    with _reading(state_dir):
+        from deployloop.config import ConfigError, check_markers, config_path
+        from deployloop.deploy import DeployError
+        from deployloop.layout import StateLayout
+        from deployloop.planning import show_plan
+        from deployloop.stages.settings import UsageError
 
-    config = _load_config(config_dir, env)
-    next_iteration = 1
-    if StateLayout(state_dir).db.exists():
-        store = _open_store(state_dir, create=False)
-        last = store.iteration(env)
-        next_iteration = last.number + 1 if last else 1
-        store.close()
-    try:
-        show_plan(env, config, Path.cwd(), _console(), next_iteration)
-    except (UsageError, DeployError) as exc:
-        _fail(str(exc))
+        config = _load_config(config_dir, env)
+        try:
+            check_markers(config, str(config_path(config_dir, env)))
+        except ConfigError as exc:
+            _fail(str(exc))
+        next_iteration = 1
+        if StateLayout(state_dir).db.exists():
+            store = _open_store(state_dir, create=False)
+            _settle(store, state_dir, env)
+            last = store.iteration(env)
+            next_iteration = last.number + 1 if last else 1
+            store.close()
+        try:
+            show_plan(env, config, Path.cwd(), _console(), next_iteration)
+        except (UsageError, DeployError) as exc:
+            _fail(str(exc))

@@ -26,6 +26,17 @@ from deployloop.stages.test import run_tests
 from deployloop.store import Store
 
 
+class IterationError(Exception):
+    """loop itself could not go on during an iteration (the state database, the disk, a
+    bug). `marked`: whether the iteration could be marked `error` (a full disk may refuse
+    that too; the next loop command then marks it `crashed`)."""
+
+    def __init__(self, cause: Exception, marked: bool) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+        self.marked = marked
+
+
 @dataclass(frozen=True)
 class IterationOutcome:
     record: IterationRecord
@@ -44,7 +55,7 @@ def run_iteration(
     """Plan, deploy, test, analyze and report one iteration; never raises on Ctrl-C.
 
     Any other failure (the state database, the disk) marks the iteration `error` with the
-    reason before it propagates: an iteration never stays `running` after loop is gone.
+    reason, where the store still takes it, and raises IterationError.
     """
     deploy_error: str | None = None
     interrupted = False
@@ -62,8 +73,7 @@ def run_iteration(
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
     except Exception as exc:
-        _mark_error(store, record, exc)
-        raise
+        raise IterationError(exc, _mark_error(store, record, exc)) from exc
     finally:
         target.stop()
     status = _final_status(store, record, settings.target_pass_rate, deploy_error, interrupted)
@@ -93,9 +103,10 @@ def _final_status(
     return IterationStatus.FAILED
 
 
-def _mark_error(store: Store, record: IterationRecord, exc: Exception) -> None:
+def _mark_error(store: Store, record: IterationRecord, exc: Exception) -> bool:
     try:
         reason = f"{type(exc).__name__}: {exc}"
         store.finish_iteration(record.id, IterationStatus.ERROR, error=reason)
     except Exception:  # noqa: BLE001 (the store itself may be what failed)
-        pass
+        return False
+    return True

@@ -1,4 +1,5 @@
-"""Where state lives: `.loop/loop.db` and `.loop/runs/<env>/iteration-<N>/`."""
+"""Where state lives: `.loop/loop.db` (and its backup `loop.db.bak`),
+`.loop/runs/<env>/iteration-<N>/`, and `.loop/procs/<env>/` while a run has children."""
 
 from __future__ import annotations
 
@@ -22,6 +23,13 @@ class StateLayout:
 
     def pytest_dir(self, env: str, number: int) -> Path:
         return self.iteration_dir(env, number) / "pytest"
+
+    def procs_dir(self, env: str) -> Path:
+        """Records of the processes each running `loop run` started (see children.py)."""
+        return self.root / "procs" / env
+
+    def procs_record(self, env: str, pid: int) -> Path:
+        return self.procs_dir(env) / f"{pid}.json"
 
     def report_md(self, env: str, number: int) -> Path:
         return self.iteration_dir(env, number) / "report.md"

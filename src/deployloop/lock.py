@@ -1,43 +1,71 @@
-"""One `loop run` per environment at a time: two would run the same tests into the same files."""
+"""One `loop run` per environment at a time: two would run the same tests into the same files.
+
+The lock is a file outside the state dir, named after the state dir's real path and the env:
+deleting the state dir mid-run must not delete the lock with it (a second run could then
+start alongside the first). The kernel releases it when loop exits however it exits, so a
+crash never leaves it stale, and a read command can tell an orphaned `running` iteration
+(nobody holds the lock) from a live one.
+"""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
+import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+# A read command probing the lock holds it for an instant; a run that starts then waits.
+_ACQUIRE_WAIT_S = 2.0
 
 
 class EnvLocked(Exception):
     """Another `loop run` holds the env (`loop run` exits 2)."""
 
 
-class EnvLock:
-    """An exclusive lock on `<state>/locks/<env>.lock`, released when loop exits however it
-    exits (the kernel drops it with the process), so a crash never leaves it stale."""
+def lock_path(state_dir: Path, env: str) -> Path:
+    real = os.path.realpath(state_dir)
+    key = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    base = Path(tempfile.gettempdir()) / f"deployloop-{os.getuid()}"
+    return base / f"{key}-{env}.lock"
 
+
+def _open(path: Path) -> IO[str]:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "r+", encoding="utf-8")
+
+
+class EnvLock:
     def __init__(self, state_dir: Path, env: str) -> None:
-        self._path = state_dir / "locks" / f"{env}.lock"
+        self._path = lock_path(state_dir, env)
         self._env = env
         self._file: IO[str] | None = None
 
     def __enter__(self) -> EnvLock:
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self._path, "a+", encoding="utf-8")  # noqa: SIM115 (closed in __exit__)
+            handle = _open(self._path)
         except OSError as exc:
             raise EnvLocked(f"{self._path}: cannot take the env's lock: {exc.strerror}") from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            handle.close()
-            raise EnvLocked(
-                f"another `loop run` (pid {holder}) is running env {self._env!r};"
-                " wait for it, or stop it (Ctrl-C) and use --resume"
-            ) from None
+        deadline = time.monotonic() + _ACQUIRE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                handle.close()
+                raise EnvLocked(
+                    f"another `loop run` (pid {holder}) is running env {self._env!r};"
+                    " wait for it, or stop it (Ctrl-C) and use --resume"
+                ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -55,3 +83,18 @@ class EnvLock:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+def run_in_progress(state_dir: Path, env: str) -> bool:
+    """Whether a `loop run` holds env's lock now (True when that cannot be told)."""
+    try:
+        handle = _open(lock_path(state_dir, env))
+    except OSError:
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        handle.close()  # closing drops a lock taken just now
+    return False

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
+from rich.text import Text
 
 from deployloop.config import Config
 from deployloop.gitinfo import code_state, git_sha
 from deployloop.iteration import IterationOutcome, run_iteration
 from deployloop.models import IterationRecord, IterationStatus
+from deployloop.safetext import shown_text
 from deployloop.stages.between import HookError, run_between_iterations
 from deployloop.stages.decide import (
     EXIT_BELOW_TARGET,
@@ -44,6 +47,7 @@ def run_loop(
             record = _next_record(settings, store, console, resume)
             outcome = run_iteration(settings, store, console, record, resume=resume)
             resume = False
+            _backup(store, console)
             _print_outcome(settings, console, outcome)
             results.append(
                 IterationResult(
@@ -64,8 +68,9 @@ def _next_record(
 ) -> IterationRecord:
     if resume:
         last = store.iteration(settings.env)
-        if last is not None and last.status in (IterationStatus.INTERRUPTED,
-                                                 IterationStatus.RUNNING):
+        if last is not None and last.status in (
+            IterationStatus.INTERRUPTED, IterationStatus.CRASHED, IterationStatus.RUNNING
+        ):
             store.reopen_iteration(last.id)
             console.print(f"Resuming iteration {last.number} ({settings.env})")
             reopened = store.iteration_by_id(last.id)
@@ -79,6 +84,14 @@ def _next_record(
         settings.workers,
         code_key=_code_key(settings),
     )
+
+
+def _backup(store: Store, console: Console) -> None:
+    """The last good database, for when the store gets damaged (see `restore_hint`)."""
+    try:
+        store.backup()
+    except (OSError, sqlite3.Error) as exc:
+        console.print(Text(f"warning: the state database was not backed up: {exc}", "yellow"))
 
 
 def _code_key(settings: IterationSettings) -> str | None:
@@ -97,7 +110,7 @@ def _between_iterations(
         return None
     number = outcome.record.number
     shown = " ".join(part.replace("{python}", sys.executable) for part in argv)
-    console.print(f"\n[bold]Between iterations[/]: {shown}", highlight=False)
+    console.print(f"\n[bold]Between iterations[/]: {shown_text(shown)}", highlight=False)
     try:
         run_between_iterations(
             argv,
@@ -106,9 +119,10 @@ def _between_iterations(
             report_md=settings.layout.report_md(settings.env, number),
             summary_json=settings.layout.summary_json(settings.env, number),
             workdir=settings.workdir,
+            children=settings.children,
         )
     except HookError as exc:
-        console.print(f"[red]error:[/] {exc}; stopping the loop")
+        console.print(f"[red]error:[/] {shown_text(str(exc))}; stopping the loop")
         return EXIT_BELOW_TARGET
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/] during the between-iterations hook")
@@ -125,7 +139,9 @@ def _print_outcome(
     render_summary(outcome.summary, console)
     record = outcome.record
     if outcome.deploy_error:
-        console.print(f"[red]deploy failed:[/] {outcome.deploy_error}", highlight=False)
+        console.print(
+            f"[red]deploy failed:[/] {shown_text(outcome.deploy_error)}", highlight=False
+        )
     console.print(
         f"  report: {settings.layout.report_md(settings.env, record.number)}", highlight=False
     )
@@ -142,7 +158,9 @@ def _print_decision(console: Console, decision: Decision, outcome: IterationOutc
         )
         return
     style = "green" if decision.exit_code == 0 else "red"
-    console.print(f"[{style}]Stopped:[/] {decision.reason} (exit {decision.exit_code})")
+    console.print(
+        f"[{style}]Stopped:[/] {shown_text(decision.reason)} (exit {decision.exit_code})"
+    )
 
 
 class _sigterm_as_interrupt:  # noqa: N801 (used as a context manager)

@@ -9,6 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+# How the runner words the errors it records itself, for tests pytest never reported; the
+# analysis tells them from the tests' own failures by these (and leaves out the pytest output
+# the runner appends, which names whatever pytest was doing when it stopped).
+NOT_RUN = "not run: "
+WHILE_RUNNING = " while this test was running"
+PYTEST_OUTPUT = "\n\nlast lines of pytest output:\n"
+
 
 class Outcome(StrEnum):
     """One test's result, merged over its setup, call and teardown phases."""

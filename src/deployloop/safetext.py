@@ -55,3 +55,11 @@ def one_line(text: str) -> str:
 def has_unsafe(text: str) -> bool:
     """Whether printable() would change anything but colour codes."""
     return _UNSAFE.search(text) is not None
+
+
+def shown_text(text: str | None) -> str:
+    """Text for a rich markup string: one line, escaped, and with `[` escaped so a message
+    like "[/red]" is shown as written, never read as markup (or raising MarkupError)."""
+    from rich.markup import escape  # only where rich prints anyway
+
+    return escape(one_line(text or ""))

@@ -6,8 +6,11 @@ the schema version is `PRAGMA user_version`.
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +28,7 @@ from deployloop.models import (
     TestResult,
     TestRow,
 )
+from deployloop.safetext import printable
 
 SCHEMA_VERSION = 1
 
@@ -101,8 +105,36 @@ CREATE TABLE test_files (
 """
 
 
+_TABLES = frozenset({"iterations", "deployments", "suites", "tests", "attempts", "test_files"})
+
+# What the store keeps of a failure: the one-line message and the full text, capped. A test
+# may print hundreds of megabytes; the whole of it stays in the raw pytest files.
+MAX_MESSAGE = 4_000
+MAX_LONGREPR = 20_000
+
+# How often a write checks that the database file is still where it was opened.
+_CHECK_PATH_EVERY_S = 1.0
+
+
 class StoreError(Exception):
-    """The state database cannot be used (newer schema, not a database)."""
+    """The state database cannot be used (damaged, truncated, newer schema, not a database)."""
+
+
+def backup_path(path: Path) -> Path:
+    """Where the last good copy of the database is kept (written after each iteration)."""
+    return path.with_name(path.name + ".bak")
+
+
+def restore_hint(path: Path) -> str:
+    """How to get going again with a database that cannot be read."""
+    backup = backup_path(path)
+    d = path.parent
+    if backup.exists():
+        return (
+            f"restore the last good copy: mv {path} {path}.damaged && rm -f {path}-wal"
+            f" {path}-shm && cp {backup} {path}"
+        )
+    return f"move {d} away to start a new history (no backup {backup} exists)"
 
 
 def now_iso() -> str:
@@ -110,36 +142,113 @@ def now_iso() -> str:
 
 
 class Store:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path | None = None,
+        redact: Callable[[str], str] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
         self._conn = conn
+        self._path = path
+        self._redact = redact or (lambda text: text)
+        self._warn = warn or (lambda message: None)
+        self._identity = _identity(path) if path is not None else None
+        self._checked_at = time.monotonic()
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
 
     @classmethod
-    def open(cls, path: Path, *, create: bool = True) -> Store:
+    def open(
+        cls,
+        path: Path,
+        *,
+        create: bool = True,
+        verify: bool = False,
+        redact: Callable[[str], str] | None = None,
+        warn: Callable[[str], None] | None = None,
+    ) -> Store:
+        """Open (or create) the database. `verify` runs SQLite's integrity check first: a run
+        must never write into a store it cannot trust. `redact` is applied to every text the
+        store keeps; `warn` hears of trouble the store works around (its file deleted)."""
         if not create and not path.exists():
             raise StoreError(f"{path}: no state yet (run `loop run` first)")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+            existed = _prepare(path)
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot open the state database: {exc}") from None
+        if existed and path.stat().st_size == 0:
+            raise StoreError(
+                f"{path}: the state database is empty (truncated?); {restore_hint(path)}"
+            )
+        try:
+            conn = _connect(path)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot open the state database: {exc}") from None
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            # WAL with NORMAL sync survives a killed process; one fsync per result would not
-            # keep up with fast suites.
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=10000")
             _migrate(conn, path)
+            _check_schema(conn, path, full=verify)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise StoreError(f"{path}: cannot use the state database: {exc}") from None
-        return cls(conn)
+            raise StoreError(
+                f"{path}: the state database is damaged ({exc}); {restore_hint(path)}"
+            ) from None
+        except StoreError:
+            conn.close()
+            raise
+        return cls(conn, path, redact, warn)
 
     def close(self) -> None:
         self._conn.close()
 
+    def backup(self) -> Path | None:
+        """Copy the database to `loop.db.bak` when it passes SQLite's quick check, so a
+        damaged store can be restored to the end of the last iteration. None if not copied."""
+        if self._path is None:
+            return None
+        (result,) = self._conn.execute("PRAGMA quick_check(1)").fetchone()
+        if result != "ok":
+            self._warn(f"{self._path}: not backed up, SQLite's check says: {result}")
+            return None
+        target = backup_path(self._path)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        dest = sqlite3.connect(tmp)
+        try:
+            self._conn.backup(dest)
+            # A standalone file: no -wal beside it that a copy could lose.
+            dest.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dest.close()
+        tmp.replace(target)
+        return target
+
+    def _check_path(self) -> None:
+        """Writes go to the file loop opened; if the state dir was deleted meanwhile, they
+        would vanish with it. Put the database back where it belongs, from the open one."""
+        if self._path is None or time.monotonic() - self._checked_at < _CHECK_PATH_EVERY_S:
+            return
+        self._checked_at = time.monotonic()
+        if _identity(self._path) == self._identity:
+            return
+        _prepare(self._path)
+        fresh = _connect(self._path)
+        self._conn.backup(fresh)
+        self._conn.close()
+        self._conn = fresh
+        self._identity = _identity(self._path)
+        self._warn(
+            f"{self._path} was deleted or replaced while loop ran: it is written back from"
+            " the open database (nothing recorded is lost; raw files of running processes are)"
+        )
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._check_path()
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -176,23 +285,52 @@ class Store:
 
     def reopen_iteration(self, iteration_id: int) -> None:
         """Mark an interrupted iteration running again (`loop run --resume`)."""
-        self._conn.execute(
+        self._write(
             "UPDATE iterations SET status = ?, finished_at = NULL, error = NULL WHERE id = ?",
             (IterationStatus.RUNNING, iteration_id),
         )
 
     def set_code_key(self, iteration_id: int, code_key: str | None) -> None:
-        self._conn.execute(
+        self._write(
             "UPDATE iterations SET code_key = ? WHERE id = ?", (code_key, iteration_id)
         )
 
     def finish_iteration(
         self, iteration_id: int, status: IterationStatus, error: str | None = None
     ) -> None:
-        self._conn.execute(
+        self._write(
             "UPDATE iterations SET status = ?, finished_at = ?, error = ? WHERE id = ?",
-            (status, now_iso(), error, iteration_id),
+            (status, now_iso(), self._keep(error, MAX_MESSAGE), iteration_id),
         )
+
+    def mark_crashed(self, env: str, reason: str) -> list[int]:
+        """Mark env's iterations still `running` as `crashed`; call only when no `loop run`
+        holds the env. What they recorded stays; their suites still running become
+        interrupted. Returns the iteration numbers marked."""
+        if not self._conn.execute(
+            "SELECT 1 FROM iterations WHERE env = ? AND status = ? LIMIT 1",
+            (env, IterationStatus.RUNNING),
+        ).fetchone():
+            return []  # the usual case: no write, so a read-only store reads on
+        with self._tx() as tx:
+            rows = tx.execute(
+                "SELECT id, number FROM iterations WHERE env = ? AND status = ?",
+                (env, IterationStatus.RUNNING),
+            ).fetchall()
+            for iteration_id, _ in rows:
+                (last,) = tx.execute(
+                    "SELECT MAX(finished_at) FROM tests WHERE iteration_id = ?", (iteration_id,)
+                ).fetchone()
+                tx.execute(
+                    "UPDATE iterations SET status = ?, error = ?,"
+                    " finished_at = COALESCE(?, started_at) WHERE id = ?",
+                    (IterationStatus.CRASHED, reason, last, iteration_id),
+                )
+                tx.execute(
+                    "UPDATE suites SET status = ? WHERE iteration_id = ? AND status = ?",
+                    (SuiteStatus.INTERRUPTED, iteration_id, SuiteStatus.RUNNING),
+                )
+        return [number for _, number in rows]
 
     def iteration_by_id(self, iteration_id: int) -> IterationRecord | None:
         row = self._conn.execute(
@@ -232,13 +370,20 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (iteration_id, d.service, d.status, d.url, d.revision, d.started_at,
-                     d.ready_at, d.error, d.image, d.rolled_back_to)
+                     d.ready_at, self._keep(d.error, MAX_MESSAGE), d.image, d.rolled_back_to)
                     for d in deployments
                 ],
             )
 
+    def record_crash(self, iteration_id: int, service: str, error: str) -> None:
+        """A service that was ready stopped while the tests ran."""
+        self._write(
+            "UPDATE deployments SET status = ?, error = ? WHERE iteration_id = ? AND service = ?",
+            (DeployStatus.CRASHED, self._keep(error, MAX_MESSAGE), iteration_id, service),
+        )
+
     def record_rollback(self, iteration_id: int, service: str, to_revision: str) -> None:
-        self._conn.execute(
+        self._write(
             "UPDATE deployments SET rolled_back_to = ? WHERE iteration_id = ? AND service = ?",
             (to_revision, iteration_id, service),
         )
@@ -288,7 +433,7 @@ class Store:
                     for i, s in enumerate(suites)
                 ],
             )
-            _insert_tests(tx, iteration_id, inventory, selected, first_position=0)
+            self._insert_tests(tx, iteration_id, inventory, selected, first_position=0)
 
     def replace_inventory(
         self, iteration_id: int, suites: set[str], inventory: Sequence[InventoryItem]
@@ -303,7 +448,7 @@ class Store:
                 "SELECT COALESCE(MAX(position), -1) + 1 FROM tests WHERE iteration_id = ?",
                 (iteration_id,),
             ).fetchone()
-            _insert_tests(tx, iteration_id, inventory, suites, first_position=first)
+            self._insert_tests(tx, iteration_id, inventory, suites, first_position=first)
 
     def set_suite_status(
         self,
@@ -319,14 +464,14 @@ class Store:
         args: list[object] = [status]
         if error is not None:
             sets.append("error = ?")
-            args.append(error)
+            args.append(self._keep(error, MAX_MESSAGE))
         if started:
             sets.append("started_at = COALESCE(started_at, ?)")
             args.append(now_iso())
         if finished:
             sets.append("finished_at = ?")
             args.append(now_iso())
-        self._conn.execute(
+        self._write(
             f"UPDATE suites SET {', '.join(sets)} WHERE iteration_id = ? AND name = ?",
             (*args, iteration_id, suite),
         )
@@ -346,8 +491,9 @@ class Store:
     def record_results(self, iteration_id: int, results: Iterable[TestResult]) -> None:
         """Store results; a node id that was not in the inventory is added to its suite."""
         rows = [
-            (r.outcome, r.duration_s, _text(r.message), _text(r.longrepr),
-             r.finished_at or now_iso(), iteration_id, r.suite, r.nodeid, _file_of(r.nodeid))
+            (r.outcome, r.duration_s, self._keep(r.message, MAX_MESSAGE),
+             self._keep(r.longrepr, MAX_LONGREPR), r.finished_at or now_iso(), iteration_id,
+             r.suite, _key(r.nodeid), _key(_file_of(r.nodeid)))
             for r in results
         ]
         if not rows:
@@ -373,11 +519,11 @@ class Store:
 
     def record_attempt(self, iteration_id: int, attempt: int, result: TestResult) -> None:
         """A rerun's result: kept beside the first one, which stays the test's outcome."""
-        self._conn.execute(
+        self._write(
             "INSERT OR REPLACE INTO attempts (iteration_id, suite, nodeid, attempt, outcome,"
             " duration_s, message) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (iteration_id, result.suite, result.nodeid, attempt, result.outcome,
-             result.duration_s, _text(result.message)),
+            (iteration_id, result.suite, _key(result.nodeid), attempt, result.outcome,
+             result.duration_s, self._keep(result.message, MAX_MESSAGE)),
         )
 
     def record_test_files(self, iteration_id: int, hashes: dict[str, str]) -> None:
@@ -385,7 +531,7 @@ class Store:
             tx.execute("DELETE FROM test_files WHERE iteration_id = ?", (iteration_id,))
             tx.executemany(
                 "INSERT INTO test_files (iteration_id, path, sha256) VALUES (?, ?, ?)",
-                [(iteration_id, path, digest) for path, digest in sorted(hashes.items())],
+                [(iteration_id, _key(path), digest) for path, digest in sorted(hashes.items())],
             )
 
     def history(self, env: str, up_to: int) -> list[HistoryRow]:
@@ -405,7 +551,7 @@ class Store:
             (env, up_to, env, up_to),
         ).fetchall()
         return [
-            HistoryRow(r[0], r[1], r[2], Outcome(r[3]), r[4], r[5], r[6], r[7], r[8])
+            HistoryRow(r[0], _unkey(r[1]), r[2], Outcome(r[3]), r[4], r[5], r[6], r[7], r[8])
             for r in rows
         ]
 
@@ -416,9 +562,57 @@ class Store:
             (iteration_id,),
         ).fetchall()
         return [
-            TestRow(r[0], r[1], r[2], Outcome(r[3]) if r[3] else None, r[4], r[5], r[6])
+            TestRow(
+                _unkey(r[0]), r[1], _unkey(r[2]), Outcome(r[3]) if r[3] else None, r[4], r[5],
+                r[6],
+            )
             for r in rows
         ]
+
+
+    def _write(self, sql: str, args: Sequence[object]) -> None:
+        self._check_path()
+        self._conn.execute(sql, args)
+
+    def _keep(self, value: str | None, cap: int) -> str | None:
+        """Text as the store keeps it: secrets redacted, unsafe characters escaped, capped."""
+        if value is None:
+            return None
+        if len(value) > 4 * cap:
+            value = value[: 4 * cap]  # bounded work below, whatever a test printed
+        text = printable(self._redact(value))
+        if len(text) > cap:
+            text = text[:cap] + f"\n[... cut at {cap} characters]"
+        return text
+
+    def _insert_tests(
+        self,
+        tx: sqlite3.Connection,
+        iteration_id: int,
+        inventory: Sequence[InventoryItem],
+        selected: set[str],
+        first_position: int,
+    ) -> None:
+        rows = []
+        for i, item in enumerate(inventory):
+            counts = bool(item.collect_error) and item.suite in selected
+            rows.append(
+                (
+                    iteration_id, first_position + i, _key(item.nodeid), item.suite,
+                    _key(item.file),
+                    Outcome.ERROR if counts else None,
+                    0.0 if counts else None,
+                    self._keep(item.collect_error, MAX_MESSAGE),
+                    self._keep(item.collect_detail or item.collect_error, MAX_LONGREPR),
+                    now_iso() if counts else None,
+                )
+            )
+        tx.executemany(
+            "INSERT OR IGNORE INTO tests (iteration_id, position, nodeid, suite, file,"
+            " outcome, duration_s, message, longrepr, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
 
 
@@ -442,6 +636,71 @@ def _iteration(row: Sequence[object]) -> IterationRecord:
         error=row[9] if isinstance(row[9], str) else None,
         code_key=row[10] if isinstance(row[10], str) else None,
     )
+
+
+def _prepare(path: Path) -> bool:
+    """Make the state dir 0700 and the database file 0600 before SQLite touches them (its
+    -wal and -shm files take the database's mode). Returns whether the database existed."""
+    parent = path.parent
+    if not parent.exists():
+        parent.mkdir(mode=0o700, parents=True)
+    elif path.exists():
+        _tighten(parent, 0o700)  # an existing state dir of an older loop: 0755
+    existed = path.exists()
+    if not existed:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        _tighten(file, 0o600)
+    return existed
+
+
+def _tighten(path: Path, mode: int) -> None:
+    try:
+        info = path.stat()
+        if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & ~mode:
+            path.chmod(mode)
+    except OSError:
+        pass  # not ours, or gone: nothing to tighten
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # WAL with NORMAL sync survives a killed process; one fsync per result would not
+        # keep up with fast suites.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=10000")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _check_schema(conn: sqlite3.Connection, path: Path, *, full: bool) -> None:
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = sorted(_TABLES - tables)
+    if missing:
+        raise StoreError(
+            f"{path}: the state database is damaged (table {missing[0]} is missing);"
+            f" {restore_hint(path)}"
+        )
+    if full:
+        (result,) = conn.execute("PRAGMA quick_check(1)").fetchone()
+        if result != "ok":
+            raise StoreError(
+                f"{path}: the state database is damaged (SQLite's check: {result});"
+                f" {restore_hint(path)}"
+            )
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -468,39 +727,21 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     conn.execute("COMMIT")
 
 
-def _insert_tests(
-    tx: sqlite3.Connection,
-    iteration_id: int,
-    inventory: Sequence[InventoryItem],
-    selected: set[str],
-    first_position: int,
-) -> None:
-    rows = []
-    for i, item in enumerate(inventory):
-        counts = bool(item.collect_error) and item.suite in selected
-        rows.append(
-            (
-                iteration_id, first_position + i, item.nodeid, item.suite, item.file,
-                Outcome.ERROR if counts else None,
-                0.0 if counts else None,
-                _text(item.collect_error),
-                _text(item.collect_detail or item.collect_error),
-                now_iso() if counts else None,
-            )
-        )
-    tx.executemany(
-        "INSERT OR IGNORE INTO tests (iteration_id, position, nodeid, suite, file,"
-        " outcome, duration_s, message, longrepr, finished_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+def _key(value: str) -> str | bytes:
+    """A node id or path as the store keeps it. A file name that is not UTF-8 reaches loop as
+    text with lone surrogates, which SQLite cannot store as text: it is kept as the original
+    bytes (a BLOB), so the id still names the file when pytest is given it again."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape")
 
 
-def _text(value: str | None) -> str | None:
-    """Text SQLite can store: a test may print bytes that are not UTF-8 (lone surrogates)."""
-    if value is None:
-        return None
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+def _unkey(value: str | bytes) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return value
 
 
 def _file_of(nodeid: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from deployloop.children import Children
 from deployloop.config import Config
 from deployloop.models import Deployment
 
@@ -35,6 +36,12 @@ class DeployContext:
     log_dir: Path  # the iteration's folder for service logs
     python: str  # interpreter that runs loop: fills `{python}` in argv
     base_env: dict[str, str] = field(default_factory=dict)  # os.environ at start
+    # Starts the services' processes (tracked, so none outlives loop; output redacted).
+    # None: a throwaway one, without a watchdog (`loop plan` starts nothing long-lived).
+    children: Children | None = None
+
+    def spawner(self) -> Children:
+        return self.children or Children(watch=False)
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,11 @@ class DeployTarget(Protocol):
         """Extra environment for one pytest process, made fresh for each (ID tokens)."""
         ...
 
+    def crashed(self) -> list[Deployment]:
+        """Services that were ready and have stopped since (their process exited), each
+        reported once, with the status CRASHED and what happened in `error`."""
+        ...
+
     def rollback(self, config: Config, revisions: Mapping[str, str], reason: str) -> list[Rollback]:
         """Send each service's traffic to the given revision; return what was rolled back."""
         ...
@@ -84,6 +96,9 @@ class TargetDefaults:
 
     def test_env(self, config: Config, deployments: Sequence[Deployment]) -> dict[str, str]:
         return {}
+
+    def crashed(self) -> list[Deployment]:
+        return []
 
     def rollback(self, config: Config, revisions: Mapping[str, str], reason: str) -> list[Rollback]:
         return []

@@ -17,8 +17,7 @@ from deployloop.deploy.local import (
     exit_reason,
     fill,
     loop_env,
-    start_process,
-    stop_process_groups,
+    stop_children,
     with_log_tail,
 )
 from deployloop.deploy.none import check_all
@@ -54,19 +53,23 @@ def run_deploy_command(config: Config, ctx: DeployContext) -> str | None:
     ctx.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = ctx.log_dir / LOG_NAME
     env = {**ctx.base_env, **loop_env(ctx), "LOOP_GIT_SHA": ctx.git_sha or ""}
+    children = ctx.spawner()
     try:
-        process = start_process(argv, env, log_path)
+        child = children.start(argv, env=env, log=log_path)
     except OSError as exc:
         return f"deploy command: {cannot_run(argv, exc)}"
     timeout_s = command_timeout_s(config)
     try:
-        returncode = process.wait(timeout=timeout_s)
+        returncode = child.popen.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        stop_process_groups([process], STOP_GRACE_S)
+        stop_children([(children, child)], STOP_GRACE_S)
         return _failure(f"timed out after {timeout_s:.0f} s and was killed", log_path)
     except BaseException:
-        stop_process_groups([process], STOP_GRACE_S)  # Ctrl-C: it runs in its own session
+        stop_children([(children, child)], STOP_GRACE_S)  # Ctrl-C: it runs in its own session
         raise
+    # What it left running (a server started in the background) is what it deployed: it
+    # stays, untracked.
+    children.finished(child)
     if returncode != 0:
         return _failure(exit_reason(returncode), log_path)
     return None

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from deployloop.children import Child, Children
 from deployloop.config import Config, ServiceConfig, url_env_var
 from deployloop.deploy.base import DeployContext, TargetDefaults
 from deployloop.deploy.readiness import (
@@ -22,28 +25,41 @@ from deployloop.deploy.readiness import (
     wait_ready,
 )
 from deployloop.models import Deployment, DeployStatus
+from deployloop.safetext import one_line
 
 STOP_GRACE_S = 5.0
+_ERROR_LINE = re.compile(r"(?i)\b(error|exception|fatal|panic|critical)\b|^Traceback")
 LOG_TAIL_LINES = 10
 _LOG_TAIL_BYTES = 64 * 1024
 _LOG_LINE_CHARS = 300
+
+
+@dataclass
+class _Running:
+    service: str
+    child: Child
+    children: Children
+    log_path: Path
+    ready: bool = False
+    crash_reported: bool = False
 
 
 class LocalTarget(TargetDefaults):
     """Starts services as process groups of their own, so stop() takes their children too."""
 
     def __init__(self) -> None:
-        self._processes: list[subprocess.Popen[bytes]] = []
+        self._running: list[_Running] = []
         self._lock = threading.Lock()
 
     def deploy(self, config: Config, ctx: DeployContext) -> list[Deployment]:
         self.stop()  # a second deploy replaces the first: no orphans, no port clashes
         ctx.log_dir.mkdir(parents=True, exist_ok=True)
+        children = ctx.spawner()
 
         def bring_up(
             service: ServiceConfig, ready: Mapping[str, Deployment], abort: threading.Event
         ) -> Deployment:
-            return self._bring_up(service, ctx, ready, abort)
+            return self._bring_up(service, ctx, children, ready, abort)
 
         try:
             return deploy_in_waves(config.deploy.services, bring_up)
@@ -53,13 +69,35 @@ class LocalTarget(TargetDefaults):
 
     def stop(self) -> None:
         with self._lock:
-            processes, self._processes = self._processes, []
-        stop_process_groups(processes, STOP_GRACE_S)
+            running, self._running = self._running, []
+        stop_children([(r.children, r.child) for r in running], STOP_GRACE_S)
+
+    def crashed(self) -> list[Deployment]:
+        out = []
+        with self._lock:
+            running = list(self._running)
+        for run in running:
+            code = run.child.popen.poll()
+            if not run.ready or run.crash_reported or code is None:
+                continue
+            run.crash_reported = True
+            run.child.pump.close(0.5)  # its last words may still be in the pipe
+            reason = f"{exit_reason(code)} during the tests at {now_iso()}"
+            line = first_error_line(run.log_path)
+            out.append(
+                Deployment(
+                    run.service,
+                    DeployStatus.CRASHED,
+                    error=f"{reason}: {line}" if line else f"{reason} (log: {run.log_path})",
+                )
+            )
+        return out
 
     def _bring_up(
         self,
         service: ServiceConfig,
         ctx: DeployContext,
+        children: Children,
         ready: Mapping[str, Deployment],
         abort: threading.Event,
     ) -> Deployment:
@@ -73,16 +111,17 @@ class LocalTarget(TargetDefaults):
         record = Deployment(service.name, DeployStatus.PENDING, started_at=now_iso())
         argv = [fill(arg, port=port, python=ctx.python) for arg in service.command or []]
         try:
-            process = start_process(argv, service_env(service, ctx, port, ready), log_path)
+            child = children.start(argv, env=service_env(service, ctx, port, ready), log=log_path)
         except OSError as exc:
             return failed_or_abandoned(record, cannot_run(argv, exc), abort)
+        run = _Running(service.name, child, children, log_path)
         with self._lock:
-            self._processes.append(process)
+            self._running.append(run)
         record.url = url  # only once something may listen there
 
         def alive() -> str | None:
-            if process.poll() is not None:
-                return exit_reason(process.returncode)
+            if child.popen.poll() is not None:
+                return exit_reason(child.popen.returncode)
             return ABANDONED if abort.is_set() else None
 
         try:
@@ -90,6 +129,7 @@ class LocalTarget(TargetDefaults):
         except NotReady as exc:
             reason = str(exc) if str(exc) == ABANDONED else with_log_tail(str(exc), log_path)
             return failed_or_abandoned(record, reason, abort)
+        run.ready = True
         record.status = DeployStatus.READY
         record.ready_at = now_iso()
         return record
@@ -124,19 +164,6 @@ def service_env(
 
 def loop_env(ctx: DeployContext) -> dict[str, str]:
     return {"LOOP_ENV": ctx.env, "LOOP_ITERATION": str(ctx.iteration)}
-
-
-def start_process(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start argv in a session of its own, output to log_path (the child keeps the file open)."""
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
 
 
 def cannot_run(argv: list[str], exc: OSError) -> str:
@@ -174,16 +201,19 @@ def log_tail(path: Path, count: int) -> list[str]:
 
 
 def _shorten(line: str) -> str:
+    # Log lines go into one-line errors that reach the terminal: no escape sequences.
+    line = one_line(line)
     return line if len(line) <= _LOG_LINE_CHARS else line[: _LOG_LINE_CHARS - 3] + "..."
 
 
-def stop_process_groups(processes: Iterable[subprocess.Popen[bytes]], grace_s: float) -> None:
+def stop_children(started: Iterable[tuple[Children, Child]], grace_s: float) -> None:
     """SIGTERM every group, wait up to grace_s for the leaders, then SIGKILL what is left.
 
     The SIGKILL goes to every group, even one whose leader exited: children it left behind
     in the group would otherwise outlive the loop.
     """
-    processes = list(processes)
+    started = list(started)
+    processes = [child.popen for _, child in started]
     for process in processes:
         _signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -198,6 +228,18 @@ def stop_process_groups(processes: Iterable[subprocess.Popen[bytes]], grace_s: f
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             pass  # stuck in the kernel; nothing more a signal can do
+    for children, child in started:
+        children.finished(child)
+
+
+def first_error_line(path: Path) -> str | None:
+    """The line of a service's log that says what went wrong: its first error-looking line
+    (a closing traceback's last lines are often only the teardown), else its last line."""
+    lines = log_tail(path, 200)
+    for line in lines:
+        if _ERROR_LINE.search(line):
+            return line
+    return lines[-1] if lines else None
 
 
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:

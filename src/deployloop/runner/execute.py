@@ -1,8 +1,9 @@
 """Run the jobs as pytest processes, several at once, recording each result as it arrives.
 
-One thread polls everything: it tails each process's reportlog, applies suite timeouts and
-notices exits. A process that crashes keeps every result it reported; the tests it never
-reported become errors with the reason; suites it never reached run again in a new process.
+One thread polls everything: it tails each process's reportlog (written by loop's plugin),
+applies suite timeouts and notices exits. A process that crashes keeps every result it
+reported; the tests it never reported become errors with the reason; suites it never reached
+run again in a new process.
 Ctrl-C stops every process gracefully and leaves unreported tests pending for `--resume`.
 """
 
@@ -16,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from deployloop.models import Outcome, SuiteStatus, TestResult
+from deployloop.models import (
+    NOT_RUN,
+    PYTEST_OUTPUT,
+    WHILE_RUNNING,
+    Outcome,
+    SuiteStatus,
+    TestResult,
+)
 from deployloop.runner.jobs import Job, retry_job
 from deployloop.runner.process import PytestProcess, PytestSetup, error_line
 from deployloop.runner.reportlog import ReportLogReader
@@ -109,8 +117,6 @@ class _Tail:
 
 # How loop's own errors for tests pytest never reported begin and end: they are not the
 # tests' failures (reruns skip them).
-NOT_RUN = "not run: "
-WHILE_RUNNING = " while this test was running"
 
 # The suite clock of a job whose pytest has not finished collecting yet.
 COLLECTING = "(collecting)"
@@ -143,6 +149,7 @@ class TestRunner:
         display: Display,
         state: RunState,
         fresh_env: Callable[[], dict[str, str]] = dict,
+        on_poll: Callable[[], None] = lambda: None,
     ) -> None:
         self._setup = setup
         self._out_dir = out_dir
@@ -154,6 +161,7 @@ class TestRunner:
         self._batch: list[TestResult] = []  # written together: one transaction per poll
         # Made again for each process: short-lived credentials (ID tokens) stay fresh.
         self._fresh_env = fresh_env
+        self._on_poll = on_poll  # e.g. a look at the services, which may crash meanwhile
 
     def run(self, jobs: list[Job]) -> None:
         """Run every job; raises Interrupted after a graceful stop on Ctrl-C."""
@@ -174,6 +182,7 @@ class TestRunner:
                         running.remove(run)
                         queue.extendleft(self._finish(run))
                 self._display.refresh(self.state)
+                self._on_poll()
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
             self._stop_all(running)
@@ -194,19 +203,18 @@ class TestRunner:
             list(job.args),
             job.markers,
             [
-                f"--report-log={reportlog}",
-                f"--junitxml={base}.junit.xml",
                 "-p",
                 "deployloop_plugin",
+                f"--loop-reportlog={reportlog}",
                 f"--loop-events={events}",
+                f"--junitxml={base}.junit.xml",
             ],
         )
         reportlog.unlink(missing_ok=True)
         events.unlink(missing_ok=True)
-        proc = PytestProcess(
+        proc = self._setup.start(
             argv,
             {**self._setup.process_env(with_plugin=True), **self._fresh_env()},
-            self._setup.workdir,
             self._out_dir / f"{job.name}.log",
         )
         owner = {n: suite for suite, ids in job.expected for n in ids}
@@ -262,9 +270,17 @@ class TestRunner:
         self._record(result)
 
     def _check_timeout(self, run: _Running) -> None:
-        if run.timed_out is None and time.monotonic() - run.active_since > self._timeout:
+        if run.timed_out is None and time.monotonic() - run.active_since > self._limit(run):
             run.timed_out = run.active
             run.proc.interrupt()
+
+    def _limit(self, run: _Running) -> float:
+        # A process collects every suite it runs before the first test: each suite's
+        # imports may take what one suite may, so pytest's start-up and a slow import of a
+        # later suite are not charged to the first.
+        if run.active == COLLECTING:
+            return self._timeout * len(run.job.suites)
+        return self._timeout
 
     def _finish(self, run: _Running) -> list[Job]:
         """Account for every test the process did not report; return jobs to run again."""
@@ -286,7 +302,9 @@ class TestRunner:
                 leftovers.append((suite, tuple(ids)))
                 continue
             if run.timed_out == COLLECTING:
-                reason = f"collection timed out after {self._timeout:g} s (tests.suite_timeout_s)"
+                limit = self._limit(run)
+                reason = f"collection timed out after {limit:g} s (tests.suite_timeout_s"
+                reason += f" x {len(run.job.suites)} suites)" if len(run.job.suites) > 1 else ")"
                 self._mark_problem(suite, SuiteStatus.TIMEOUT)
             elif suite == run.timed_out:
                 reason = f"suite timed out after {self._timeout:g} s (tests.suite_timeout_s)"
@@ -302,7 +320,7 @@ class TestRunner:
             if not any(s == suite for s, _ in leftovers):
                 self._job_done(suite)
         if leftovers:
-            return [retry_job(run.job, leftovers)]
+            return [retry_job(run.job, leftovers, self._setup.node_arg)]
         return []
 
     def _unreported(
@@ -318,7 +336,7 @@ class TestRunner:
                     message = f"{reason}{WHILE_RUNNING}"
                 else:
                     message = f"{NOT_RUN}{reason} before this test started"
-            longrepr = (text or message or "") + "\n\nlast lines of pytest output:\n" + output
+            longrepr = (text or message or "") + PYTEST_OUTPUT + output
             self._record(TestResult(nodeid, suite, outcome, duration, message, longrepr, now_iso()))
 
     def _record(self, result: TestResult) -> None:

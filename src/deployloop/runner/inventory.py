@@ -9,6 +9,7 @@ tests. Whatever cannot be collected becomes an error item with pytest's message.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from deployloop.config import SuiteConfig
 from deployloop.models import InventoryItem
 from deployloop.runner.process import PytestProcess, PytestSetup, error_line
 from deployloop.runner.reportlog import COLLECTION_ERROR, crash_line
-from deployloop.runner.suite_paths import SuitePaths, file_of
+from deployloop.runner.suite_paths import SuitePaths, file_of, tests_root
 
 _EXIT_NO_TESTS = 5
 
@@ -68,7 +69,7 @@ def _one_suite_each(
     for suite in suites:
         for item in by_suite[suite.name]:
             homes.setdefault(item.nodeid, []).append(suite)
-    paths = SuitePaths(suites, workdir)
+    paths = SuitePaths(suites, workdir, tests_root(suites, workdir))
     out = []
     for suite in suites:
         for item in by_suite[suite.name]:
@@ -83,11 +84,11 @@ def _one_suite_each(
 
 
 def suites_covering_others(
-    suites: Sequence[SuiteConfig], owners: dict[str, str], workdir: Path
+    suites: Sequence[SuiteConfig], owners: dict[str, str], workdir: Path, rootdir: Path
 ) -> set[str]:
     """Suites whose paths also hold tests that belong to another suite: running them by
     their paths would run those tests twice, so they must run by node id."""
-    paths = SuitePaths(suites, workdir)
+    paths = SuitePaths(suites, workdir, rootdir)
     out: set[str] = set()
     for nodeid, owner in owners.items():
         out.update(name for name in paths.scores(nodeid) if name != owner)
@@ -109,9 +110,7 @@ def _run_all(
                 ["-p", "deployloop_plugin", "--collect-only", "-q",
                  f"--loop-inventory={inventory}"],
             )
-            proc = PytestProcess(
-                argv, setup.process_env(with_plugin=True), setup.workdir, out_dir / f"{name}.log"
-            )
+            proc = setup.start(argv, setup.process_env(with_plugin=True), out_dir / f"{name}.log")
             procs.append((proc, inventory))
         results = []
         for proc, inventory in procs:
@@ -166,7 +165,8 @@ def _assign(
         suite = by_name[owner]
         error = record.get("error")
         message = COLLECTION_ERROR + crash_line(error) if error else None
-        out[suite.name].append(InventoryItem(suite.name, nodeid, file_of(nodeid), message, error))
+        file = _relative_file(record.get("path", ""), nodeid, workdir)
+        out[suite.name].append(InventoryItem(suite.name, nodeid, file, message, error))
     for suite in suites:
         if out[suite.name]:
             continue
@@ -190,4 +190,9 @@ def _assign(
     return out
 
 
-
+def _relative_file(path: str, nodeid: str, workdir: Path) -> str:
+    """The test's file relative to the working directory (where `loop` digests it), which is
+    not its node id's file when the node id is relative to a rootdir above it."""
+    if not path or not os.path.isabs(path):
+        return file_of(nodeid)
+    return os.path.relpath(path, workdir)

@@ -8,7 +8,7 @@ while one runs it all. Results map back to suites by node id, whatever the job.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -46,6 +46,7 @@ def plan_jobs(
     workers: int,
     prefix: str = "",
     by_node_id: AbstractSet[str] = frozenset(),
+    node_arg: Callable[[str], str] = str,
 ) -> list[Job]:
     """Jobs for the `pending` node ids of `suites` (already in run order: priority first).
 
@@ -82,7 +83,7 @@ def plan_jobs(
             last.append(unit)
         else:
             batches.append([unit])
-    return [_job(prefix, i, batch) for i, batch in enumerate(batches)]
+    return [_job(prefix, i, batch, node_arg) for i, batch in enumerate(batches)]
 
 
 def _shard(unit: _Unit, target: int, workers: int) -> list[_Unit]:
@@ -97,10 +98,10 @@ def _shard(unit: _Unit, target: int, workers: int) -> list[_Unit]:
     ]
 
 
-def _job(prefix: str, index: int, batch: list[_Unit]) -> Job:
+def _job(prefix: str, index: int, batch: list[_Unit], node_arg: Callable[[str], str]) -> Job:
     args: list[str] = []
     for unit in batch:
-        args += unit.suite.paths if unit.whole else unit.nodeids
+        args += unit.suite.paths if unit.whole else [node_arg(n) for n in unit.nodeids]
     first = _slug(batch[0].suite.name)
     more = f"-and-{len(batch) - 1}-more" if len(batch) > 1 else ""
     name = f"{prefix}{index + 1:02d}-{first}{more}"
@@ -112,12 +113,14 @@ def _job(prefix: str, index: int, batch: list[_Unit]) -> Job:
     )
 
 
-def retry_job(job: Job, leftovers: list[tuple[str, tuple[str, ...]]]) -> Job:
+def retry_job(
+    job: Job, leftovers: list[tuple[str, tuple[str, ...]]], node_arg: Callable[[str], str] = str
+) -> Job:
     """A new job for suites a stopped process never reached, by node id."""
     return Job(
         name=f"{job.name}-retry{job.attempt}",
         markers=job.markers,
-        args=tuple(n for _, ids in leftovers for n in ids),
+        args=tuple(node_arg(n) for _, ids in leftovers for n in ids),
         expected=tuple(leftovers),
         attempt=job.attempt + 1,
     )

@@ -4,16 +4,41 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from deployloop.children import Child, Children
+from deployloop.runner.plugin import deployloop_redact
+from deployloop.runner.plugin.deployloop_redact import Redactor
+from deployloop.runner.suite_paths import node_arg
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 
 # pytest writes its reports and runs fixture teardown on SIGINT; a process that still runs
 # after this many seconds is killed.
 INTERRUPT_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """What loop hides from everything it and its plugin write (see deployloop_redact).
+
+    `names`: variables of the tests' environment always hidden (`[tests] env`); `values`:
+    values the tests' environment does not hold (a service's `env`); `patterns`: names that
+    look secret. `redactor` is loop's own side: it learns each process's secret-looking values
+    (ID tokens are minted per process) as that process is started.
+    """
+
+    patterns: tuple[str, ...] = deployloop_redact.DEFAULT_PATTERNS
+    names: frozenset[str] = frozenset()
+    values: dict[str, str] = field(default_factory=dict)
+    redactor: Redactor = field(default_factory=Redactor)
+
+    def plugin_env(self, env: dict[str, str]) -> str:
+        """LOOP_REDACT for a pytest process whose environment is `env`."""
+        self.redactor.add_env(env, self.patterns, self.names)
+        return deployloop_redact.describe(env, self.patterns, self.names, self.values)
 
 
 @dataclass(frozen=True)
@@ -24,13 +49,19 @@ class PytestSetup:
     workdir: Path
     pytest_args: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
+    # Node ids are relative to this: the working directory, or a folder above it when suite
+    # paths lie outside it (see runner.suite_paths.tests_root).
+    rootdir: Path | None = None
+    children: Children | None = None
+    redaction: Redaction = field(default_factory=Redaction)
 
     def argv(self, args: list[str], markers: str | None, extra: list[str]) -> list[str]:
         # Our options come after the user's, so they win: `--maxfail=0` undoes `-x` or
         # `--maxfail` from addopts (every test of every suite must run), and `--rootdir`
         # makes node ids relative to the working directory, where config paths live too.
         argv = [self.python, "-m", "pytest", *self.pytest_args, *args, *extra]
-        argv += ["--maxfail=0", "--continue-on-collection-errors", "--rootdir", str(self.workdir)]
+        rootdir = self.rootdir or self.workdir
+        argv += ["--maxfail=0", "--continue-on-collection-errors", "--rootdir", str(rootdir)]
         if markers:
             argv += ["-m", markers]
         return argv
@@ -42,31 +73,34 @@ class PytestSetup:
             env["PYTHONPATH"] = os.pathsep.join(paths)
         return env
 
+    def node_arg(self, nodeid: str) -> str:
+        return node_arg(nodeid, self.workdir, self.rootdir)
+
+    def start(self, argv: list[str], env: dict[str, str], log_path: Path) -> PytestProcess:
+        """Start one pytest process; its environment gets LOOP_REDACT for the plugin."""
+        env = {**env, deployloop_redact.ENV_VAR: self.redaction.plugin_env(env)}
+        children = self.children or Children(redactor=self.redaction.redactor, watch=False)
+        return PytestProcess(argv, env, self.workdir, log_path, children)
+
 
 class PytestProcess:
     """One pytest run in its own process group, output to a log file."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, children: Children
+    ) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.argv = argv
         self.log_path = log_path
         self.started = time.monotonic()
-        self._log = open(log_path, "wb")  # noqa: SIM115 (closed in _reap)
-        try:
-            # A session of its own: Ctrl-C in the terminal reaches `loop` only, which then
-            # stops each pytest on its own terms; and a timeout can kill a test's children too.
-            self._proc = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError:
-            self._log.close()
-            raise
+        self._children = children
+        # A session of its own: Ctrl-C in the terminal reaches `loop` only, which then stops
+        # each pytest on its own terms (SIGINT: fixture teardown runs); and a timeout can
+        # kill a test's children too.
+        self._child: Child = children.start(
+            argv, env=env, log=log_path, cwd=cwd, stop_signal=signal.SIGINT
+        )
+        self._proc = self._child.popen
         self._interrupted_at: float | None = None
         self.returncode: int | None = None
 
@@ -139,7 +173,7 @@ class PytestProcess:
         self.returncode = code
         # Whatever the tests started (servers, browsers) must not outlive them.
         self._signal(signal.SIGKILL)
-        self._log.close()
+        self._children.finished(self._child)
 
 
 def error_line(output: str) -> str:

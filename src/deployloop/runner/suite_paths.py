@@ -7,6 +7,7 @@ matching runs for every test against every path.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +27,11 @@ class _Spec:
 
 
 class SuitePaths:
-    def __init__(self, suites: Sequence[SuiteConfig], workdir: Path) -> None:
+    def __init__(
+        self, suites: Sequence[SuiteConfig], workdir: Path, rootdir: Path | None = None
+    ) -> None:
         self._workdir = workdir
+        self._rootdir = rootdir or workdir
         self._specs = []
         for suite in suites:
             for spec in suite.paths:
@@ -37,7 +41,10 @@ class SuitePaths:
 
     def scores(self, nodeid: str, path: str = "") -> dict[str, int]:
         """Per suite whose paths hold the test, how specifically (higher: more)."""
-        item_file, parents = self._file(path or file_of(nodeid))
+        if path:
+            item_file, parents = self._file(path)
+        else:  # a node id's file is relative to pytest's rootdir
+            item_file, parents = self._file(str(self._rootdir / file_of(nodeid)))
         _, _, item_rest = nodeid.partition("::")
         out: dict[str, int] = {}
         for spec in self._specs:
@@ -80,3 +87,29 @@ def _score(spec: _Spec, item_file: Path, parents: frozenset[Path], item_rest: st
 
 def file_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
+
+
+def tests_root(suites: Sequence[SuiteConfig], workdir: Path) -> Path:
+    """The folder pytest's node ids are relative to (`--rootdir`): the working directory,
+    or, when suite paths lie outside it (tests kept in a repository beside the project), the
+    nearest folder above it that holds them all. pytest names a test outside its rootdir
+    relative to whatever path it was given, so the same test would get one id when its
+    folder is collected and another when it runs by id."""
+    root = workdir.resolve()
+    outside = False
+    for suite in suites:
+        for spec in suite.paths:
+            path = Path(spec.partition("::")[0])
+            target = (path if path.is_absolute() else workdir / path).resolve()
+            if not target.is_relative_to(root):
+                root = Path(os.path.commonpath([root, target]))
+                outside = True
+    return root if outside else workdir
+
+
+def node_arg(nodeid: str, workdir: Path, rootdir: Path | None) -> str:
+    """How to name a test by its node id on a pytest command line run in `workdir`."""
+    if rootdir is None or rootdir == workdir:
+        return nodeid
+    file, sep, rest = nodeid.partition("::")
+    return os.path.relpath(rootdir / file, workdir) + sep + rest

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from deployloop.analysis.context import AnalysisContext, IterationRows
+from deployloop.analysis.figures import figures
+from deployloop.analysis.setup_failure import is_setup_failure
 from deployloop.analysis.summary import build_summary
 from deployloop.config import AnalysisSection, Config
 from deployloop.models import IterationRecord, Summary
@@ -20,7 +22,7 @@ def load_summary(
 ) -> Summary:
     """`config` gives known issues, categories and thresholds; reports work without one.
     `compare_to` picks the diff's other iteration (default: the one before)."""
-    previous = _rows(store, record.env, record.number - 1)
+    previous = _previous_result(store, record.env, record.number)
     compare = previous if compare_to is None else _rows(store, record.env, compare_to)
     context = AnalysisContext(
         history=store.history(record.env, record.number),
@@ -40,6 +42,18 @@ def load_summary(
         elapsed_s=elapsed_s(record),
         context=context,
     )
+
+
+def _previous_result(store: Store, env: str, number: int) -> IterationRows | None:
+    """The latest iteration before `number` that ran tests: an iteration whose deploy failed
+    (or that crashed before any test ran) is a setup failure, not a result to compare with."""
+    for earlier in range(number - 1, 0, -1):
+        rows = _rows(store, env, earlier)
+        if rows is not None and not is_setup_failure(
+            rows.record.status, figures(rows.rows).executed
+        ):
+            return rows
+    return None
 
 
 def _rows(store: Store, env: str, number: int) -> IterationRows | None:

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from deployloop.children import Children
+
 
 class HookError(Exception):
     """The hook could not run or exited non-zero: the loop stops (exit 1)."""
@@ -21,6 +23,7 @@ def run_between_iterations(
     report_md: Path,
     summary_json: Path,
     workdir: Path,
+    children: Children | None = None,
 ) -> None:
     command = [part.replace("{python}", sys.executable) for part in argv]
     env = dict(os.environ)
@@ -33,7 +36,10 @@ def run_between_iterations(
     # The hook shares the terminal: a person may be asked to fix something and press enter,
     # and Ctrl-C reaches it as well as loop.
     try:
-        code = subprocess.run(command, cwd=workdir, env=env, check=False).returncode
+        if children is not None:
+            code = children.run_in_foreground(command, env=env, cwd=workdir)
+        else:
+            code = subprocess.run(command, cwd=workdir, env=env, check=False).returncode
     except OSError as exc:
         raise HookError(
             f"loop.between_iterations: cannot run {command[0]!r}: {exc.strerror}"

@@ -10,6 +10,7 @@ from rich.console import Console
 from deployloop.deploy import DeployContext
 from deployloop.deploy.base import DeployTarget
 from deployloop.models import Deployment
+from deployloop.safetext import shown_text
 from deployloop.stages.plan import Plan
 from deployloop.stages.settings import IterationSettings
 from deployloop.store import Store
@@ -34,6 +35,7 @@ def deploy_services(
         log_dir=plan.services_dir,
         python=sys.executable,
         base_env=dict(os.environ),
+        children=settings.children,
     )
     deployments = target.deploy(config, ctx)
     store.record_deployments(plan.record.id, deployments)
@@ -43,5 +45,6 @@ def deploy_services(
         base = plan.record.code_key or ""
         store.set_code_key(plan.record.id, base + "|" + ",".join(revisions))
     for d in deployments:
-        console.print(f"  [green]ready[/] {d.service} {d.url or ''}", highlight=False)
+        shown = shown_text(f"{d.service} {d.url or ''}")
+        console.print(f"  [green]ready[/] {shown}", highlight=False)
     return list(deployments)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from deployloop.config import Config, url_env_var
 from deployloop.models import Deployment, IterationRecord
-from deployloop.runner.process import PytestSetup
+from deployloop.runner.plugin.deployloop_redact import Redactor, secret_name
+from deployloop.runner.process import PytestSetup, Redaction
+from deployloop.runner.suite_paths import tests_root
 from deployloop.stages.settings import IterationSettings, UsageError
 
 
@@ -47,4 +49,25 @@ def pytest_setup(
         workdir=settings.workdir,
         pytest_args=tuple(settings.config.tests.pytest_args),
         env=test_environment(settings.config, settings.env, record.number, deployments),
+        rootdir=tests_root(settings.config.tests.suites, settings.workdir),
+        children=settings.children,
+        redaction=settings.redaction,
     )
+
+
+def redaction_for(config: Config, environ: Mapping[str, str]) -> Redaction:
+    """What a run hides: secret-looking variables of its environment, `[tests] env`, the
+    services' `env` (ID tokens join as they are minted, through Redaction.plugin_env)."""
+    patterns = tuple(config.redaction.names)
+    names = frozenset(config.tests.env)
+    values: dict[str, str] = {}
+    for service in config.deploy.services:
+        for name, value in service.env.items():
+            label = name if values.get(name, value) == value else f"{service.name}.{name}"
+            values[label] = value
+    redactor = Redactor()
+    redactor.add_env(environ, patterns)
+    redactor.add_env(config.tests.env, patterns, always=names)
+    for label, value in values.items():
+        redactor.add(label, value, anywhere=secret_name(label.rsplit(".", 1)[-1], patterns))
+    return Redaction(patterns, names, values, redactor)

@@ -9,6 +9,7 @@ from deployloop.analysis.figures import figures
 from deployloop.deploy import DeployError
 from deployloop.deploy.base import DeployTarget, Rollback, RollbackError
 from deployloop.models import IterationRecord
+from deployloop.safetext import shown_text
 from deployloop.stages.settings import IterationSettings
 from deployloop.store import Store
 
@@ -29,16 +30,18 @@ def roll_back_if_worse(
         return []
     revisions = store.last_good_revisions(settings.env, record.number)
     if not revisions:
-        console.print(f"  [yellow]no rollback[/]: {reason}, but no earlier iteration passed")
+        console.print(
+            f"  [yellow]no rollback[/]: {shown_text(reason)}, but no earlier iteration passed"
+        )
         return []
     try:
         done = target.rollback(settings.config, revisions, reason)
     except RollbackError as exc:
         # Record what did move, so the report says what is deployed.
-        console.print(f"  [red]rollback failed[/]: {exc}", highlight=False)
+        console.print(f"  [red]rollback failed[/]: {shown_text(str(exc))}", highlight=False)
         done = exc.done
     except DeployError as exc:
-        console.print(f"  [red]rollback failed[/]: {exc}", highlight=False)
+        console.print(f"  [red]rollback failed[/]: {shown_text(str(exc))}", highlight=False)
         return []
     for rollback in done:
         store.record_rollback(record.id, rollback.service, rollback.to_revision)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from deployloop.children import Children
 from deployloop.config import Config
 from deployloop.layout import StateLayout
+from deployloop.runner.process import Redaction
 
 
 class UsageError(Exception):
@@ -22,3 +24,6 @@ class IterationSettings:
     suite_globs: tuple[str, ...]
     workers: int
     target_pass_rate: float
+    # Starts every child process of the run, so none outlives loop (None: untracked).
+    children: Children | None = None
+    redaction: Redaction = field(default_factory=Redaction)

@@ -3,16 +3,24 @@ failing ones (`[tests] reruns`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from rich.console import Console
+from rich.text import Text
 
 from deployloop.deploy.base import DeployTarget
-from deployloop.models import Deployment, Outcome, SuiteStatus, TestResult, TestRow
-from deployloop.runner.display import LineDisplay, LiveDisplay
-from deployloop.runner.execute import (
+from deployloop.models import (
     NOT_RUN,
     WHILE_RUNNING,
+    Deployment,
+    Outcome,
+    SuiteStatus,
+    TestResult,
+    TestRow,
+)
+from deployloop.runner.display import LineDisplay, LiveDisplay
+from deployloop.runner.execute import (
     RunState,
     SuiteProgress,
     TestRunner,
@@ -21,6 +29,7 @@ from deployloop.runner.inventory import collect_inventory, suites_covering_other
 from deployloop.runner.jobs import plan_jobs
 from deployloop.runner.process import PytestSetup
 from deployloop.runner.reportlog import COLLECTION_ERROR
+from deployloop.safetext import one_line
 from deployloop.stages.plan import Plan
 from deployloop.stages.pytest_setup import pytest_setup
 from deployloop.stages.settings import IterationSettings
@@ -86,11 +95,21 @@ def run_tests(
     )
     recorder = _StoreRecorder(store, plan.record.id)
     workers = settings.workers
+    setup = pytest_setup(settings, plan.record, deployments)
     overlapping = suites_covering_others(
-        plan.suites, {row.nodeid: row.suite for row in rows}, settings.workdir
+        plan.suites,
+        {row.nodeid: row.suite for row in rows},
+        settings.workdir,
+        setup.rootdir or settings.workdir,
     )
     jobs = plan_jobs(
-        plan.suites, pending, collectable, workers, prefix=plan.job_prefix, by_node_id=overlapping
+        plan.suites,
+        pending,
+        collectable,
+        workers,
+        prefix=plan.job_prefix,
+        by_node_id=overlapping,
+        node_arg=setup.node_arg,
     )
     # Suites with nothing left to run (all collection errors, or finished before a resume).
     for suite in plan.suites:
@@ -102,7 +121,6 @@ def run_tests(
         return
     count = sum(len(v) for k, v in pending.items() if k in selected)
     console.print(f"  running {count} tests: {len(jobs)} pytest processes, {workers} at once")
-    setup = pytest_setup(settings, plan.record, deployments)
     display = LiveDisplay(console, state) if console.is_terminal else LineDisplay(console)
     with display:
         runner = TestRunner(
@@ -114,10 +132,40 @@ def run_tests(
             display,
             state,
             fresh_env=lambda: target.test_env(settings.config, deployments),
+            on_poll=_ServiceWatch(store, console, plan.record.id, target),
         )
         runner.run(jobs)
     if settings.config.tests.reruns:
         rerun_failures(settings, store, console, plan, setup, deployments, target)
+
+
+class _ServiceWatch:
+    """Services that crash while the tests run: recorded and said at once, since every
+    failure after that moment is the crash's (the reports put it first)."""
+
+    EVERY_S = 0.5
+
+    def __init__(
+        self, store: Store, console: Console, iteration_id: int, target: DeployTarget
+    ) -> None:
+        self._store = store
+        self._console = console
+        self._id = iteration_id
+        self._target = target
+        self._last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self._last < self.EVERY_S:
+            return
+        self._last = time.monotonic()
+        for crash in self._target.crashed():
+            self._store.record_crash(self._id, crash.service, crash.error or "crashed")
+            self._console.print(
+                Text.assemble(
+                    ("  service crashed: ", "bold red"),
+                    f"{crash.service}: {one_line(crash.error or '')}",
+                )
+            )
 
 
 def recollect_with_services(
@@ -190,7 +238,12 @@ def rerun_failures(
         suites = [s for s in plan.suites if s.name in pending]
         console.print(f"  rerun {attempt - 1}: {len(failing)} failing tests")
         jobs = plan_jobs(
-            suites, pending, {}, settings.workers, prefix=f"{plan.job_prefix}rerun{attempt - 1}-"
+            suites,
+            pending,
+            {},
+            settings.workers,
+            prefix=f"{plan.job_prefix}rerun{attempt - 1}-",
+            node_arg=setup.node_arg,
         )
         recorder = _AttemptRecorder(store, plan.record.id, attempt)
         state = RunState({s.name: SuiteProgress(s.name, len(pending[s.name])) for s in suites})

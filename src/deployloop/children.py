@@ -1,0 +1,286 @@
+"""The processes loop starts (services, pytest, the deploy command, the fix step): none of
+them outlives loop.
+
+Services and pytest run in sessions of their own, so the kernel ends none of them with loop.
+Two things make sure something does:
+- a watchdog process (`deployloop/watchdog.py`) learns each process group through a pipe and
+  stops them all when that pipe closes without a goodbye, that is when loop was killed;
+- a record file per `loop run` (`<state>/procs/<env>/<pid>.json`) lists the same groups, with
+  each leader's start time so a recycled pid is never mistaken for ours. When the watchdog
+  was killed too (a whole process group killed, a reboot), the next loop command for that env
+  reaps what the record names.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from deployloop import watchdog
+from deployloop.logpump import LogPump
+from deployloop.runner.plugin.deployloop_redact import Redactor
+
+# How long a stopped process may take (pytest's fixture teardown) before SIGKILL.
+STOP_GRACE_S = 5.0
+# The next loop command waits less: what it reaps was orphaned, not working.
+REAP_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Child:
+    popen: subprocess.Popen[bytes]
+    pump: LogPump
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+@dataclass(frozen=True)
+class _Entry:
+    target: int  # a process group id, or -pid for a single process
+    stop: int  # the signal that asks it to stop
+    started: str | None  # the leader's start time (/proc/<pid>/stat), None where unknown
+    boot: str | None  # the kernel boot id, so a record from before a reboot is stale
+    program: str
+
+
+class Children:
+    """Starts loop's child processes and keeps the watchdog and the record up to date.
+
+    `umask` is given to every child: loop writes its own files 0600 under a 0077 umask, but
+    the user's tests and services must see the umask the user set. `redactor` hides secrets
+    in their output. `watch=False` (for `loop plan`, which keeps no record) starts no
+    watchdog.
+    """
+
+    def __init__(
+        self,
+        record: Path | None = None,
+        redactor: Redactor | None = None,
+        umask: int | None = None,
+        watch: bool = True,
+    ) -> None:
+        self._record = record
+        self._redactor = redactor or Redactor()
+        self._umask = -1 if umask is None else umask
+        self._lock = threading.Lock()
+        self._entries: dict[int, _Entry] = {}
+        self._pipe: IO[str] | None = None
+        self._watchdog: subprocess.Popen[str] | None = None
+        if watch:
+            self._start_watchdog()
+
+    # --- starting and forgetting ------------------------------------------------------------
+
+    def start(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        log: Path,
+        cwd: Path | None = None,
+        stop_signal: int = signal.SIGTERM,
+    ) -> Child:
+        """Start argv as the leader of a new session (its group id is its pid), its output
+        going to `log` through loop's redaction. Raises OSError if it cannot start."""
+        pump = LogPump(log, self._redactor)
+        try:
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+                stdout=pump.write_fd,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                umask=self._umask,
+            )
+        except BaseException:
+            pump.close(0)
+            raise
+        pump.child_started()
+        self._add(process.pid, stop_signal, argv[0] if argv else "?")
+        return Child(process, pump)
+
+    def finished(self, child: Child, output_wait_s: float = 1.0) -> None:
+        """`child` has exited and its group been killed: forget it, and let its log catch up
+        (a grandchild that left the group may hold the pipe: not waited for long)."""
+        child.pump.close(output_wait_s)
+        self.forget(child.popen.pid)
+
+    def run_in_foreground(self, argv: list[str], *, env: Mapping[str, str], cwd: Path) -> int:
+        """Run argv in loop's own process group, on the terminal (the fix step may ask a
+        person something); tracked as one process, since its group is loop's."""
+        process = subprocess.Popen(argv, cwd=cwd, env=dict(env), umask=self._umask)
+        self._add(-process.pid, signal.SIGTERM, argv[0] if argv else "?")
+        try:
+            return process.wait()
+        except BaseException:
+            # Ctrl-C reached it too (same group); do not leave it behind when loop goes.
+            try:
+                return process.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                return process.wait()
+        finally:
+            self.forget(-process.pid)
+
+    def forget(self, target: int) -> None:
+        """`target` (a group id, or -pid) has ended and been reaped."""
+        with self._lock:
+            if self._entries.pop(target, None) is None:
+                return
+            self._tell(f"del {target}")
+            self._write_record()
+
+    @property
+    def umask(self) -> int:
+        return self._umask
+
+    # --- the end ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """loop is ending normally: stop anything still tracked, release the watchdog."""
+        with self._lock:
+            left = {e.target: e.stop for e in self._entries.values()}
+            self._entries.clear()
+        if left:
+            watchdog.stop(left, STOP_GRACE_S)
+        self._tell("done")
+        if self._pipe is not None:
+            try:
+                self._pipe.close()
+            except OSError:
+                pass
+            self._pipe = None
+        if self._watchdog is not None:
+            try:
+                self._watchdog.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+                self._watchdog.wait()
+            self._watchdog = None
+        if self._record is not None:
+            self._record.unlink(missing_ok=True)
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _start_watchdog(self) -> None:
+        record = str(self._record) if self._record is not None else "-"
+        try:
+            # -I -S: no site-packages, no user paths: it imports only the standard library.
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-I", "-S", watchdog.__file__, record, str(STOP_GRACE_S)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                text=True,
+            )
+        except OSError:
+            return  # the record still lets the next loop command reap
+        self._pipe = self._watchdog.stdin
+
+    def _add(self, target: int, stop: int, program: str) -> None:
+        pid = abs(target)
+        entry = _Entry(target, int(stop), _start_time(pid), _boot_id(), Path(program).name)
+        with self._lock:
+            self._entries[target] = entry
+            self._tell(f"add {target} {int(stop)}")
+            self._write_record()
+
+    def _tell(self, line: str) -> None:
+        if self._pipe is None:
+            return
+        try:
+            self._pipe.write(line + "\n")
+            self._pipe.flush()
+        except (OSError, ValueError):
+            self._pipe = None  # the watchdog is gone; the record remains
+
+    def _write_record(self) -> None:
+        if self._record is None:
+            return
+        data = json.dumps([asdict(e) for e in self._entries.values()])
+        try:
+            self._record.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._record.with_name(self._record.name + ".tmp")
+            tmp.write_text(data, encoding="utf-8")
+            tmp.replace(self._record)
+        except OSError:
+            pass  # the disk is full or the state dir is gone: the watchdog still knows
+
+
+def reap_orphans(record_dir: Path, own_pid: int | None = None) -> list[str]:
+    """Stop what the records in `record_dir` name (left by `loop run`s that were killed);
+    call only while holding, or having checked, the env's lock. Returns what was stopped."""
+    try:
+        records = [p for p in record_dir.glob("*.json") if p.stem != str(own_pid)]
+    except OSError:
+        return []
+    found: dict[int, int] = {}
+    names: list[str] = []
+    for path in records:
+        for entry in _read_record(path):
+            if _still_ours(entry):
+                found[entry.target] = entry.stop
+                names.append(f"{entry.program} (pid {abs(entry.target)})")
+    if found:
+        watchdog.stop(found, REAP_GRACE_S)
+    for path in records:
+        path.unlink(missing_ok=True)
+    return names
+
+
+def _read_record(path: Path) -> list[_Entry]:
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+        return [_Entry(**item) for item in data]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _still_ours(entry: _Entry) -> bool:
+    """Whether the process (group) the entry names is still the one loop started: a pid
+    number is reused once its process and every group and session it leads are gone."""
+    if entry.boot is None or entry.boot != _boot_id():
+        return False
+    pid = abs(entry.target)
+    started = _start_time(pid)
+    if started is not None:
+        return started == entry.started
+    if entry.target < 0:
+        return False  # a single process that is gone
+    # The leader is gone; its group lives on while any member does, and the number cannot
+    # have been reused meanwhile.
+    return watchdog.exists(entry.target)
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime), counted after the command name, which may hold spaces.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None

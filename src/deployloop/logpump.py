@@ -1,0 +1,93 @@
+"""A child's output, copied from a pipe to its log file with secrets redacted.
+
+pytest's output and a local service's are written by the child itself, and may print a
+secret (a test with `-s`, a service logging its config). Nothing of it reaches the disk
+without passing through loop's redaction: the child writes into a pipe, a thread of loop's
+copies it to the file a line at a time. Memory stays bounded whatever the child prints: a
+line with no end in sight is written in pieces, keeping an overlap so that a secret cut in
+two by the piece boundary is still found whole.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import IO
+
+from deployloop.runner.plugin.deployloop_redact import Redactor
+
+_CHUNK = 64 * 1024
+_MAX_PENDING = 1024 * 1024
+_OVERLAP = 4096  # a cut is never inside the last this-many characters of a long line
+
+
+class LogPump:
+    def __init__(self, path: Path, redactor: Redactor) -> None:
+        self._redactor = redactor
+        read_fd, self.write_fd = os.pipe()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        except OSError:
+            os.close(read_fd)
+            os.close(self.write_fd)
+            raise
+        self._out: IO[bytes] | None = os.fdopen(fd, "wb")
+        self._thread = threading.Thread(
+            target=self._copy, args=(read_fd,), name=f"log {path.name}", daemon=True
+        )
+        self._thread.start()
+
+    def child_started(self) -> None:
+        """The child holds its own copy of the pipe's write end: loop closes its copy, so the
+        pump sees the end of the output when the child (and whatever it started) is done."""
+        if self.write_fd >= 0:
+            os.close(self.write_fd)
+            self.write_fd = -1
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Wait for the output to end (the child has exited), at most timeout_s."""
+        self.child_started()
+        self._thread.join(timeout_s)
+
+    def _copy(self, read_fd: int) -> None:
+        pending = ""
+        with os.fdopen(read_fd, "rb", buffering=0) as source:
+            while True:
+                try:
+                    data = source.read(_CHUNK)
+                except OSError:
+                    break
+                if not data:
+                    break
+                # Bytes that are not UTF-8 (or a character cut by the chunk) go through as
+                # surrogates and come back out as the same bytes.
+                pending += data.decode("utf-8", "surrogateescape")
+                cut = pending.rfind("\n") + 1
+                if cut == 0 and len(pending) > _MAX_PENDING:
+                    cut = self._redactor.safe_cut(pending, len(pending) - _OVERLAP)
+                if cut:
+                    self._write(pending[:cut])
+                    pending = pending[cut:]
+        if pending:
+            self._write(pending)
+        if self._out is not None:
+            try:
+                self._out.close()
+            except OSError:
+                pass
+
+    def _write(self, text: str) -> None:
+        # A failed write (disk full, state dir deleted) stops the copying, never the
+        # draining: a child writing into a full pipe would hang.
+        if self._out is None:
+            return
+        try:
+            self._out.write(self._redactor.redact(text).encode("utf-8", "surrogateescape"))
+            self._out.flush()
+        except OSError:
+            try:
+                self._out.close()
+            except OSError:
+                pass
+            self._out = None
