@@ -121,3 +121,19 @@ def test_url_encoded_values_are_hidden_too() -> None:
     assert redactor.redact("postgres://u:p%40ss%20w%2Frd%21@db/x") == (
         "postgres://u:[redacted:DB_PASSWORD]@db/x"
     )
+
+
+def test_id_tokens_minted_for_a_process_are_hidden_by_loop_and_by_the_plugin() -> None:
+    from deployloop.runner.process import Redaction
+
+    redaction = Redaction(names=frozenset({"E2E_ENV"}))
+    token = "eyJhbGciOiJSUzI1NiJ9.payload.signature"
+    env = {"E2E_ENV": "staging", "LOOP_API_ID_TOKEN": token, "LOOP_API_URL": "http://x"}
+    spec = json.loads(redaction.plugin_env(env))
+    # The plugin learns the names (values stay in the process's own environment)...
+    assert spec["names"] == ["E2E_ENV", "LOOP_API_ID_TOKEN"]
+    assert token not in json.dumps(spec)
+    # ...and loop's own redactor (store, logs) learns the token as the process starts.
+    assert redaction.redactor.redact(f"Bearer {token} at http://x") == (
+        "Bearer [redacted:LOOP_API_ID_TOKEN] at http://x"
+    )

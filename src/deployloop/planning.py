@@ -16,14 +16,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from deployloop.children import Children
 from deployloop.config import Config, deploy_waves
 from deployloop.deploy import DeployContext, make_target
 from deployloop.gitinfo import git_sha
 from deployloop.runner.inventory import collect_inventory
 from deployloop.runner.process import PytestSetup
+from deployloop.runner.suite_paths import tests_root
 from deployloop.safetext import one_line
 from deployloop.stages.plan import configured_urls
-from deployloop.stages.pytest_setup import resolve_python, test_environment
+from deployloop.stages.pytest_setup import redaction_for, resolve_python, test_environment
 
 
 def show_plan(
@@ -59,12 +61,20 @@ def show_plan(
     console.print(services)
 
     # Collection output goes to a throwaway folder: plan leaves no trace in the state dir.
-    with tempfile.TemporaryDirectory(prefix="loop-plan-") as tmp:
+    # Its pytest processes die with it (a watchdog, but no record: plan writes no state).
+    redaction = redaction_for(config, os.environ)
+    with (
+        tempfile.TemporaryDirectory(prefix="loop-plan-") as tmp,
+        Children(redactor=redaction.redactor) as children,
+    ):
         setup = PytestSetup(
             python=resolve_python(config, workdir),
             workdir=workdir,
             pytest_args=tuple(config.tests.pytest_args),
             env=test_environment(config, env, next_iteration, configured_urls(config)),
+            rootdir=tests_root(config.tests.suites, workdir),
+            children=children,
+            redaction=redaction,
         )
         inventory = collect_inventory(
             config.tests.suites, setup, Path(tmp), config.tests.suite_timeout_s

@@ -18,6 +18,8 @@ PLUGIN_DIR = Path(__file__).parent / "plugin"
 # pytest writes its reports and runs fixture teardown on SIGINT; a process that still runs
 # after this many seconds is killed.
 INTERRUPT_GRACE_S = 5.0
+_TAIL_BYTES = 64 * 1024
+_TAIL_LINE_CHARS = 500
 
 
 @dataclass(frozen=True)
@@ -157,11 +159,16 @@ class PytestProcess:
         return self._interrupted_at is not None
 
     def tail(self, lines: int = 15) -> str:
+        """The last lines of pytest's output, each shortened: read from the end of the file,
+        which may hold hundreds of megabytes a test printed."""
         try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+            with self.log_path.open("rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - _TAIL_BYTES))
+                data = log.read()
         except OSError:
             return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
+        text = data.decode("utf-8", errors="replace")
+        return "\n".join(_shorten(line) for line in text.rstrip().splitlines()[-lines:])
 
     def _signal(self, sig: signal.Signals) -> None:
         try:
@@ -183,3 +190,9 @@ def error_line(output: str) -> str:
         if line.startswith("ERROR:") or "error:" in line.lower():
             return line.removeprefix("ERROR:").strip()
     return lines[-1] if lines else "(no output)"
+
+
+def _shorten(line: str) -> str:
+    if len(line) <= _TAIL_LINE_CHARS:
+        return line
+    return line[: _TAIL_LINE_CHARS - 3] + "..."
