@@ -137,3 +137,32 @@ def test_id_tokens_minted_for_a_process_are_hidden_by_loop_and_by_the_plugin() -
     assert redaction.redactor.redact(f"Bearer {token} at http://x") == (
         "Bearer [redacted:LOOP_API_ID_TOKEN] at http://x"
     )
+
+
+def test_a_multi_line_secret_written_in_pieces_is_hidden_in_the_log(tmp_path: Path) -> None:
+    import time
+
+    from deployloop.logpump import LogPump
+
+    key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----"
+    redactor = Redactor()
+    redactor.add("SIGNING_KEY", key, anywhere=True)
+    log = tmp_path / "svc.log"
+    pump = LogPump(log, redactor)
+    first, second = key.encode()[:25], key.encode()[25:]
+    os.write(pump.write_fd, b"loading " + first)
+    time.sleep(0.2)  # two reads: the value arrives cut in two
+    os.write(pump.write_fd, second + "\ncaf\u00e9 done\n".encode())
+    pump.close()
+    text = log.read_text()
+    assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" not in text
+    assert "[redacted:SIGNING_KEY]" in text and "caf\u00e9 done" in text
+
+
+def test_quoted_forms_of_a_value_are_hidden() -> None:
+    redactor = Redactor()
+    redactor.add("DB_PASSWORD", 'line1\nline"2', anywhere=True)
+    shown_by_assert = "assert {'pw': 'line1\\nline\"2'} == {}"
+    shown_by_json = '{"pw": "line1\\nline\\"2"}'
+    assert redactor.redact(shown_by_assert) == "assert {'pw': '[redacted:DB_PASSWORD]'} == {}"
+    assert redactor.redact(shown_by_json) == '{"pw": "[redacted:DB_PASSWORD]"}'

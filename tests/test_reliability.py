@@ -257,6 +257,12 @@ def test_secrets_never_reach_anything_loop_writes(project: Project) -> None:
 
         def test_fine():
             pass
+
+        import pytest
+
+        @pytest.mark.parametrize("token", [os.environ["GH_TOKEN"]])
+        def test_token_as_parameter(token):
+            assert token
         """)
     result = project.run("run", env={"GH_TOKEN": SECRET_TOKEN})
     assert result.returncode == 1, output(result)
@@ -282,7 +288,7 @@ def test_secrets_never_reach_anything_loop_writes(project: Project) -> None:
     summary = project.summary()
     report = (project.iteration_dir(1) / "report.md").read_text()
     assert "[redacted:" in report
-    assert (summary["totals"]["passed"], summary["totals"]["failed"]) == (1, 3)
+    assert (summary["totals"]["passed"], summary["totals"]["failed"]) == (2, 3)
 
 
 def test_escape_sequences_from_tests_never_reach_the_terminal_or_report(
@@ -568,3 +574,160 @@ def test_a_full_disk_stops_the_run_and_says_what_the_store_holds(
     else:
         assert summary["status"] == "crashed"
     assert summary["totals"]["collected"] == 40
+
+
+def test_a_run_is_seen_live_whatever_tmpdir_says(project: Project, tmp_path: Path) -> None:
+    """The lock lives in TMPDIR; a shell with another TMPDIR must still see the run (its
+    record) and neither reap its children nor start a second run alongside."""
+    hanging_project(project)
+    proc, test_pid, api_pid = start_and_wait_for_hang(project)
+    other = tmp_path / "other-tmp"
+    other.mkdir()
+    status = project.run("status", "--format", "json", env={"TMPDIR": str(other)})
+    assert status.returncode == 0, output(status)
+    assert "stopped" not in status.stderr and "crashed" not in status.stderr
+    assert pid_alive(test_pid) and pid_alive(api_pid)
+    second = project.run("run", env={"TMPDIR": str(other)})
+    assert second.returncode == 2, output(second)
+    assert "another `loop run`" in second.stderr
+    (project.root / "hang.txt").unlink()
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert project.summary()["status"] == "passed"
+
+
+def test_a_lock_folder_planted_by_someone_else_is_refused(
+    project: Project, tmp_path: Path
+) -> None:
+    fake_tmp = tmp_path / "shared-tmp"
+    planted = fake_tmp / f"deployloop-{os.getuid()}"
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)
+    project.config(SERVICE_CONFIG)
+    project.service()
+    project.write("tests/test_main.py", "def test_a(): pass\n")
+    result = project.run("run", env={"TMPDIR": str(fake_tmp)})
+    assert result.returncode == 2, output(result)
+    assert "is not a private folder of this user" in result.stderr
+    assert list(planted.iterdir()) == []
+
+
+def test_sigterm_during_the_fix_step_stops_it_and_the_loop(project: Project) -> None:
+    project.config(SERVICE_CONFIG.replace(
+        "max_iterations = 1",
+        'max_iterations = 3\nbetween_iterations = ["{python}", "fix.py"]',
+    ))
+    project.service()
+    project.write("tests/test_main.py", "def test_fails(): assert 0\n")
+    project.write("fix.py", """
+        import os, signal, sys, time
+        from pathlib import Path
+
+        def stop(signum, frame):
+            Path("fix-stopped.txt").write_text(str(signum))
+            sys.exit(0)  # a fix step that exits 0 when asked to stop
+
+        signal.signal(signal.SIGTERM, stop)
+        Path("fix.pid").write_text(str(os.getpid()))
+        time.sleep(60)
+        """)
+    proc = project.popen("run")
+    fix_pid = read_pid(project.root / "fix.pid")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, f"{stdout}\n{stderr}"
+    assert (project.root / "fix-stopped.txt").read_text() == str(int(signal.SIGTERM))
+    assert not pid_alive(fix_pid)
+    # The loop stopped there: no second iteration.
+    assert [h["iteration"] for h in project.history()] == [1]
+
+
+def test_a_background_server_started_by_the_deploy_command_outlives_loop(
+    project: Project,
+) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = f"nohup {{python}} svc.py --port {port} --pidfile bg.pid"
+    project.config(f"""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "command"
+        command = ["sh", "-c", "{start} & echo started"]
+
+        [[deploy.services]]
+        name = "api"
+        url = "http://127.0.0.1:{port}"
+
+        [tests]
+        workers = 1
+
+        [[tests.suites]]
+        name = "Main"
+        paths = ["tests"]
+        """)
+    project.service()
+    project.write("tests/test_main.py", "def test_a(): pass\n")
+    result = project.run("run")
+    try:
+        assert result.returncode == 0, output(result)
+        import urllib.request
+
+        for _ in range(3):  # it writes a log line per request: no broken pipe once loop is gone
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+                assert r.status == 200
+    finally:
+        pid = read_pid(project.root / "bg.pid")
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_suites_outside_the_project_keep_its_pytest_config(
+    project: Project, tmp_path: Path
+) -> None:
+    other = tmp_path / "e2e-repo"
+    (other / "tests").mkdir(parents=True)
+    (other / "tests" / "test_outside.py").write_text("def check_outside(): pass\n")
+    project.root = tmp_path / "service-repo"
+    project.root.mkdir()
+    # The project's config makes check_* functions tests: lost if pytest misses it.
+    project.write("pytest.ini", "[pytest]\npython_functions = check_* test_*\n")
+    project.write("tests/test_inside.py", "def check_inside(): pass\n")
+    project.config(SERVICE_CONFIG.replace('paths = ["tests"]', 'paths = ["tests"]\n\n'
+                   '[[tests.suites]]\nname = "Outside"\npaths = ["../e2e-repo/tests"]'))
+    project.service()
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    summary = project.summary()
+    assert summary["totals"]["passed"] == 2
+    assert not (tmp_path / ".pytest_cache").exists()
+
+
+def test_a_test_printing_megabytes_is_recorded_with_capped_text(project: Project) -> None:
+    project.config(SERVICE_CONFIG)
+    project.service()
+    project.write("tests/test_main.py", """
+        def test_noisy():
+            print("x" * 30_000_000)
+            raise AssertionError("y" * 5_000_000)
+
+        def test_quiet():
+            pass
+        """)
+    result = project.run("run", timeout=120)
+    assert result.returncode == 1, output(result)
+    conn = sqlite3.connect(project.state / "loop.db")
+    (message, longrepr), = conn.execute(
+        "SELECT message, longrepr FROM tests WHERE nodeid LIKE '%test_noisy'"
+    )
+    conn.close()
+    assert message.startswith("AssertionError: yyy") and len(message) < 5_000
+    assert len(longrepr) < 25_000
+    # The whole text is still in pytest's own log.
+    (log,) = (project.iteration_dir(1) / "pytest").glob("0*.log")
+    assert log.stat().st_size > 30_000_000
+    summary = project.summary()
+    assert any(t.endswith("test_noisy") for c in summary["clusters"] for t in c["tests"])

@@ -14,6 +14,7 @@ Two things make sure something does:
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -36,7 +37,8 @@ REAP_GRACE_S = 2.0
 @dataclass(frozen=True)
 class Child:
     popen: subprocess.Popen[bytes]
-    pump: LogPump
+    pump: LogPump | None
+    log: Path
 
     @property
     def pid(self) -> int:
@@ -75,8 +77,12 @@ class Children:
         self._entries: dict[int, _Entry] = {}
         self._pipe: IO[str] | None = None
         self._watchdog: subprocess.Popen[str] | None = None
+        self._closed = False
+        self._owner = _Entry(os.getpid(), 0, _start_time(os.getpid()), _boot_id(), "loop")
         if watch:
             self._start_watchdog()
+        with self._lock:
+            self._write_record()  # the owner, at once: the next command must see a live run
 
     # --- starting and forgetting ------------------------------------------------------------
 
@@ -88,50 +94,78 @@ class Children:
         log: Path,
         cwd: Path | None = None,
         stop_signal: int = signal.SIGTERM,
+        through_loop: bool = True,
     ) -> Child:
         """Start argv as the leader of a new session (its group id is its pid), its output
-        going to `log` through loop's redaction. Raises OSError if it cannot start."""
-        pump = LogPump(log, self._redactor)
+        going to `log` through loop's redaction. Raises OSError if it cannot start.
+
+        `through_loop=False`: the output goes to `log` directly, and is redacted there once
+        the process has ended (`finished`). For a process that may leave something running
+        after loop has gone (a deploy script starting a server in the background): a pipe
+        would end with loop, and the server with it, at its next write."""
+        if self._closed:
+            raise OSError("loop is stopping: no new process is started")
+        pump = LogPump(log, self._redactor) if through_loop else None
+        direct = None if pump is not None else _open_private(log)
         try:
             process = subprocess.Popen(
                 argv,
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
-                stdout=pump.write_fd,
+                stdout=pump.write_fd if pump is not None else direct,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 umask=self._umask,
             )
         except BaseException:
-            pump.close(0)
+            if pump is not None:
+                pump.close(0)
             raise
-        pump.child_started()
+        finally:
+            if direct is not None:
+                os.close(direct)
+        if pump is not None:
+            pump.child_started()
         self._add(process.pid, stop_signal, argv[0] if argv else "?")
-        return Child(process, pump)
+        return Child(process, pump, log)
 
     def finished(self, child: Child, output_wait_s: float = 1.0) -> None:
         """`child` has exited and its group been killed: forget it, and let its log catch up
         (a grandchild that left the group may hold the pipe: not waited for long)."""
-        child.pump.close(output_wait_s)
         self.forget(child.popen.pid)
+        if child.pump is not None:
+            child.pump.close(output_wait_s)
+        else:
+            redact_file(child.log, self._redactor)
 
     def run_in_foreground(self, argv: list[str], *, env: Mapping[str, str], cwd: Path) -> int:
         """Run argv in loop's own process group, on the terminal (the fix step may ask a
-        person something); tracked as one process, since its group is loop's."""
+        person something); tracked as one process, since its group is loop's.
+
+        Ctrl-C reaches it from the terminal as it reaches loop; SIGTERM (and SIGHUP) reach
+        loop only, which passes them on. Either way loop waits for it to end, then goes on
+        stopping (the KeyboardInterrupt is raised again)."""
+        if self._closed:
+            raise OSError("loop is stopping: no new process is started")
         process = subprocess.Popen(argv, cwd=cwd, env=dict(env), umask=self._umask)
         self._add(-process.pid, signal.SIGTERM, argv[0] if argv else "?")
         try:
-            return process.wait()
+            code = process.wait()
         except BaseException:
-            # Ctrl-C reached it too (same group); do not leave it behind when loop goes.
             try:
-                return process.wait(timeout=STOP_GRACE_S)
+                process.send_signal(signal.SIGTERM)
+                process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 process.kill()
-                return process.wait()
-        finally:
+                process.wait()
+            except BaseException:  # a second Ctrl-C: stop waiting
+                process.kill()
+                process.wait()
             self.forget(-process.pid)
+            raise
+        self.forget(-process.pid)
+        return code
 
     def forget(self, target: int) -> None:
         """`target` (a group id, or -pid) has ended and been reaped."""
@@ -150,6 +184,7 @@ class Children:
     def close(self) -> None:
         """loop is ending normally: stop anything still tracked, release the watchdog."""
         with self._lock:
+            self._closed = True
             left = {e.target: e.stop for e in self._entries.values()}
             self._entries.clear()
         if left:
@@ -215,7 +250,9 @@ class Children:
     def _write_record(self) -> None:
         if self._record is None:
             return
-        data = json.dumps([asdict(e) for e in self._entries.values()])
+        data = json.dumps(
+            {"owner": asdict(self._owner), "children": [asdict(e) for e in self._entries.values()]}
+        )
         try:
             self._record.parent.mkdir(parents=True, exist_ok=True)
             tmp = self._record.with_name(self._record.name + ".tmp")
@@ -225,33 +262,61 @@ class Children:
             pass  # the disk is full or the state dir is gone: the watchdog still knows
 
 
+def live_runs(record_dir: Path) -> list[int]:
+    """The pids of `loop run`s whose records are in `record_dir` and that still run."""
+    try:
+        records = list(record_dir.glob("*.json"))
+    except OSError:
+        return []
+    live = []
+    for path in records:
+        owner, _ = _read_record(path)
+        if owner is not None and _same_process(owner):
+            live.append(abs(owner.target))
+    return live
+
+
 def reap_orphans(record_dir: Path, own_pid: int | None = None) -> list[str]:
-    """Stop what the records in `record_dir` name (left by `loop run`s that were killed);
-    call only while holding, or having checked, the env's lock. Returns what was stopped."""
+    """Stop what the records in `record_dir` name, for `loop run`s that are gone (killed):
+    a record whose owner still runs is left alone, whatever the lock says. Returns what was
+    stopped."""
     try:
         records = [p for p in record_dir.glob("*.json") if p.stem != str(own_pid)]
     except OSError:
         return []
     found: dict[int, int] = {}
     names: list[str] = []
+    done = []
     for path in records:
-        for entry in _read_record(path):
+        owner, entries = _read_record(path)
+        if owner is not None and _same_process(owner):
+            continue  # a live run (another TMPDIR, another lock): not an orphan
+        done.append(path)
+        for entry in entries:
             if _still_ours(entry):
                 found[entry.target] = entry.stop
                 names.append(f"{entry.program} (pid {abs(entry.target)})")
     if found:
         watchdog.stop(found, REAP_GRACE_S)
-    for path in records:
+    for path in done:
         path.unlink(missing_ok=True)
     return names
 
 
-def _read_record(path: Path) -> list[_Entry]:
+def _read_record(path: Path) -> tuple[_Entry | None, list[_Entry]]:
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
-        return [_Entry(**item) for item in data]
-    except (OSError, ValueError, TypeError):
-        return []
+        owner = _Entry(**data["owner"]) if data.get("owner") else None
+        return owner, [_Entry(**item) for item in data.get("children", [])]
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return None, []
+
+
+def _same_process(entry: _Entry) -> bool:
+    """Whether the process the entry names is the one that wrote it (not a recycled pid)."""
+    if entry.boot is None or entry.boot != _boot_id() or entry.started is None:
+        return False
+    return _start_time(abs(entry.target)) == entry.started
 
 
 def _still_ours(entry: _Entry) -> bool:
@@ -284,3 +349,27 @@ def _boot_id() -> str | None:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return None
+
+
+def _open_private(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+
+
+def redact_file(path: Path, redactor: Redactor) -> None:
+    """Redact a log a process wrote directly, by writing a redacted copy over it. Output a
+    background process still writes goes to the replaced file: it is lost, not leaked."""
+    if not redactor:
+        return
+    try:
+        text = path.read_bytes().decode("utf-8", "surrogateescape")
+        clean = redactor.redact(text)
+        if clean == text:
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(clean.encode("utf-8", "surrogateescape"))
+        tmp.replace(path)
+    except OSError:
+        pass

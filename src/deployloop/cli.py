@@ -139,17 +139,35 @@ def _reading(state_dir: Path) -> Iterator[None]:
 
 def _settle(store: Store, state_dir: Path, env: str, *, own_run: bool = False) -> None:
     """An iteration still `running` that no `loop run` holds was left by a loop that was
-    killed: stop what that loop left running, and mark the iteration `crashed`."""
+    killed: stop what that loop left running, and mark the iteration `crashed`. A run is
+    live if it holds the env's lock or if its own record says so (a run with another TMPDIR
+    takes its lock elsewhere)."""
+    from deployloop.lock import unless_running
+
+    if own_run:
+        _settle_now(store, state_dir, env, own_run=True)
+        return
+    with unless_running(state_dir, env) as free:
+        if free:
+            _settle_now(store, state_dir, env, own_run=False)
+
+
+def _settle_now(store: Store, state_dir: Path, env: str, *, own_run: bool) -> None:
     import sqlite3
 
-    from deployloop.children import reap_orphans
+    from deployloop.children import live_runs, reap_orphans
     from deployloop.layout import StateLayout
-    from deployloop.lock import run_in_progress
 
-    if not own_run and run_in_progress(state_dir, env):
+    procs = StateLayout(state_dir).procs_dir(env)
+    live = [pid for pid in live_runs(procs) if pid != os.getpid()]
+    if live:
+        if own_run:
+            _fail(
+                f"another `loop run` (pid {live[0]}) is running env {env!r}; wait for it, or"
+                " stop it (Ctrl-C) and use --resume"
+            )
         return
-    own = os.getpid() if own_run else None
-    reaped = reap_orphans(StateLayout(state_dir).procs_dir(env), own)
+    reaped = reap_orphans(procs, os.getpid() if own_run else None)
     if reaped:
         typer.echo(
             f"note: stopped {len(reaped)} processes a killed `loop run` left running: "
@@ -176,7 +194,7 @@ def _settle(store: Store, state_dir: Path, env: str, *, own_run: bool = False) -
         )
 
 
-CRASHED_REASON = "killed mid-iteration: kill -9, out of memory or a reboot"
+CRASHED_REASON = "killed mid-iteration: kill -9, out of memory, a closed terminal or a reboot"
 
 
 def _optional_config(config_dir: Path, env: str) -> Config | None:
@@ -273,19 +291,41 @@ def run(
             record = settings.layout.procs_record(env, os.getpid())
             with Children(record, redaction.redactor, umask=user_umask) as children:
                 settings = replace(settings, children=children, redaction=redaction)
-                code = _run_guarded(
-                    lambda: run_loop(
-                        settings,
-                        RunOptions(max_iterations or config.loop.max_iterations, resume),
-                        store,
-                        _console(),
+                try:
+                    code = _run_guarded(
+                        lambda: run_loop(
+                            settings,
+                            RunOptions(max_iterations or config.loop.max_iterations, resume),
+                            store,
+                            _console(),
+                        )
                     )
-                )
+                except KeyboardInterrupt:
+                    code = _interrupted_late(store, env)
     except EnvLocked as exc:
         _fail(str(exc))
     finally:
         store.close()
     raise typer.Exit(code)
+
+
+def _interrupted_late(store: Store, env: str) -> int:
+    """Ctrl-C where the loop could not catch it (a second one while services stop, or while
+    the reports are written): the iteration is `interrupted`, never left `running`."""
+    import sqlite3
+
+    from deployloop.models import IterationStatus
+    from deployloop.stages.decide import EXIT_INTERRUPTED
+
+    try:
+        store.mark_crashed(env, "interrupted while stopping", IterationStatus.INTERRUPTED)
+    except sqlite3.Error:
+        pass  # the next command marks it crashed
+    typer.echo(
+        f"interrupted: results so far are kept; `loop run --env {env} --resume` goes on",
+        err=True,
+    )
+    return EXIT_INTERRUPTED
 
 
 def _run_guarded(run: Callable[[], int]) -> int:

@@ -13,7 +13,7 @@ from datetime import date
 from rich.console import Console
 
 from deployloop.analysis.figures import figures
-from deployloop.deploy import DeployError, make_target
+from deployloop.deploy import DeployError, DeployTarget, make_target
 from deployloop.models import IterationRecord, IterationStatus, Summary
 from deployloop.runner.execute import Interrupted
 from deployloop.stages.analyze import load_summary
@@ -73,9 +73,9 @@ def run_iteration(
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
     except Exception as exc:
+        _stop(target)
         raise IterationError(exc, _mark_error(store, record, exc)) from exc
-    finally:
-        target.stop()
+    interrupted = _stop(target) or interrupted
     status = _final_status(store, record, settings.target_pass_rate, deploy_error, interrupted)
     store.finish_iteration(record.id, status, error=deploy_error)
     finished = store.iteration_by_id(record.id)
@@ -83,6 +83,16 @@ def run_iteration(
     summary = load_summary(store, finished, settings.config, date.today())
     write_reports(settings.layout, summary)
     return IterationOutcome(finished, summary, deploy_error, interrupted)
+
+
+def _stop(target: DeployTarget) -> bool:
+    """Stop what the target started; True if Ctrl-C came meanwhile. The services are not
+    lost then: loop kills whatever it still tracks as it exits, and its watchdog if it dies."""
+    try:
+        target.stop()
+    except KeyboardInterrupt:
+        return True
+    return False
 
 
 def _final_status(

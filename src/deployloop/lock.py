@@ -9,14 +9,20 @@ crash never leaves it stale, and a read command can tell an orphaned `running` i
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
+import stat
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO
+
+from deployloop.safetext import one_line
 
 # A read command probing the lock holds it for an instant; a run that starts then waits.
 _ACQUIRE_WAIT_S = 2.0
@@ -34,8 +40,19 @@ def lock_path(state_dir: Path, env: str) -> Path:
 
 
 def _open(path: Path) -> IO[str]:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """The lock file, in a folder that must be this user's alone: /tmp is shared, and a
+    folder or a link planted there by someone else must not steer loop's writes."""
+    folder = path.parent
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise OSError(
+            errno.EPERM, f"{folder} is not a private folder of this user (remove it, or set TMPDIR)"
+        )
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     return os.fdopen(fd, "r+", encoding="utf-8")
 
 
@@ -49,7 +66,9 @@ class EnvLock:
         try:
             handle = _open(self._path)
         except OSError as exc:
-            raise EnvLocked(f"{self._path}: cannot take the env's lock: {exc.strerror}") from None
+            raise EnvLocked(
+                f"{self._path}: cannot take the env's lock: {exc.strerror or exc}"
+            ) from None
         deadline = time.monotonic() + _ACQUIRE_WAIT_S
         while True:
             try:
@@ -60,7 +79,7 @@ class EnvLock:
                     time.sleep(0.05)
                     continue
                 handle.seek(0)
-                holder = handle.read().strip() or "?"
+                holder = one_line(handle.read(40).strip()) or "?"
                 handle.close()
                 raise EnvLocked(
                     f"another `loop run` (pid {holder}) is running env {self._env!r};"
@@ -85,16 +104,21 @@ class EnvLock:
             self._file = None
 
 
-def run_in_progress(state_dir: Path, env: str) -> bool:
-    """Whether a `loop run` holds env's lock now (True when that cannot be told)."""
+@contextmanager
+def unless_running(state_dir: Path, env: str) -> Iterator[bool]:
+    """True when no `loop run` holds env's lock, which stays held (shared) while the caller
+    acts on that: a run that starts meanwhile waits for it (see _ACQUIRE_WAIT_S)."""
     try:
         handle = _open(lock_path(state_dir, env))
     except OSError:
-        return True
+        yield False  # cannot tell: act as if a run held it
+        return
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
-        handle.close()  # closing drops a lock taken just now
-    return False
+        handle.close()  # closing drops the lock

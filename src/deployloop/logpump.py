@@ -10,6 +10,7 @@ two by the piece boundary is still found whole.
 
 from __future__ import annotations
 
+import codecs
 import os
 import threading
 from pathlib import Path
@@ -52,6 +53,9 @@ class LogPump:
 
     def _copy(self, read_fd: int) -> None:
         pending = ""
+        # A character cut by a chunk boundary is decoded whole with the next chunk; bytes
+        # that are not UTF-8 go through as surrogates and come back out as the same bytes.
+        decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         with os.fdopen(read_fd, "rb", buffering=0) as source:
             while True:
                 try:
@@ -60,15 +64,12 @@ class LogPump:
                     break
                 if not data:
                     break
-                # Bytes that are not UTF-8 (or a character cut by the chunk) go through as
-                # surrogates and come back out as the same bytes.
-                pending += data.decode("utf-8", "surrogateescape")
-                cut = pending.rfind("\n") + 1
-                if cut == 0 and len(pending) > _MAX_PENDING:
-                    cut = self._redactor.safe_cut(pending, len(pending) - _OVERLAP)
+                pending += decoder.decode(data)
+                cut = self._cut(pending)
                 if cut:
                     self._write(pending[:cut])
                     pending = pending[cut:]
+        pending += decoder.decode(b"", final=True)
         if pending:
             self._write(pending)
         if self._out is not None:
@@ -76,6 +77,15 @@ class LogPump:
                 self._out.close()
             except OSError:
                 pass
+
+    def _cut(self, pending: str) -> int:
+        """How much of `pending` can be redacted and written now: whole lines (a value of
+        several lines is hidden line by line too, see Redactor.add), or a piece of a line
+        too long to hold, never cutting a hidden value in two."""
+        cut = pending.rfind("\n") + 1
+        if cut == 0 and len(pending) > _MAX_PENDING:
+            cut = self._redactor.safe_cut(pending, len(pending) - _OVERLAP)
+        return cut
 
     def _write(self, text: str) -> None:
         # A failed write (disk full, state dir deleted) stops the copying, never the

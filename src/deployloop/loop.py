@@ -164,7 +164,9 @@ def _print_decision(console: Console, decision: Decision, outcome: IterationOutc
 
 
 class _sigterm_as_interrupt:  # noqa: N801 (used as a context manager)
-    """SIGTERM (a CI job cancelled, `kill`) stops as gracefully as Ctrl-C does."""
+    """SIGTERM (a CI job cancelled, `kill`) stops as gracefully as Ctrl-C does. SIGHUP (the
+    terminal closed) is left to end loop: every later write to that terminal would fail;
+    the watchdog stops the children and the next command marks the iteration crashed."""
 
     def __enter__(self) -> None:
         self._old = signal.signal(signal.SIGTERM, self._raise)

@@ -179,12 +179,16 @@ class Store:
             existed = _prepare(path)
         except OSError as exc:
             raise StoreError(f"{path}: cannot open the state database: {exc}") from None
-        if existed and path.stat().st_size == 0:
+        if existed and _truncated(path):
             raise StoreError(
                 f"{path}: the state database is empty (truncated?); {restore_hint(path)}"
             )
         try:
             conn = _connect(path)
+        except sqlite3.DatabaseError as exc:  # "file is not a database": a damaged header
+            raise StoreError(
+                f"{path}: the state database is damaged ({exc}); {restore_hint(path)}"
+            ) from None
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot open the state database: {exc}") from None
         try:
@@ -201,6 +205,7 @@ class Store:
         return cls(conn, path, redact, warn)
 
     def close(self) -> None:
+        self._check_path(force=True)  # a state dir deleted after the last write
         self._conn.close()
 
     def backup(self) -> Path | None:
@@ -227,10 +232,12 @@ class Store:
         tmp.replace(target)
         return target
 
-    def _check_path(self) -> None:
+    def _check_path(self, force: bool = False) -> None:
         """Writes go to the file loop opened; if the state dir was deleted meanwhile, they
         would vanish with it. Put the database back where it belongs, from the open one."""
-        if self._path is None or time.monotonic() - self._checked_at < _CHECK_PATH_EVERY_S:
+        if self._path is None:
+            return
+        if not force and time.monotonic() - self._checked_at < _CHECK_PATH_EVERY_S:
             return
         self._checked_at = time.monotonic()
         if _identity(self._path) == self._identity:
@@ -298,15 +305,18 @@ class Store:
     def finish_iteration(
         self, iteration_id: int, status: IterationStatus, error: str | None = None
     ) -> None:
+        self._check_path(force=True)
         self._write(
             "UPDATE iterations SET status = ?, finished_at = ?, error = ? WHERE id = ?",
             (status, now_iso(), self._keep(error, MAX_MESSAGE), iteration_id),
         )
 
-    def mark_crashed(self, env: str, reason: str) -> list[int]:
-        """Mark env's iterations still `running` as `crashed`; call only when no `loop run`
-        holds the env. What they recorded stays; their suites still running become
-        interrupted. Returns the iteration numbers marked."""
+    def mark_crashed(
+        self, env: str, reason: str, status: IterationStatus = IterationStatus.CRASHED
+    ) -> list[int]:
+        """Mark env's iterations still `running` as `crashed` (or `status`); call only when
+        no `loop run` holds the env, or from the run that stops. What they recorded stays;
+        their suites still running become interrupted. Returns the iteration numbers marked."""
         if not self._conn.execute(
             "SELECT 1 FROM iterations WHERE env = ? AND status = ? LIMIT 1",
             (env, IterationStatus.RUNNING),
@@ -324,7 +334,7 @@ class Store:
                 tx.execute(
                     "UPDATE iterations SET status = ?, error = ?,"
                     " finished_at = COALESCE(?, started_at) WHERE id = ?",
-                    (IterationStatus.CRASHED, reason, last, iteration_id),
+                    (status, reason, last, iteration_id),
                 )
                 tx.execute(
                     "UPDATE suites SET status = ? WHERE iteration_id = ? AND status = ?",
@@ -652,6 +662,21 @@ def _prepare(path: Path) -> bool:
     for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         _tighten(file, 0o600)
     return existed
+
+
+# A database another loop has just created (0 bytes until its schema is written) is not a
+# truncated one: an empty file is, if a backup lies beside it or it is older than this.
+_CREATING_S = 10.0
+
+
+def _truncated(path: Path) -> bool:
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    if info.st_size != 0:
+        return False
+    return backup_path(path).exists() or time.time() - info.st_mtime > _CREATING_S
 
 
 def _tighten(path: Path, mode: int) -> None:

@@ -55,7 +55,9 @@ def run_deploy_command(config: Config, ctx: DeployContext) -> str | None:
     env = {**ctx.base_env, **loop_env(ctx), "LOOP_GIT_SHA": ctx.git_sha or ""}
     children = ctx.spawner()
     try:
-        child = children.start(argv, env=env, log=log_path)
+        # Its output goes to the log directly (redacted once it ends): what it starts in the
+        # background may outlive loop, and a pipe to loop would end with loop.
+        child = children.start(argv, env=env, log=log_path, through_loop=False)
     except OSError as exc:
         return f"deploy command: {cannot_run(argv, exc)}"
     timeout_s = command_timeout_s(config)

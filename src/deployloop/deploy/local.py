@@ -41,7 +41,6 @@ class _Running:
     children: Children
     log_path: Path
     ready: bool = False
-    crash_reported: bool = False
 
 
 class LocalTarget(TargetDefaults):
@@ -75,13 +74,13 @@ class LocalTarget(TargetDefaults):
     def crashed(self) -> list[Deployment]:
         out = []
         with self._lock:
-            running = list(self._running)
-        for run in running:
-            code = run.child.popen.poll()
-            if not run.ready or run.crash_reported or code is None:
-                continue
-            run.crash_reported = True
-            run.child.pump.close(0.5)  # its last words may still be in the pipe
+            gone = [r for r in self._running if r.ready and r.child.popen.poll() is not None]
+            self._running = [r for r in self._running if r not in gone]
+        for run in gone:
+            code = run.child.popen.returncode
+            # What it left in its group goes now, while the group id is still its own (the
+            # pid of a reaped leader may be reused once its group is empty).
+            stop_children([(run.children, run.child)], 0.5)
             reason = f"{exit_reason(code)} during the tests at {now_iso()}"
             line = first_error_line(run.log_path)
             out.append(

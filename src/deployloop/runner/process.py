@@ -11,7 +11,7 @@ from pathlib import Path
 from deployloop.children import Child, Children
 from deployloop.runner.plugin import deployloop_redact
 from deployloop.runner.plugin.deployloop_redact import Redactor
-from deployloop.runner.suite_paths import node_arg
+from deployloop.runner.suite_paths import node_arg, project_ini
 
 PLUGIN_DIR = Path(__file__).parent / "plugin"
 
@@ -64,6 +64,13 @@ class PytestSetup:
         argv = [self.python, "-m", "pytest", *self.pytest_args, *args, *extra]
         rootdir = self.rootdir or self.workdir
         argv += ["--maxfail=0", "--continue-on-collection-errors", "--rootdir", str(rootdir)]
+        if rootdir != self.workdir:
+            # pytest would look for its config from a folder above the project: keep the
+            # project's, and its cache in the project rather than up there.
+            ini = project_ini(self.workdir)
+            if ini is not None:
+                argv += ["-c", str(ini)]
+            argv += ["-o", f"cache_dir={self.workdir / '.pytest_cache'}"]
         if markers:
             argv += ["-m", markers]
         return argv

@@ -113,3 +113,30 @@ def node_arg(nodeid: str, workdir: Path, rootdir: Path | None) -> str:
         return nodeid
     file, sep, rest = nodeid.partition("::")
     return os.path.relpath(rootdir / file, workdir) + sep + rest
+
+
+# pytest's config files, in the order it reads them, with the section that makes one count.
+_INI_FILES = (
+    ("pytest.ini", None),
+    (".pytest.ini", None),
+    ("pyproject.toml", "[tool.pytest"),
+    ("tox.ini", "[pytest]"),
+    ("setup.cfg", "[tool:pytest]"),
+)
+
+
+def project_ini(workdir: Path) -> Path | None:
+    """The project's own pytest config file in `workdir`. With suites outside the project,
+    pytest would look for one from a folder above it and miss this one (its addopts,
+    markers, pythonpath): loop names it with `-c`."""
+    for name, section in _INI_FILES:
+        path = workdir / name
+        try:
+            if section is None:
+                if path.is_file():
+                    return path
+            elif section in path.read_text(encoding="utf-8", errors="replace"):
+                return path
+        except OSError:
+            continue
+    return None

@@ -257,6 +257,7 @@ def rerun_failures(
                 display,
                 state,
                 fresh_env=lambda: target.test_env(settings.config, deployments),
+                on_poll=_ServiceWatch(store, console, plan.record.id, target),
             ).run(jobs)
         failing = recorder.failing
 

@@ -187,6 +187,17 @@ class _Scrubber:
         self._redact = redactor.redact
 
     @pytest.hookimpl(tryfirst=True)
+    def pytest_make_parametrize_id(self, val: object, argname: str) -> str | None:
+        # A secret as a parameter would be in the test's node id, which every report names:
+        # its id is the redaction instead (the same at collection and when run by id).
+        if isinstance(val, (str, bytes)):
+            text = val if isinstance(val, str) else val.decode("utf-8", "replace")
+            clean = str(self._redact(text))
+            if clean != text:
+                return clean.replace("[", "").replace("]", "").replace(":", "-")
+        return None
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self._scrub(report)
         if hasattr(report, "wasxfail"):
@@ -215,3 +226,14 @@ class _Scrubber:
                 )
         if report.sections:
             report.sections = [(t, self._redact(c)) for t, c in report.sections]
+        properties = getattr(report, "user_properties", None)
+        if properties and isinstance(report, pytest.TestReport):  # record_property()
+            report.user_properties = [
+                (name, _redacted_or_same(self._redact, value)) for name, value in properties
+            ]
+
+
+def _redacted_or_same(redact: Any, value: object) -> object:
+    text = str(value)
+    clean = redact(text)
+    return value if clean == text else clean

@@ -29,6 +29,7 @@ DEFAULT_PATTERNS = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*")
 # are those the tests' environment does not hold (a service's env).
 ENV_VAR = "LOOP_REDACT"
 _WORD = re.compile(r"\w", re.ASCII)
+_KEEP_PER_NAME = 64  # forms: a few values of one name, each in its quoted/encoded forms
 
 
 def secret_name(name: str, patterns: Iterable[str]) -> bool:
@@ -41,18 +42,35 @@ class Redactor:
         self._values: dict[str, tuple[str, bool]] = {}  # value -> (name, anywhere)
         self._pattern: re.Pattern[str] | None = None
         self._dirty = False
+        self._by_name: dict[str, list[str]] = {}  # the forms each name added, oldest first
         # loop adds ID tokens as it mints them while its log threads redact.
         self._lock = threading.Lock()
 
     def add(self, name: str, value: str, *, anywhere: bool) -> None:
-        """Hide `value` as `[redacted:name]`; `anywhere`: also inside longer words."""
+        """Hide `value` as `[redacted:name]`; `anywhere`: also inside longer words.
+
+        Its URL-encoded and quoted forms (JSON, Python repr: how an assertion or a log shows a
+        string) are hidden too, and, for a value of several lines (a PEM key), each line: a
+        line may be printed alone. A name keeps its latest few values only (ID tokens are
+        minted again for every pytest process)."""
         if len(value) < MIN_LENGTH or "\x00" in value:
             return
+        forms = {value, quote(value, safe=""), json.dumps(value)[1:-1], repr(value)[1:-1]}
+        forms.update(line for line in value.splitlines() if len(line.strip()) >= MIN_LENGTH)
         with self._lock:
-            for form in {value, quote(value, safe="")}:
+            kept = self._by_name.setdefault(name, [])
+            for form in forms:
                 known = self._values.get(form)
                 if known is None or (anywhere and not known[1]):
                     self._values[form] = (name, anywhere)
+                    self._dirty = True
+                if form in kept:
+                    kept.remove(form)
+                kept.append(form)
+            while len(kept) > _KEEP_PER_NAME:
+                old = kept.pop(0)
+                if self._values.get(old, ("",))[0] == name:
+                    del self._values[old]
                     self._dirty = True
 
     def add_env(
