@@ -138,63 +138,35 @@ def _reading(state_dir: Path) -> Iterator[None]:
 
 
 def _settle(store: Store, state_dir: Path, env: str, *, own_run: bool = False) -> None:
-    """An iteration still `running` that no `loop run` holds was left by a loop that was
-    killed: stop what that loop left running, and mark the iteration `crashed`. A run is
-    live if it holds the env's lock or if its own record says so (a run with another TMPDIR
-    takes its lock elsewhere)."""
-    from deployloop.lock import unless_running
+    """Say what recovery.settle did: what a killed `loop run` left is stopped and marked."""
+    from deployloop.recovery import settle
 
-    if own_run:
-        _settle_now(store, state_dir, env, own_run=True)
-        return
-    with unless_running(state_dir, env) as free:
-        if free:
-            _settle_now(store, state_dir, env, own_run=False)
-
-
-def _settle_now(store: Store, state_dir: Path, env: str, *, own_run: bool) -> None:
-    import sqlite3
-
-    from deployloop.children import live_runs, reap_orphans
-    from deployloop.layout import StateLayout
-
-    procs = StateLayout(state_dir).procs_dir(env)
-    live = [pid for pid in live_runs(procs) if pid != os.getpid()]
-    if live:
-        if own_run:
-            _fail(
-                f"another `loop run` (pid {live[0]}) is running env {env!r}; wait for it, or"
-                " stop it (Ctrl-C) and use --resume"
-            )
-        return
-    reaped = reap_orphans(procs, os.getpid() if own_run else None)
-    if reaped:
+    settled = settle(store, state_dir, env, own_run=own_run)
+    if settled.live_run is not None and own_run:
+        _fail(
+            f"another `loop run` (pid {settled.live_run}) is running env {env!r}; wait for it,"
+            " or stop it (Ctrl-C) and use --resume"
+        )
+    if settled.reaped:
         typer.echo(
-            f"note: stopped {len(reaped)} processes a killed `loop run` left running: "
-            + ", ".join(reaped[:5])
-            + (", ..." if len(reaped) > 5 else ""),
+            f"note: stopped {len(settled.reaped)} processes a killed `loop run` left running: "
+            + ", ".join(settled.reaped[:5])
+            + (", ..." if len(settled.reaped) > 5 else ""),
             err=True,
         )
-    try:
-        marked = store.mark_crashed(env, CRASHED_REASON)
-    except sqlite3.Error as exc:
-        # A full disk or a read-only store: the read goes on, saying what it could not do.
+    if settled.not_marked is not None:
         typer.echo(
             f"warning: no `loop run` holds env {env!r}, but its running iteration could not"
-            f" be marked 'crashed': {exc}",
+            f" be marked 'crashed': {settled.not_marked}",
             err=True,
         )
-        return
-    for number in marked:
+    for number in settled.marked:
         typer.echo(
             f"note: iteration {number} of env {env!r} was left running by a `loop run` that was"
             f" killed; it is marked 'crashed' with its results (`loop run --env {env} --resume`"
             " finishes it)",
             err=True,
         )
-
-
-CRASHED_REASON = "killed mid-iteration: kill -9, out of memory, a closed terminal or a reboot"
 
 
 def _optional_config(config_dir: Path, env: str) -> Config | None:
