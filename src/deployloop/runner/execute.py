@@ -26,7 +26,7 @@ from deployloop.models import (
     TestResult,
 )
 from deployloop.runner.jobs import Job, retry_job
-from deployloop.runner.process import PytestProcess, PytestSetup, error_line
+from deployloop.runner.process import PytestProcess, PytestSetup, error_line, internal_error
 from deployloop.runner.reportlog import ReportLogReader
 from deployloop.store import now_iso
 
@@ -36,6 +36,10 @@ _NORMAL_EXITS = (0, 1, 5)  # all passed, some failed, nothing to run
 
 class Recorder(Protocol):
     def results(self, results: list[TestResult]) -> None: ...
+
+    def started(self, started: list[tuple[str, str, str]]) -> None:
+        """(suite, node id, time) of tests pytest has just started."""
+        ...
 
     def suite_status(self, suite: str, status: SuiteStatus, error: str | None = None) -> None: ...
 
@@ -59,6 +63,15 @@ class RunState:
 
     suites: dict[str, SuiteProgress]
     started: float = field(default_factory=time.monotonic)
+    # Per pytest process, the test it is running and since when (monotonic): a hang shows.
+    running: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    def longest_running(self) -> tuple[str, float] | None:
+        """The test that has been running longest, and for how many seconds."""
+        if not self.running:
+            return None
+        nodeid, since = min(self.running.values(), key=lambda item: item[1])
+        return nodeid, time.monotonic() - since
 
     @property
     def total(self) -> int:
@@ -159,6 +172,7 @@ class TestRunner:
         self._display = display
         self.state = state
         self._batch: list[TestResult] = []  # written together: one transaction per poll
+        self._started: list[tuple[str, str, str]] = []
         # Made again for each process: short-lived credentials (ID tokens) stay fresh.
         self._fresh_env = fresh_env
         self._on_poll = on_poll  # e.g. a look at the services, which may crash meanwhile
@@ -261,12 +275,17 @@ class TestRunner:
             suite = run.owner.get(run.current)
             if suite is not None and suite != run.active:
                 run.active, run.active_since = suite, time.monotonic()
+            if suite is not None:
+                self.state.running[run.job.name] = (run.current, time.monotonic())
+                self._started.append((suite, run.current, now_iso()))
 
     def _on_result(self, run: _Running, result: TestResult) -> None:
         ids = run.remaining.get(result.suite)
         if ids is None or result.nodeid not in ids:
             return  # reported twice, or by an overlapping path: the first report stands
         del ids[result.nodeid]
+        if self.state.running.get(run.job.name, ("",))[0] == result.nodeid:
+            del self.state.running[run.job.name]
         self._record(result)
 
     def _check_timeout(self, run: _Running) -> None:
@@ -284,6 +303,7 @@ class TestRunner:
 
     def _finish(self, run: _Running) -> list[Job]:
         """Account for every test the process did not report; return jobs to run again."""
+        self.state.running.pop(run.job.name, None)
         run.reportlog.close()
         run.events.close()
         code = run.proc.returncode
@@ -347,6 +367,9 @@ class TestRunner:
             progress.failed += 1
 
     def _flush(self) -> None:
+        if self._started:
+            started, self._started = self._started, []
+            self._recorder.started(started)
         if self._batch:
             batch, self._batch = self._batch, []
             self._recorder.results(batch)
@@ -405,6 +428,9 @@ def _crash_reason(code: int, session_finished: bool, output: str) -> str:
     if code == 4:
         return f"pytest usage error (exit 4): {error_line(output)}"
     if code == 3:
+        internal = internal_error(output)
+        if internal:
+            return f"pytest crashed (exit 3, internal error): {internal}"
         return "pytest crashed (exit 3: internal error or os._exit)"
     if not session_finished:
         return f"pytest exited with code {code} without finishing its session"

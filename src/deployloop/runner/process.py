@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -190,13 +191,43 @@ class PytestProcess:
         self._children.finished(self._child)
 
 
+_ARGPARSE = re.compile(r"^\S.*?: error: (?P<message>.+)$")
+_PYTEST_ERROR = re.compile(r"^ERROR: (?!usage:)(?P<message>.+)$")
+_E_LINE = re.compile(r"^E\s+(?P<message>\S.*)$")
+_INTERNAL = re.compile(r"^INTERNALERROR> (?P<message>\w[\w.]*(?:Error|Exception)\b.*)$")
+_CONFTEST = re.compile(r"^(?P<message>ImportError while loading conftest .+?)\.?$")
+
+
+def internal_error(output: str) -> str | None:
+    """The exception line of pytest's own crash (INTERNALERROR, exit 3), if it printed one."""
+    found = [m.group("message") for line in output.splitlines() if (m := _INTERNAL.match(line))]
+    return found[-1] if found else None
+
+
 def error_line(output: str) -> str:
-    """The line of pytest's output that says why it could not start."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    """pytest's own line saying why it stopped before running a test: an option it did not
+    take ("unrecognized arguments: ..."), its ERROR line (a bad -m, a missing path, a plugin
+    that did not load), or the exception of a conftest that failed to import."""
+    internal = internal_error(output)
+    if internal:
+        return internal
+    lines = [line.rstrip() for line in output.splitlines() if line.strip()]
+    for pattern in (_ARGPARSE, _PYTEST_ERROR):
+        for line in lines:
+            match = pattern.match(line)
+            if match:
+                return match.group("message").strip()
+    exceptions = [m.group("message") for line in lines if (m := _E_LINE.match(line))]
+    conftest = next((m.group("message") for line in lines if (m := _CONFTEST.match(line))), None)
+    if conftest and exceptions:
+        return f"{conftest}: {exceptions[-1]}"
+    if exceptions:
+        return exceptions[-1]
     for line in lines:
-        if line.startswith("ERROR:") or "error:" in line.lower():
-            return line.removeprefix("ERROR:").strip()
-    return lines[-1] if lines else "(no output)"
+        if "error" in line.lower():
+            return line.strip()
+    return lines[-1].strip() if lines else "(no output)"
+
 
 
 def _shorten(line: str) -> str:

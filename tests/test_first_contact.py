@@ -1,0 +1,193 @@
+"""First contact: loop on a project whose test interpreter is not loop's own.
+
+The tests' interpreter here is a separate virtual environment that has pytest and what pytest
+needs, and nothing else: no deployloop, no pytest-reportlog. loop must bring its own plugin.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Project, output
+
+# What pytest imports; linked into the foreign venv from loop's own.
+PYTEST_PACKAGES = ("pytest", "_pytest", "pluggy", "iniconfig", "packaging", "pygments", "py.py")
+
+
+def make_venv(root: Path, with_pytest: bool) -> Path:
+    done = subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(root)],
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot create a virtual environment here: {done.stderr.strip()}")
+    python = root / "bin" / "python"
+    if with_pytest:
+        (site,) = root.glob("lib/python*/site-packages")
+        ours = Path(pytest.__file__).parents[1]
+        for name in PYTEST_PACKAGES:
+            for found in [ours / name, *ours.glob(f"{name}-*.dist-info")]:
+                if found.exists():
+                    (site / found.name).symlink_to(found)
+    return python
+
+
+@pytest.fixture(scope="module")
+def foreign_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    python = make_venv(tmp_path_factory.mktemp("foreign") / "venv", with_pytest=True)
+    check = subprocess.run(
+        [str(python), "-c", "import pytest, sys\n"
+         "try:\n import pytest_reportlog\nexcept ImportError: pass\nelse: sys.exit(3)\n"
+         "try:\n import deployloop\nexcept ImportError: sys.exit(0)\nsys.exit(4)"],
+        capture_output=True, text=True, check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    return python
+
+
+CONFIG = """
+[loop]
+max_iterations = 1
+
+[deploy]
+target = "none"
+
+[tests]
+python = "{python}"
+workers = 2
+{extra}
+
+[[tests.suites]]
+name = "Main"
+paths = ["tests"]
+"""
+
+
+def test_an_interpreter_without_loop_or_reportlog_runs_green(
+    project: Project, foreign_python: Path
+) -> None:
+    project.config(CONFIG.format(python=foreign_python, extra=""))
+    project.write("tests/test_a.py", """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_n(n):
+            assert n >= 0
+        """)
+    plan = project.run("plan")
+    assert plan.returncode == 0, output(plan)
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    totals = project.summary()["totals"]
+    assert (totals["collected"], totals["passed"], totals["errors"]) == (6, 6, 0)
+
+
+def test_plan_and_run_stop_at_an_interpreter_without_pytest(
+    project: Project, tmp_path: Path
+) -> None:
+    bare = make_venv(tmp_path / "bare", with_pytest=False)
+    project.config(CONFIG.format(python=bare, extra=""))
+    project.write("tests/test_a.py", "def test_a(): pass\n")
+    for command in ("plan", "run"):
+        result = project.run(command)
+        assert result.returncode == 2, output(result)
+        (line,) = result.stderr.strip().splitlines()
+        assert "has no pytest" in line and "pip install pytest" in line, line
+    assert not (project.state / "loop.db").exists()
+
+
+def test_pytest_refusing_an_option_shows_its_own_message(
+    project: Project, foreign_python: Path
+) -> None:
+    project.config(CONFIG.format(python=foreign_python, extra='pytest_args = ["--bogus"]'))
+    project.write("tests/test_a.py", "def test_a(): pass\n")
+    result = project.run("run")
+    assert result.returncode == 1, output(result)
+    summary = project.summary()
+    labels = " ".join(c["label"] for c in summary["clusters"])
+    assert "unrecognized arguments: --bogus" in labels, labels
+    assert "usage:" not in labels
+
+
+def test_a_hanging_test_is_named_while_it_hangs(project: Project) -> None:
+    from conftest import read_pid, wait_for
+
+    project.config(CONFIG.format(python="{python}", extra="").replace(
+        'python = "{python}"\n', ""))
+    project.write("tests/test_a.py", """
+        import os, time
+        from pathlib import Path
+
+        def test_quick(): pass
+
+        def test_hangs():
+            Path("hang.pid").write_text(str(os.getpid()))
+            while Path("hang.txt").exists():
+                time.sleep(0.1)
+        """)
+    project.write("hang.txt", "")
+    proc = project.popen("run")
+    read_pid(project.root / "hang.pid")
+
+    def named() -> dict[str, object] | None:
+        status = project.status()
+        running = status.get("running") or []
+        return status if running and running[0]["running_s"] >= 1 else None
+
+    status = wait_for(named, what="the hanging test in loop status")
+    (test,) = status["running"]
+    assert test["test"] == "tests/test_a.py::test_hangs" and test["suite"] == "Main"
+    table = project.run("status")
+    assert "running tests/test_a.py::test_hangs (Main) for" in table.stdout, output(table)
+    (project.root / "hang.txt").unlink()
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert project.status()["running"] == []
+
+
+def test_the_log_display_names_a_test_running_for_a_minute() -> None:
+    import io
+    import time
+
+    from rich.console import Console
+
+    from deployloop.runner.display import LineDisplay
+    from deployloop.runner.execute import RunState
+
+    out = io.StringIO()
+    display = LineDisplay(Console(file=out, width=200))
+    state = RunState({})
+    state.running["01-main"] = ("tests/test_a.py::test_slow", time.monotonic() - 61)
+    display.refresh(state)
+    display.refresh(state)  # once per threshold, not once per poll
+    assert out.getvalue().count("running tests/test_a.py::test_slow for 1m 01s") == 1
+
+
+def test_a_fresh_folder_goes_init_plan_run(project: Project) -> None:
+    status = project.run("status")
+    assert status.returncode == 0 and "loop init" in status.stdout, output(status)
+    run = project.run("run")
+    assert run.returncode == 2 and "`loop init --env local`" in run.stderr, output(run)
+
+    project.write("tests/test_priority1_login.py", "def test_login(): pass\n")
+    project.write("tests/test_priority2_orders.py", """
+        def test_list(): pass
+        def test_create(): assert 1 + 1 == 3
+        """)
+    init = project.run("init")
+    assert init.returncode == 0, output(init)
+    assert "wrote configs/local.toml: 2 suites" in init.stdout
+    assert "Priority 1 Login" in init.stdout and "next: `loop plan --env local`" in init.stdout
+    again = project.run("init")
+    assert again.returncode == 2 and "--force" in again.stderr, output(again)
+
+    plan = project.run("plan")
+    assert plan.returncode == 0, output(plan)
+    result = project.run("run", "--max-iterations", "1")
+    assert result.returncode == 1, output(result)
+    suites = {s["name"]: (s["priority"], s["passed"], s["failed"]) for s in
+              project.summary()["suites"]}
+    assert suites == {"Priority 1 Login": (1, 1, 0), "Priority 2 Orders": (2, 1, 1)}
