@@ -139,6 +139,16 @@ class TestRow:
     duration_s: float | None
     message: str | None
     longrepr: str | None
+    started_at: str | None = None  # when pytest started it (a result or not yet)
+
+
+@dataclass(frozen=True)
+class RunningTest:
+    """A test pytest has started and not finished: shown so a hang is seen as it happens."""
+
+    nodeid: str
+    suite: str
+    running_s: float
 
 
 @dataclass(frozen=True)
@@ -327,3 +337,5 @@ class Summary:
     estimated_remaining_s: float | None
     failures: tuple[TestRow, ...] = field(default=())
     insights: Insights = field(default_factory=Insights)
+    # While the iteration runs: its tests started and not finished, longest first.
+    running: tuple[RunningTest, ...] = field(default=())

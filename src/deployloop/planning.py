@@ -20,6 +20,7 @@ from deployloop.children import Children
 from deployloop.config import Config, deploy_waves
 from deployloop.deploy import DeployContext, make_target
 from deployloop.gitinfo import git_sha
+from deployloop.report._format import plural
 from deployloop.runner.inventory import collect_inventory
 from deployloop.runner.process import PytestSetup
 from deployloop.runner.suite_paths import tests_root
@@ -92,10 +93,11 @@ def show_plan(
     console.print(suites)
     console.print(
         Text(
-            f"{sum(counts.values())} tests in {len(config.tests.suites)} suites;"
-            f" {config.tests.workers} pytest processes at once;"
+            f"{plural(sum(counts.values()), 'test')} in"
+            f" {plural(len(config.tests.suites), 'suite')};"
+            f" {plural(config.tests.workers, 'pytest process', 'pytest processes')} at once;"
             f" target pass rate {config.loop.target_pass_rate:g}%,"
-            f" at most {config.loop.max_iterations} iterations."
+            f" at most {plural(config.loop.max_iterations, 'iteration')}."
         )
     )
     for item in inventory:

@@ -30,7 +30,7 @@ from deployloop.models import (
 )
 from deployloop.safetext import printable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE iterations (
@@ -83,6 +83,7 @@ CREATE TABLE tests (
     message TEXT,
     longrepr TEXT,
     finished_at TEXT,
+    started_at TEXT,
     PRIMARY KEY (iteration_id, suite, nodeid)
 );
 CREATE INDEX tests_by_outcome ON tests (iteration_id, outcome);
@@ -292,10 +293,16 @@ class Store:
 
     def reopen_iteration(self, iteration_id: int) -> None:
         """Mark an interrupted iteration running again (`loop run --resume`)."""
-        self._write(
-            "UPDATE iterations SET status = ?, finished_at = NULL, error = NULL WHERE id = ?",
-            (IterationStatus.RUNNING, iteration_id),
-        )
+        with self._tx() as tx:
+            tx.execute(
+                "UPDATE iterations SET status = ?, finished_at = NULL, error = NULL WHERE id = ?",
+                (IterationStatus.RUNNING, iteration_id),
+            )
+            # Tests started by the stopped run are no longer running.
+            tx.execute(
+                "UPDATE tests SET started_at = NULL WHERE iteration_id = ? AND outcome IS NULL",
+                (iteration_id,),
+            )
 
     def set_code_key(self, iteration_id: int, code_key: str | None) -> None:
         self._write(
@@ -527,6 +534,18 @@ class Store:
                         (*row, next_pos + i),
                     )
 
+    def record_started(self, iteration_id: int, started: Iterable[tuple[str, str, str]]) -> None:
+        """(suite, node id, time) of tests pytest has started."""
+        rows = [(at, iteration_id, suite, _key(nodeid)) for suite, nodeid, at in started]
+        if not rows:
+            return
+        with self._tx() as tx:
+            tx.executemany(
+                "UPDATE tests SET started_at = ? WHERE iteration_id = ? AND suite = ?"
+                " AND nodeid = ?",
+                rows,
+            )
+
     def record_attempt(self, iteration_id: int, attempt: int, result: TestResult) -> None:
         """A rerun's result: kept beside the first one, which stays the test's outcome."""
         self._write(
@@ -567,14 +586,14 @@ class Store:
 
     def tests(self, iteration_id: int) -> list[TestRow]:
         rows = self._conn.execute(
-            "SELECT nodeid, suite, file, outcome, duration_s, message, longrepr FROM tests"
-            " WHERE iteration_id = ? ORDER BY position",
+            "SELECT nodeid, suite, file, outcome, duration_s, message, longrepr, started_at"
+            " FROM tests WHERE iteration_id = ? ORDER BY position",
             (iteration_id,),
         ).fetchall()
         return [
             TestRow(
                 _unkey(r[0]), r[1], _unkey(r[2]), Outcome(r[3]) if r[3] else None, r[4], r[5],
-                r[6],
+                r[6], r[7],
             )
             for r in rows
         ]
@@ -745,6 +764,9 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+        elif version == 1:  # when each test started, for hangs seen as they happen
+            conn.execute("ALTER TABLE tests ADD COLUMN started_at TEXT")
+        if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -7,7 +7,7 @@ of all rows, each suite's figures are those of its rows, so the two always add u
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 
 from deployloop.analysis.clusters import cluster_failures, mark_outage, suite_key_issue
 from deployloop.analysis.context import AnalysisContext
@@ -22,6 +22,8 @@ from deployloop.models import (
     Cluster,
     Deployment,
     IterationRecord,
+    IterationStatus,
+    RunningTest,
     SuiteRecord,
     SuiteStatus,
     SuiteSummary,
@@ -29,6 +31,7 @@ from deployloop.models import (
     TestRow,
 )
 
+_RUNNING_SHOWN = 5  # the longest-running tests a summary names
 # Suites still to run: not started yet, or left out (--suite) or never reached.
 _REMAINING_STATUSES = frozenset({SuiteStatus.NOT_RUN, SuiteStatus.PENDING})
 
@@ -105,7 +108,25 @@ def build_summary(
         insights=build_insights(
             iteration, totals, suite_summaries, rows, matches, outage, context
         ),
+        running=running_tests(iteration, rows),
     )
+
+
+def running_tests(
+    iteration: IterationRecord, rows: Sequence[TestRow], now: datetime | None = None
+) -> tuple[RunningTest, ...]:
+    """Tests started and not finished while the iteration runs, longest first: a test that
+    hangs shows here as it happens, not only when its suite times out."""
+    if iteration.status is not IterationStatus.RUNNING:
+        return ()
+    now = now or datetime.now(UTC)
+    running = [
+        RunningTest(row.nodeid, row.suite, (now - datetime.fromisoformat(row.started_at))
+                    .total_seconds())
+        for row in rows
+        if row.started_at and row.outcome is None
+    ]
+    return tuple(sorted(running, key=lambda test: -test.running_s)[:_RUNNING_SHOWN])
 
 
 def _clusters(

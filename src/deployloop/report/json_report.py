@@ -87,6 +87,11 @@ def _summary_dict(summary: Summary) -> dict[str, Any]:
         "projection": _projection(insights.projection),
         "trend": _trend(insights.trend),
         "diff": _diff(insights.diff),
+        # While the iteration runs: tests started and not finished, longest first.
+        "running": [
+            {"test": t.nodeid, "suite": t.suite, "running_s": round(t.running_s, 1)}
+            for t in summary.running
+        ],
     }
 
 

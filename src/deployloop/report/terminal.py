@@ -149,6 +149,10 @@ def render_status(summary: Summary, console: Console) -> None:
             f"{totals.skipped} skipped, {totals.pending} pending"
         )
         console.print(_grid(bar, counts))
+    for test in summary.running[:3]:
+        line = Text("  running ", style="cyan")
+        line.append(f"{test.nodeid} ({test.suite}) for {format_duration(test.running_s)}")
+        console.print(line)
     if summary.suites:
         console.print(_status_table(summary, console.width))
     else:
@@ -324,6 +328,16 @@ _WIDE = 125
 _NARROW = 100
 
 
+def _cap(width: int, cells: int) -> int | None:
+    """A column's cap on a terminal; none when output goes to a file or a pipe (the CLI then
+    gives the console a width no line reaches): a log keeps every id and error whole."""
+    return None if width >= _UNBOUNDED else cells
+
+
+# Console widths from here on are not a screen's (see cli._console).
+_UNBOUNDED = 1_000
+
+
 def _suite_table(summary: Summary, width: int) -> Table:
     table = Table(title=Text("Results"), box=box.SIMPLE_HEAVY, collapse_padding=True)
     wide, narrow = width >= _WIDE, width < _NARROW
@@ -334,7 +348,7 @@ def _suite_table(summary: Summary, width: int) -> Table:
     for name in _FIGURE_HEADERS if wide else _SHORT_HEADERS:
         table.add_column(name, justify="right", no_wrap=True)
     if not narrow:
-        table.add_column("Key issue", overflow="fold", max_width=40)
+        table.add_column("Key issue", overflow="fold", max_width=_cap(width, 40))
     suites = suites_in_order(summary)
     for index, suite in enumerate(suites):
         cells = [Text(suite.name, style="red" if failing(suite.figures) else "")]
@@ -396,7 +410,7 @@ def _deployment_table(summary: Summary, width: int) -> Group:
         # On a wide terminal an image reference stays whole: it gets copied into commands.
         whole = min(longest, 60) if name == "Image" and width >= _WIDE else None
         table.add_column(name, overflow="fold", min_width=whole)
-    table.add_column("Error", overflow="fold", max_width=60)
+    table.add_column("Error", overflow="fold", max_width=_cap(width, 60))
     notes = Text()
     for d in summary.deployments:
         cells = [

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deployloop.models import SuiteStatus
+from deployloop.report._format import format_duration
 from deployloop.runner.execute import RunState, SuiteProgress
 from deployloop.safetext import one_line
 
@@ -41,11 +42,25 @@ def suite_line(suite: SuiteProgress) -> Text:
     return text
 
 
+# A test running this long is named (in a log: once per threshold it crosses), so a hang is
+# seen while it happens, not only when its suite times out.
+SLOW_TEST_S = 10.0
+_LOG_AT_S = (60.0, 300.0, 900.0, 3600.0)
+
+
+def running_line(nodeid: str, seconds: float) -> Text:
+    text = Text("  running ", style="cyan")
+    text.append(f"{one_line(nodeid)} for {format_duration(seconds)}")
+    return text
+
+
 class LineDisplay:
-    """For logs and CI: a line when a suite finishes, nothing that redraws."""
+    """For logs and CI: a line when a suite finishes, nothing that redraws; a line when a
+    test has been running for a minute, five, fifteen, an hour."""
 
     def __init__(self, console: Console) -> None:
         self._console = console
+        self._told: dict[str, int] = {}  # node id -> thresholds already logged
 
     def __enter__(self) -> LineDisplay:
         return self
@@ -56,7 +71,14 @@ class LineDisplay:
         return None
 
     def refresh(self, state: RunState) -> None:
-        return None
+        longest = state.longest_running()
+        if longest is None:
+            return
+        nodeid, seconds = longest
+        crossed = sum(1 for limit in _LOG_AT_S if seconds >= limit)
+        if crossed > self._told.get(nodeid, 0):
+            self._told[nodeid] = crossed
+            self._console.print(running_line(nodeid, seconds), highlight=False)
 
     def suite_finished(self, suite: SuiteProgress) -> None:
         self._console.print(suite_line(suite), highlight=False)
@@ -107,6 +129,9 @@ class LiveDisplay:
                     Text(one_line(suite.name)), _bar(suite.total, suite.done),
                     Text(f"{suite.done}/{suite.total}"), failed_text,
                 )
+        longest = state.longest_running()
+        if longest is not None and longest[1] >= SLOW_TEST_S:
+            return Group(head, table, running_line(*longest))
         return Group(head, table)
 
 

@@ -43,7 +43,9 @@ def decide(results: Sequence[IterationResult], loop: LoopSection, max_iterations
     stalled = stalled_for(results)
     if loop.stall_iterations and stalled >= loop.stall_iterations:
         return Decision(
-            True, EXIT_BELOW_TARGET, f"no improvement in the last {stalled} iterations"
+            True, EXIT_BELOW_TARGET, "no improvement in the last iteration"
+            if stalled == 1
+            else f"no improvement in the last {stalled} iterations"
         )
     return Decision(False, EXIT_BELOW_TARGET, "below target")
 

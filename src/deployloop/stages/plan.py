@@ -20,6 +20,7 @@ from deployloop.models import (
     SuiteRecord,
     SuiteStatus,
 )
+from deployloop.report._format import plural
 from deployloop.runner.inventory import collect_inventory
 from deployloop.stages.pytest_setup import pytest_setup
 from deployloop.stages.settings import IterationSettings, UsageError
@@ -115,9 +116,9 @@ def _print_inventory(
     total = len(inventory)
     errors = sum(1 for i in inventory if i.collect_error)
     running = sum(1 for i in inventory if i.suite in selected)
-    line = f"  {total} tests in {len(suites)} suites"
+    line = f"  {plural(total, 'test')} in {plural(len(suites), 'suite')}"
     if running != total:
-        line += f"; running {running} in {len(selected)} selected suites"
+        line += f"; running {running} in {plural(len(selected), 'selected suite')}"
     if errors:
         line += f"; [red]{errors} could not be collected[/]"
     console.print(line)

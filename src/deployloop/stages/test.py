@@ -19,6 +19,7 @@ from deployloop.models import (
     TestResult,
     TestRow,
 )
+from deployloop.report._format import plural
 from deployloop.runner.display import LineDisplay, LiveDisplay
 from deployloop.runner.execute import (
     RunState,
@@ -43,6 +44,9 @@ class _StoreRecorder:
 
     def results(self, results: list[TestResult]) -> None:
         self._store.record_results(self._id, results)
+
+    def started(self, started: list[tuple[str, str, str]]) -> None:
+        self._store.record_started(self._id, started)
 
     def suite_status(self, suite: str, status: SuiteStatus, error: str | None = None) -> None:
         self._store.set_suite_status(
@@ -120,7 +124,10 @@ def run_tests(
     if not jobs:
         return
     count = sum(len(v) for k, v in pending.items() if k in selected)
-    console.print(f"  running {count} tests: {len(jobs)} pytest processes, {workers} at once")
+    console.print(
+        f"  running {plural(count, 'test')}:"
+        f" {plural(len(jobs), 'pytest process', 'pytest processes')}, {workers} at once"
+    )
     display = LiveDisplay(console, state) if console.is_terminal else LineDisplay(console)
     with display:
         runner = TestRunner(
@@ -187,7 +194,7 @@ def recollect_with_services(
     suites = [s for s in plan.suites if s.name in broken]
     if not suites:
         return
-    console.print(f"  collecting {len(suites)} suites again, with the services' URLs")
+    console.print(f"  collecting {plural(len(suites), 'suite')} again, with the services' URLs")
     setup = pytest_setup(settings, plan.record, deployments)
     inventory = collect_inventory(
         suites,
@@ -207,6 +214,9 @@ class _AttemptRecorder:
         self._id = iteration_id
         self._attempt = attempt
         self.failing: set[tuple[str, str]] = set()
+
+    def started(self, started: list[tuple[str, str, str]]) -> None:
+        return None  # a rerun's start is not the test's: its first run stands
 
     def results(self, results: list[TestResult]) -> None:
         for result in results:
