@@ -27,15 +27,34 @@ EXIT_INTERNAL = 4
 
 app = typer.Typer(
     name="loop",
-    help=(
-        "Run the test-deploy loop: deploy the services, run the pytest e2e suites against"
-        " them, summarize, run the fix step, and go again until every test passes.\n\n"
-        "Config: configs/<env>.toml. State: .loop/ (loop.db and runs/<env>/iteration-<N>/)."
-    ),
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"loop (deployloop) {version('deployloop')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show loop's version and exit."
+        ),
+    ] = None,
+) -> None:
+    """Run the test-deploy loop: deploy the services, run the pytest e2e suites against
+    them, summarize, run the fix step, and go again until every test passes.
+
+    Config: configs/<env>.toml (`loop init` writes one). State: .loop/ (loop.db and
+    runs/<env>/iteration-<N>/).
+    """
 
 
 class TableFormat(StrEnum):
@@ -50,15 +69,20 @@ class ReportFormat(StrEnum):
 
 
 EnvOption = Annotated[
-    str, typer.Option("--env", "-e", help="Environment: reads configs/<ENV>.toml.")
+    str,
+    typer.Option("--env", "-e", metavar="ENV", help="Environment: reads configs/<ENV>.toml."),
 ]
 ConfigDirOption = Annotated[
-    Path, typer.Option("--config-dir", help="Folder of the <env>.toml configs.")
+    Path,
+    typer.Option("--config-dir", metavar="DIR", help="Folder of the <env>.toml configs."),
 ]
 StateDirOption = Annotated[
     Path,
     typer.Option(
-        "--state-dir", envvar="LOOP_STATE_DIR", help="Folder of loop.db and the iteration runs."
+        "--state-dir",
+        envvar="LOOP_STATE_DIR",
+        metavar="DIR",
+        help="Folder of loop.db and the iteration runs.",
     ),
 ]
 
@@ -87,17 +111,32 @@ def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def _console() -> Console:
+    """Styles and a width on a terminal. Piped or redirected, nothing is wrapped or cut
+    (ids, paths and dates stay whole for grep and logs) and there are no styles; NO_COLOR
+    turns off every style, bold included, not only colour."""
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    plain = bool(os.environ.get("NO_COLOR"))
+    if console.is_terminal and not plain:
+        return console
+    if console.is_terminal:
+        return Console(highlight=False, color_system=None)
+    return Console(highlight=False, color_system=None, width=_UNWRAPPED, soft_wrap=True)
+
+
+# Wide enough that no table column of a report is ever cut or folded.
+_UNWRAPPED = 10_000
 
 
 def _load_config(config_dir: Path, env: str) -> Config:
-    from deployloop.config import ConfigError, load_config
+    from deployloop.config import ConfigError, config_path, load_config
 
     try:
         return load_config(config_dir, env)
     except ConfigError as exc:
+        if not config_path(config_dir, env).exists():
+            _fail(f"{exc}; `loop init --env {env}` writes one from the tests found here")
         _fail(str(exc))
 
 
@@ -190,6 +229,7 @@ def run(
         typer.Option(
             "--max-iterations",
             min=1,
+            metavar="N",
             help="Stop after N iterations (default: loop.max_iterations).",
         ),
     ] = None,
@@ -199,6 +239,7 @@ def run(
             "--target",
             min=0,
             max=100,
+            metavar="PCT",
             help="Pass rate to reach, percent of executed tests (default: loop.target_pass_rate).",
         ),
     ] = None,
@@ -207,6 +248,7 @@ def run(
         typer.Option(
             "--suite",
             "-s",
+            metavar="GLOB",
             help="Run only suites whose name matches this glob (repeatable); the others"
             " still count in the inventory and show as remaining.",
         ),
@@ -214,7 +256,11 @@ def run(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", "-w", min=1, help="pytest processes at once (default: tests.workers)."
+            "--workers",
+            "-w",
+            min=1,
+            metavar="N",
+            help="pytest processes at once (default: tests.workers).",
         ),
     ] = None,
     resume: Annotated[
@@ -225,9 +271,13 @@ def run(
 ) -> None:
     """Deploy, test, summarize and fix, iteration after iteration.
 
-    Exit codes: 0 target reached, 1 ended below target, 2 usage or config error,
-    3 deploy failed or a service never became ready, 4 loop itself failed (state database,
-    disk), 130 interrupted.
+    Exit codes:
+    0 target reached;
+    1 ended below target;
+    2 usage or config error;
+    3 deploy failed, or a service never became ready;
+    4 loop itself failed (state database, disk);
+    130 interrupted (`--resume` goes on).
     """
     from dataclasses import replace
 
@@ -236,7 +286,7 @@ def run(
     from deployloop.lock import EnvLock, EnvLocked
     from deployloop.loop import RunOptions, run_loop, settings_for
     from deployloop.stages.plan import select_suites
-    from deployloop.stages.pytest_setup import redaction_for, resolve_python
+    from deployloop.stages.pytest_setup import check_interpreter, redaction_for, resolve_python
     from deployloop.stages.settings import UsageError
 
     if resume and suite:
@@ -249,7 +299,9 @@ def run(
     settings = settings_for(env, config, Path.cwd(), state_dir, tuple(suite or ()), workers, target)
     try:
         select_suites(config, settings.suite_globs)
-        resolve_python(config, Path.cwd())
+        python = resolve_python(config, Path.cwd())
+        if python != sys.executable:  # loop's own has pytest; another may not
+            check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
     except UsageError as exc:
         _fail(str(exc))
     redaction = redaction_for(config, os.environ)
@@ -333,7 +385,9 @@ def _run_guarded(run: Callable[[], int]) -> int:
 @app.command()
 def status(
     env: EnvOption = "local",
-    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+    format: Annotated[
+        TableFormat, typer.Option("--format", "-f", help="table (for people) or json.")
+    ] = TableFormat.table,
     config_dir: ConfigDirOption = Path("configs"),
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
@@ -342,12 +396,12 @@ def status(
         from deployloop.layout import StateLayout
 
         if not StateLayout(state_dir).db.exists():
-            _no_iterations(env, format)
+            _no_iterations(env, format, config_dir)
         store = _open_store(state_dir, create=False)
         _settle(store, state_dir, env)
         record = store.iteration(env)
         if record is None:
-            _no_iterations(env, format)
+            _no_iterations(env, format, config_dir)
         summary = _summary(store, record, config_dir)
         if format == TableFormat.json:
             from deployloop.report.json_report import summary_to_dict
@@ -359,9 +413,14 @@ def status(
         render_status(summary, _console())
 
 
-def _no_iterations(env: str, format: TableFormat) -> NoReturn:
+def _no_iterations(env: str, format: TableFormat, config_dir: Path | None = None) -> NoReturn:
     if format == TableFormat.json:
         typer.echo(json.dumps({"env": env, "iteration": None, "status": None}))
+    elif config_dir is not None and not config_dir.joinpath(f"{env}.toml").exists():
+        typer.echo(
+            f"No iterations yet for env {env!r}, and no {config_dir / (env + '.toml')}:"
+            f" `loop init --env {env}` writes one from the tests found here."
+        )
     else:
         typer.echo(f"No iterations yet for env {env!r}: start one with `loop run --env {env}`.")
     raise typer.Exit(0)
@@ -383,15 +442,26 @@ def summarize(
     env: EnvOption = "local",
     iteration: Annotated[
         int | None,
-        typer.Option("--iteration", "-i", help="Iteration number (default: the latest)."),
+        typer.Option(
+            "--iteration", "-i", metavar="N", help="Iteration number (default: the latest)."
+        ),
     ] = None,
     compare: Annotated[
         int | None,
-        typer.Option("--compare", "-c", help="Diff against iteration M (default: the one before)."),
+        typer.Option(
+            "--compare",
+            "-c",
+            metavar="M",
+            help="Diff against iteration M (default: the one before).",
+        ),
     ] = None,
-    format: Annotated[ReportFormat, typer.Option("--format", "-f")] = ReportFormat.table,
+    format: Annotated[
+        ReportFormat,
+        typer.Option("--format", "-f", help="table, markdown (for a ticket) or json."),
+    ] = ReportFormat.table,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write to FILE instead of stdout."),
     ] = None,
     config_dir: ConfigDirOption = Path("configs"),
     state_dir: StateDirOption = Path(".loop"),
@@ -444,7 +514,9 @@ def summarize(
 @app.command()
 def history(
     env: EnvOption = "local",
-    format: Annotated[TableFormat, typer.Option("--format", "-f")] = TableFormat.table,
+    format: Annotated[
+        TableFormat, typer.Option("--format", "-f", help="table (for people) or json.")
+    ] = TableFormat.table,
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
     """Every iteration of an environment with its figures."""
@@ -481,6 +553,7 @@ def plan(
         from deployloop.deploy import DeployError
         from deployloop.layout import StateLayout
         from deployloop.planning import show_plan
+        from deployloop.stages.pytest_setup import check_interpreter, resolve_python
         from deployloop.stages.settings import UsageError
 
         config = _load_config(config_dir, env)
@@ -496,6 +569,43 @@ def plan(
             next_iteration = last.number + 1 if last else 1
             store.close()
         try:
+            # The tests' interpreter first: nothing else in the plan means much without it.
+            python = resolve_python(config, Path.cwd())
+            check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
             show_plan(env, config, Path.cwd(), _console(), next_iteration)
         except (UsageError, DeployError) as exc:
             _fail(str(exc))
+
+
+@app.command()
+def init(
+    env: EnvOption = "local",
+    config_dir: ConfigDirOption = Path("configs"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the env's config if it exists.")
+    ] = False,
+) -> None:
+    """Write a commented configs/<ENV>.toml from the tests found here.
+
+    One suite per test file (or folder, when a folder holds many), priorities from names like
+    test_priority1_*, the project's own venv if it has pytest, and no services yet: the tests
+    run as they are. Changes nothing else.
+    """
+    from deployloop.init import InitError, init_project
+    from deployloop.safetext import one_line
+
+    try:
+        result = init_project(Path.cwd(), env, config_dir, force=force)
+    except InitError as exc:
+        _fail(str(exc))
+    shown = os.path.relpath(result.path) if result.path.is_absolute() else str(result.path)
+    count = len(result.suites)
+    typer.echo(f"wrote {shown}: {count} suite{'s' if count != 1 else ''}")
+    for name in result.suites:
+        typer.echo(f"  {one_line(name)}")
+    typer.echo(f"tests run with {result.python or sys.executable}")
+    for note in result.notes:
+        typer.echo(f"note: {one_line(note)}")
+    typer.echo(
+        f"next: `loop plan --env {env}` shows what would run; `loop run --env {env}` runs it"
+    )
