@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -11,12 +13,14 @@ from conftest import Project, output
 
 from deployloop.config import (
     ConfigError,
+    _key_lines,
     check_markers,
     deploy_waves,
     load_config,
     parse_config,
     url_env_var,
 )
+from deployloop.config import _line_of as line_of_key
 
 BASE = """
 [deploy]
@@ -38,10 +42,19 @@ paths = ["tests/test_p1.py"]
 """
 
 
-def error_of(text: str) -> str:
+def full_error_of(text: str) -> str:
     with pytest.raises(ConfigError) as info:
         parse_config(text, source="configs/staging.toml")
     return str(info.value)
+
+
+_LOCATION = re.compile(r"configs/staging\.toml:\d+: (?=[^\s:]+: )")
+
+
+def error_of(text: str) -> str:
+    """The error as `path: key: message` lines: without the `path:line: ` in front of a key,
+    which the tests of where each key is check."""
+    return _LOCATION.sub("configs/staging.toml: ", full_error_of(text))
 
 
 def test_valid_config_has_the_documented_defaults() -> None:
@@ -67,14 +80,16 @@ def test_unknown_dependency_names_file_key_and_value() -> None:
 
 def test_unknown_key_is_an_error_not_ignored() -> None:
     text = BASE.replace('name = "P1"', 'name = "P1"\nprioity = 2')
-    assert error_of(text) == "configs/staging.toml: tests.suites[0].prioity: unknown key"
+    assert error_of(text) == (
+        "configs/staging.toml: tests.suites[0].prioity: unknown key (did you mean 'priority'?)"
+    )
 
 
 def test_wrong_type_names_the_key() -> None:
     text = BASE.replace("[tests]", "[tests]\nworkers = \"four\"")
     message = error_of(text)
     assert message.startswith("configs/staging.toml: tests.workers: ")
-    assert "integer" in message
+    assert message.endswith("expected an integer, got the string 'four'")
 
 
 def test_cycle_is_reported_with_its_path() -> None:
@@ -90,7 +105,8 @@ def test_duplicate_names_and_target_requirements() -> None:
     assert "duplicate service name 'auth'" in error_of(BASE.replace('"backend"', '"auth"', 1))
     none_target = BASE.replace('target = "local"', 'target = "none"')
     assert error_of(none_target) == (
-        "configs/staging.toml: deploy.services[0].url: required when deploy.target = 'none'"
+        "configs/staging.toml: deploy.services[0].url: required when deploy.target = 'none'\n"
+        "configs/staging.toml: deploy.services[1].url: required when deploy.target = 'none'"
     )
     assert "deploy.command: required" in error_of(
         BASE.replace('target = "local"', 'target = "command"')
@@ -168,7 +184,9 @@ paths = ["tests/test_p1.py"]
         pytest.param('[loop]\nbetween_iterations = ["fix", "--\\u0000"]\n' + BASE,
                      "loop.between_iterations[1]", id="between_iterations"),
         pytest.param(
-            BASE.replace('target = "local"', 'target = "command"\ncommand = ["./d\\u0000.sh"]'),
+            BASE.replace('target = "local"', 'target = "command"\ncommand = ["./d\\u0000.sh"]')
+            .replace('name = "auth"\n', 'name = "auth"\nurl = "http://a"\n')
+            .replace('name = "backend"\n', 'name = "backend"\nurl = "http://b"\n'),
             "deploy.command[0]",
             id="deploy-command",
         ),
@@ -307,8 +325,7 @@ def test_deep_nesting_is_a_config_error_naming_the_line(value: str) -> None:
     text = _in_tests(f"pytest_args = {value}")
     line = _line_of(text, "pytest_args")
     assert error_of(text) == (
-        f"configs/staging.toml: line {line}: arrays or tables nested too deeply"
-        " (more than 64 levels)"
+        f"configs/staging.toml:{line}: arrays or tables nested too deeply (more than 64 levels)"
     )
 
 
@@ -326,7 +343,7 @@ def test_brackets_in_strings_and_comments_do_not_count_as_nesting() -> None:
 def test_nesting_below_the_limit_is_a_type_error_at_its_key() -> None:
     text = _in_tests("pytest_args = " + "[" * 60 + "]" * 60)
     assert error_of(text) == (
-        "configs/staging.toml: tests.pytest_args[0]: Input should be a valid string"
+        "configs/staging.toml: tests.pytest_args[0]: expected a string, got an array"
     )
 
 
@@ -341,44 +358,44 @@ def test_deep_dotted_keys_are_an_unknown_key() -> None:
     [
         pytest.param(
             "[loop]\nmax_iterations = " + "9" * 5000 + "\n" + BASE,
-            "line 2: not valid TOML: integer too long",
+            ":2: not valid TOML: integer too long",
             id="int-too-long-for-int()",
         ),
         pytest.param(
             _in_suite("priority = 9223372036854775808"),
-            "tests.suites[0].priority: integer out of range (TOML integers are 64-bit)",
+            ": tests.suites[0].priority: integer out of range (TOML integers are 64-bit)",
             id="int-beyond-64-bit",
         ),
         pytest.param(
             _in_tests("suite_timeout_s = inf"),
-            "tests.suite_timeout_s: Input should be a finite number",
+            ": tests.suite_timeout_s: must be a finite number, got inf",
             id="inf",
         ),
         pytest.param(
             BASE + '[[known_issues]]\nid = "x"\nmatch = "a{99999999999}"\n',
-            "known_issues[0].match: not a valid regular expression:"
+            ": known_issues[0].match: not a valid regular expression:"
             " the repetition number is too large",
             id="regex-overflow",
         ),
         pytest.param(
             BASE + f'[[known_issues]]\nid = "x"\nmatch = "{"(" * 5000}{")" * 5000}"\n',
-            "known_issues[0].match: not a valid regular expression: nested too deeply",
+            ": known_issues[0].match: not a valid regular expression: nested too deeply",
             id="regex-recursion",
         ),
         pytest.param(
             _in_auth("max_instances = 3000000000"),
-            "deploy.services[0].max_instances: Input should be less than or equal to 2147483647",
+            ": deploy.services[0].max_instances: must be at most 2147483647, got 3000000000",
             id="int32-instances",
         ),
     ],
 )
 def test_input_that_raised_other_exceptions_is_a_config_error(text: str, expected: str) -> None:
-    assert error_of(text) == f"configs/staging.toml: {expected}"
+    assert error_of(text) == f"configs/staging.toml{expected}"
 
 
 def test_bad_toml_names_the_line() -> None:
     assert error_of("[tests\n") == (
-        "configs/staging.toml: line 1: not valid TOML:"
+        "configs/staging.toml:1: not valid TOML:"
         " Expected ']' at the end of a table declaration (column 7)"
     )
 
@@ -475,13 +492,15 @@ def test_redaction_names_replace_the_default() -> None:
 @pytest.mark.parametrize(
     ("section", "expected"),
     [
-        pytest.param('names = ["*TOKEN*", ""]', "redaction.names[1]: String should have at least"
-                     " 1 character", id="empty"),
+        pytest.param('names = ["*TOKEN*", ""]', "redaction.names[1]: must not be empty",
+                     id="empty"),
         pytest.param(r'names = ["*\u001b*"]',
                      r"redaction.names[0]: contains a control character '\x1b'", id="control"),
-        pytest.param('names = "*TOKEN*"', "redaction.names: Input should be a valid list",
+        pytest.param('names = "*TOKEN*"',
+                     "redaction.names: expected an array, got the string '*TOKEN*'",
                      id="not-a-list"),
-        pytest.param('nmes = ["*TOKEN*"]', "redaction.nmes: unknown key", id="unknown-key"),
+        pytest.param('nmes = ["*TOKEN*"]',
+                     "redaction.nmes: unknown key (did you mean 'names'?)", id="unknown-key"),
     ],
 )
 def test_bad_redaction_names_are_refused(section: str, expected: str) -> None:
@@ -511,18 +530,18 @@ _PLAN_SUITE = '[tests]\n[[tests.suites]]\nname = "Main"\npaths = ["tests"]\n'
     [
         pytest.param(
             _PLAN_SUITE.replace("[tests]\n", '[tests]\nenv = { API_KEY = "a\\u0000b" }\n'),
-            "configs/local.toml: tests.env.API_KEY: contains a NUL character",
+            "configs/local.toml:2: tests.env.API_KEY: contains a NUL character",
             id="nul",
         ),
         pytest.param(
             _PLAN_SUITE.replace("[tests]\n", "[tests]\npytest_args = " + "[" * 600 + "]" * 600
                                 + "\n"),
-            "configs/local.toml: line 2: arrays or tables nested too deeply",
+            "configs/local.toml:2: arrays or tables nested too deeply",
             id="nesting",
         ),
         pytest.param(
             _PLAN_SUITE.replace("[tests]\n", '[tests]\nenv = { "A=B" = "1" }\n'),
-            "configs/local.toml: tests.env: 'A=B' is not a valid environment variable name",
+            "configs/local.toml:2: tests.env: 'A=B' is not a valid environment variable name",
             id="env-name",
         ),
         pytest.param(
@@ -542,4 +561,379 @@ def test_loop_plan_refuses_bad_config_in_one_line(
     assert len(lines) == 1, output(result)
     assert expected in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+    assert not project.state.exists()
+
+
+# --- first contact: every mistake at once, each at its line ----------------------------------
+
+
+def _at(text: str, fragment: str, key_and_message: str) -> str:
+    """The error line for the key written at `fragment`: `path:line: key: message`."""
+    return f"configs/staging.toml:{_line_of(text, fragment)}: " + key_and_message
+
+
+def test_problems_of_every_check_are_all_reported_in_file_order() -> None:
+    text = (
+        BASE.replace('depends_on = ["auth"]', 'depends_on = ["auht"]')
+        .replace('name = "auth"\n', 'name = "auth"\nenv = { LEVEL = "a\\u0000" }\n')
+        .replace("[tests]\n", '[tests]\nworker = 2\nsuite_timeout_s = "900"\n')
+    )
+    assert full_error_of(text).splitlines() == [
+        _at(text, "env = {", "deploy.services[0].env.LEVEL: contains a NUL character"),
+        _at(text, 'depends_on = ["auht"]',
+            "deploy.services[1].depends_on: unknown service 'auht'"),
+        _at(text, "worker = 2", "tests.worker: unknown key (did you mean 'workers'?)"),
+        _at(text, "suite_timeout_s", "tests.suite_timeout_s: expected a number, got the string"
+            " '900'"),
+    ]
+
+
+def _service(name: str, *depends_on: str, command: bool = True) -> str:
+    text = f'[[deploy.services]]\nname = "{name}"\n'
+    if command:
+        text += 'command = ["run"]\n'
+    if depends_on:
+        text += f"depends_on = {list(depends_on)!r}\n".replace("'", '"')
+    return text
+
+
+_ONE_SUITE = '[tests]\n[[tests.suites]]\nname = "P1"\npaths = ["t"]\n'
+
+
+def test_every_problem_that_spans_keys_is_reported() -> None:
+    text = (
+        _service("a")
+        + _service("b", "a", "x", "b", "y")
+        + _service("c", "d")
+        + _service("d", "c")
+        + _service("a")
+        + _service("e", command=False)
+        + _ONE_SUITE
+        + '[[tests.suites]]\nname = "P1"\npaths = ["t"]\n'
+        + '[[known_issues]]\nid = "k"\nmatch = "a"\n[[known_issues]]\nid = "k"\nmatch = "b"\n'
+    )
+    assert error_of(text).splitlines() == [
+        "configs/staging.toml: deploy.services[1].depends_on: unknown service 'x'",
+        "configs/staging.toml: deploy.services[1].depends_on: a service cannot depend on itself",
+        "configs/staging.toml: deploy.services[1].depends_on: unknown service 'y'",
+        "configs/staging.toml: deploy.services[2].depends_on: dependency cycle: c -> d -> c",
+        "configs/staging.toml: deploy.services[4].name: duplicate service name 'a'",
+        "configs/staging.toml: deploy.services[5].command: required when deploy.target = 'local'",
+        "configs/staging.toml: tests.suites[1].name: duplicate suite name 'P1'",
+        "configs/staging.toml: known_issues[1].id: duplicate known issue id 'k'",
+    ]
+
+
+def test_each_dependency_cycle_is_reported_once() -> None:
+    text = (
+        _service("a", "b")
+        + _service("b", "a")
+        + _service("c", "d")
+        + _service("d", "c")
+        + _service("e", "e")
+        + _ONE_SUITE
+    )
+    assert error_of(text).splitlines() == [
+        "configs/staging.toml: deploy.services[0].depends_on: dependency cycle: a -> b -> a",
+        "configs/staging.toml: deploy.services[2].depends_on: dependency cycle: c -> d -> c",
+        "configs/staging.toml: deploy.services[4].depends_on: a service cannot depend on itself",
+    ]
+
+
+def test_checks_that_span_keys_run_when_a_type_is_wrong() -> None:
+    text = BASE.replace("[tests]\n", '[tests]\nworkers = "4"\n') + (
+        '[[tests.suites]]\nname = "P1"\npaths = ["t"]\n'
+    )
+    assert error_of(text).splitlines() == [
+        "configs/staging.toml: tests.workers: expected an integer, got the string '4'",
+        "configs/staging.toml: tests.suites[1].name: duplicate suite name 'P1'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            BASE.replace('name = "auth"\n', ""),
+            ["deploy.services[0].name: required key is missing"],
+            id="a-nameless-service-may-be-the-one-depends_on-means",
+        ),
+        pytest.param(
+            BASE.replace('depends_on = ["auth"]', 'depends_on = "auth"'),
+            ["deploy.services[1].depends_on: expected an array, got the string 'auth'"],
+            id="depends_on-not-an-array",
+        ),
+        pytest.param(
+            BASE.replace('command = ["{python}", "auth.py", "--port", "{port}"]',
+                         'command = "auth.py"'),
+            ["deploy.services[0].command: expected an array, got the string 'auth.py'"],
+            id="command-of-the-wrong-type-is-not-missing",
+        ),
+        pytest.param(
+            BASE.replace('target = "local"', 'target = "nowhere"'),
+            ["deploy.target: expected 'local', 'command', 'cloudrun' or 'none',"
+             " got the string 'nowhere'"],
+            id="no-target-checks-for-an-unknown-target",
+        ),
+        pytest.param(
+            BASE.replace('name = "backend"', "name = 7"),
+            ["deploy.services[1].name: expected a string, got 7"],
+            id="name-of-the-wrong-type",
+        ),
+    ],
+)
+def test_checks_that_span_keys_skip_what_pydantic_names(text: str, expected: list[str]) -> None:
+    assert error_of(text).splitlines() == [f"configs/staging.toml: {e}" for e in expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            BASE.replace('command = ["{python}", "auth.py"', 'comand = ["{python}", "auth.py"'),
+            "deploy.services[0].comand: unknown key (did you mean 'command'?)",
+            id="required-by-the-target",
+        ),
+        pytest.param(
+            BASE.replace('paths = ["tests/test_p1.py"]', 'path = ["tests/test_p1.py"]'),
+            "tests.suites[0].path: unknown key (did you mean 'paths'?)",
+            id="required-key",
+        ),
+        pytest.param(
+            BASE.replace("[tests]\n[[tests.suites]]", "[test]\n[[test.suites]]"),
+            "test: unknown key (did you mean 'tests'?)",
+            id="required-table",
+        ),
+    ],
+)
+def test_a_misspelt_required_key_is_one_problem(text: str, expected: str) -> None:
+    assert error_of(text) == f"configs/staging.toml: {expected}"
+
+
+def test_document_checks_report_every_value() -> None:
+    text = _in_tests(
+        'env = { "A\\u0000" = "1", B = "\\u0000" }\npytest_args = ["\\u0000", "x", "\\u0000"]'
+    ) + '[[tests.suites]]\nname = "P2"\npaths = ["t"]\npriority = 9223372036854775808\n'
+    assert error_of(text).splitlines() == [
+        r"configs/staging.toml: tests.env: key 'A\x00' contains a NUL character",
+        "configs/staging.toml: tests.env.B: contains a NUL character",
+        "configs/staging.toml: tests.pytest_args[0]: contains a NUL character",
+        "configs/staging.toml: tests.pytest_args[2]: contains a NUL character",
+        "configs/staging.toml: tests.suites[1].priority: integer out of range"
+        " (TOML integers are 64-bit)",
+    ]
+
+
+# --- the line of each key ------------------------------------------------------------------
+
+
+def test_each_problem_names_the_line_of_its_key() -> None:
+    text = (
+        BASE.replace('name = "auth"\n', 'name = "auth"\nenv = { "A=B" = "1" }\n')
+        .replace('paths = ["tests/test_p1.py"]\n', 'paths = ["tests/test_p1.py"]\n'
+                 '[[tests.suites]]\nname = "P2"\n'
+                 '[[tests.suites]]\nname = "P3"\npaths = ["t"]\nmarkers = 3\n')
+    )
+    p2 = _line_of(text, '[[tests.suites]]\nname = "P2"')
+    assert full_error_of(text).splitlines() == [
+        _at(text, 'env = { "A=B"', "deploy.services[0].env: 'A=B' is not a valid environment"
+            " variable name (contains '=')"),
+        f"configs/staging.toml:{p2}: tests.suites[1].paths:"
+        " required key is missing",
+        _at(text, "markers = 3", "tests.suites[2].markers: expected a string, got 3"),
+    ]
+
+
+def test_a_missing_table_has_no_line() -> None:
+    assert full_error_of('[loop]\nmax_iterations = "5"\n') == (
+        "configs/staging.toml: tests: required key is missing\n"
+        "configs/staging.toml:2: loop.max_iterations: expected an"
+        " integer, got the string '5'"
+    )
+
+
+SCANNED = """\
+# [tests] in a comment
+[loop]
+max_iterations = 3   # [tests]
+between_iterations = [
+  "fix.py",   # a comment, then a string of many lines
+  '''
+[tests]
+workers = 1
+''',
+  "\\"quoted\\" [x] = 1",
+]
+
+[[deploy.services]]
+name = "a"
+env.LOG = "x"
+labels = { team = "t", "odd key" = { inner = 1 }, "A\\u0041" = "" }
+
+[[deploy.services]]
+"name" = 'b'
+when = 1979-05-27 07:32:00Z
+
+[deploy.services.env]
+X = "1"
+
+[ deploy . "target" ]
+
+[[tests.suites]]
+name = "s"
+paths = [
+  "a", { p = 1 },
+]
+"""
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_the_key_scanner_finds_each_key_on_its_line(newline: str) -> None:
+    lines = _key_lines(SCANNED.replace("\n", newline))
+    assert lines[("loop",)] == 2
+    assert lines[("loop", "max_iterations")] == 3
+    assert lines[("loop", "between_iterations")] == 4
+    assert lines[("loop", "between_iterations", 1)] == 6
+    assert lines[("loop", "between_iterations", 2)] == 10
+    assert ("tests", "workers") not in lines and ("x",) not in lines
+    assert lines[("deploy", "services")] == 13
+    assert lines[("deploy", "services", 0)] == 13
+    assert lines[("deploy", "services", 0, "env", "LOG")] == 15
+    assert lines[("deploy", "services", 0, "labels", "odd key", "inner")] == 16
+    assert lines[("deploy", "services", 0, "labels", "AA")] == 16
+    assert lines[("deploy", "services", 1)] == 18
+    assert lines[("deploy", "services", 1, "name")] == 19
+    assert lines[("deploy", "services", 1, "when")] == 20
+    assert lines[("deploy", "services", 1, "env", "X")] == 23
+    assert lines[("deploy", "target")] == 25
+    assert lines[("tests", "suites", 0, "paths", 1, "p")] == 30
+    assert line_of_key(lines, ("deploy", "services", 1, "command")) == 18
+    assert line_of_key(lines, ("deploy", "services", 1, "env", "Y")) == 22
+    assert line_of_key(lines, ("redaction", "names")) is None
+
+
+def test_the_key_scanner_gives_up_quietly_on_what_it_does_not_know() -> None:
+    assert _key_lines("a = 1\n= 2\nc = 3\n") == {("a",): 1}
+
+
+# --- did you mean --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(_in_tests("worker = 2"),
+                     "tests.worker: unknown key (did you mean 'workers'?)", id="tests.worker"),
+        pytest.param(BASE.replace("[[deploy.services]]", "[[deploy.servics]]"),
+                     "deploy.servics: unknown key (did you mean 'services'?)",
+                     id="deploy.servics"),
+        pytest.param(_in_auth("helth_path = '/h'"),
+                     "deploy.services[0].helth_path: unknown key (did you mean 'health_path'?)",
+                     id="in-an-array-of-tables"),
+        pytest.param(BASE.replace('target = "local"', 'target = "lokal"'),
+                     "deploy.target: expected 'local', 'command', 'cloudrun' or 'none',"
+                     " got the string 'lokal' (did you mean 'local'?)", id="a-choice"),
+        pytest.param(_in_tests("colour = 2"), "tests.colour: unknown key", id="nothing-close"),
+        pytest.param(_in_tests("env = { A = { B = 1 } }"),
+                     "tests.env.A: expected a string, got a table", id="not-a-model"),
+    ],
+)
+def test_an_unknown_key_names_the_closest_known_one(text: str, expected: str) -> None:
+    assert error_of(text) == f"configs/staging.toml: {expected}"
+
+
+# --- strict types --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(_in_auth('ready_timeout_s = "20"'),
+                     "deploy.services[0].ready_timeout_s: expected a number,"
+                     " got the string '20'", id="number-as-string"),
+        pytest.param(_in_tests('workers = "4"'),
+                     "tests.workers: expected an integer, got the string '4'",
+                     id="integer-as-string"),
+        pytest.param(_in_auth('allow_unauthenticated = "yes"'),
+                     "deploy.services[0].allow_unauthenticated: expected true or false,"
+                     " got the string 'yes'", id="bool-as-string"),
+        pytest.param(_in_suite("priority = 1.0"),
+                     "tests.suites[0].priority: expected an integer, got 1.0",
+                     id="float-for-integer"),
+        pytest.param("[loop]\nmax_iterations = true\n" + BASE,
+                     "loop.max_iterations: expected an integer, got true", id="bool-for-integer"),
+        pytest.param("[loop]\ntarget_pass_rate = false\n" + BASE,
+                     "loop.target_pass_rate: expected a number, got false", id="bool-for-float"),
+        pytest.param(BASE + '[[known_issues]]\nid = "k"\nmatch = "a"\nexpires = "2026-12-31"\n',
+                     "known_issues[0].expires: expected a date such as 2026-12-31,"
+                     " got the string '2026-12-31'", id="date-as-string"),
+        pytest.param(_in_tests('pytest_args = ["-x", 2]'),
+                     "tests.pytest_args[1]: expected a string, got 2", id="number-in-argv"),
+        pytest.param(_in_tests("workers = 0"),
+                     "tests.workers: must be at least 1, got 0", id="bound"),
+        pytest.param(BASE.replace('name = "auth"', 'name = "auth service"'),
+                     "deploy.services[0].name: must be letters, digits, '_', '.' and '-' only,"
+                     " starting with a letter or digit, got the string 'auth service'",
+                     id="pattern"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused_in_plain_words(text: str, expected: str) -> None:
+    assert error_of(text) == f"configs/staging.toml: {expected}"
+
+
+def test_what_toml_gives_is_accepted() -> None:
+    text = "[loop]\ntarget_pass_rate = 90\n" + _in_auth("ready_timeout_s = 20") + (
+        '[[known_issues]]\nid = "k"\nmatch = "a"\nexpires = 2026-12-31\n'
+    )
+    config = parse_config(text, source="x.toml")
+    assert config.loop.target_pass_rate == 90.0
+    assert isinstance(config.loop.target_pass_rate, float)
+    assert config.deploy.services[0].ready_timeout_s == 20.0
+    assert config.known_issues[0].expires == date(2026, 12, 31)
+
+
+# --- a byte order mark ---------------------------------------------------------------------
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "local.toml").write_text(BASE, encoding="utf-8-sig")
+    assert load_config(tmp_path, "local").tests.suites[0].name == "P1"
+    text = _in_tests("worker = 2")
+    assert full_error_of("\ufeff" + text) == full_error_of(text)
+
+
+# --- `loop plan` on a config with several mistakes -----------------------------------------
+
+
+def test_loop_plan_reports_every_mistake_with_its_file_line_and_key(project: Project) -> None:
+    project.config("""
+        [deploy]
+        target = "local"
+
+        [[deploy.services]]
+        name = "api"
+        command = ["{python}", "svc.py", "--port", "{port}"]
+        depends_on = ["auht"]
+
+        [tests]
+        worker = 2
+        suite_timeout_s = "900"
+
+        [[tests.suites]]
+        name = "Main"
+        paths = ["tests"]
+        """)
+    result = project.run("plan")
+    assert result.returncode == 2, output(result)
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    located = [re.match(r"error: configs/local\.toml:(\d+): (\S+): ", line)
+               for line in lines]
+    assert [(m.group(1), m.group(2)) for m in located if m] == [
+        ("7", "deploy.services[0].depends_on"),
+        ("10", "tests.worker"),
+        ("11", "tests.suite_timeout_s"),
+    ], output(result)
+    assert lines[1].endswith("unknown key (did you mean 'workers'?)")
+    assert lines[2].endswith("expected a number, got the string '900'")
     assert not project.state.exists()

@@ -18,6 +18,7 @@ import copy
 import math
 import os
 import re
+import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -29,6 +30,8 @@ from hypothesis import strategies as st
 from deployloop.config import (
     Config,
     ConfigError,
+    _key_lines,
+    _too_deep,
     check_markers,
     deploy_waves,
     parse_config,
@@ -42,7 +45,12 @@ EXAMPLES = int(os.environ.get("LOOP_FUZZ_EXAMPLES", "300"))
 # What config.py writes for a key path: bare keys or JSON-quoted ones, [i] for list items.
 _PART = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*")'
 _PATH = rf"(?:\(top level\)|{_PART}(?:\[\d+\])*(?:\.{_PART}(?:\[\d+\])*)*)"
-_ERROR_LINE = re.compile(rf"{re.escape(SOURCE)}: (?:line \d+|{_PATH}): \S.*")
+# `path:line: key: message`, `path: key: message` (a key not in the file) or
+# `path:line: message` (text that is not TOML).
+_S = re.escape(SOURCE)
+_ERROR_LINE = re.compile(
+    rf"(?:{_S}:(?P<line>\d+)|{_S}): {_PATH}: \S.*|{_S}:(?P<toml_line>\d+): \S.*"
+)
 
 
 # --- valid configs, one per deploy target ----------------------------------------------------
@@ -426,11 +434,15 @@ def mutate_text(text: str, data: st.DataObject) -> str:
 # --- the property --------------------------------------------------------------------------
 
 
-def assert_well_formed(error: ConfigError) -> None:
+def assert_well_formed(error: ConfigError, text: str | None = None) -> None:
     lines = str(error).split("\n")
     for line in lines:
-        assert _ERROR_LINE.fullmatch(line), f"badly formed error line: {line!r}"
+        match = _ERROR_LINE.fullmatch(line)
+        assert match, f"badly formed error line: {line!r}"
         assert not has_unsafe(line), f"error line is unsafe to print: {line!r}"
+        number = match.group("line") or match.group("toml_line")
+        if text is not None and number is not None:
+            assert 1 <= int(number) <= text.count("\n") + 1, line
 
 
 def _strings_and_keys(value: object) -> list[str]:
@@ -519,7 +531,7 @@ def check(text: str) -> Config | ConfigError:
     try:
         config = parse_config(text, SOURCE)
     except ConfigError as exc:
-        assert_well_formed(exc)
+        assert_well_formed(exc, text)
         return exc
     assert_safe_to_run(config)
     return config
@@ -569,6 +581,55 @@ def test_mutated_configs_are_accepted_safely_or_refused_clearly(
         assert not too_deep, outcome
     elif deepest > 64 and not mutated_text:
         assert too_deep, outcome
+
+
+def _key_paths(doc: dict[str, Any], limit: int) -> list[tuple[str | int, ...]]:
+    """The path of every key and array item in `doc`, down to `limit` parts."""
+    found: list[tuple[str | int, ...]] = []
+    todo: list[tuple[tuple[str | int, ...], object]] = [((), doc)]
+    while todo:
+        path, value = todo.pop()
+        if path:
+            found.append(path)
+        if len(path) >= limit:
+            continue
+        if isinstance(value, dict):
+            todo.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            todo.extend(((*path, i), v) for i, v in enumerate(value))
+    return found
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(base=st.sampled_from(sorted(BASES)), headers=st.booleans(), data=st.data())
+def test_the_key_scanner_finds_every_key_of_valid_toml_on_its_line(
+    base: str, headers: bool, data: st.DataObject
+) -> None:
+    doc = copy.deepcopy(BASES[base])
+    for _ in range(data.draw(st.sampled_from([0, 1, 2, 3]), label="mutations")):
+        mutate(doc, data)
+    text = to_toml(doc, headers=headers)
+    mutated_text = data.draw(st.integers(0, 3), label="text mutation") == 0
+    if mutated_text:
+        text = mutate_text(text, data)
+    # What parse_config scans: TOML that tomllib read, not nested too deeply.
+    if _too_deep(text, 64) is not None:
+        return
+    try:
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError, RecursionError):
+        return
+    lines = _key_lines(text)
+    written = text.split("\n")
+    for path in _key_paths(raw, 16):
+        assert path in lines, path
+        # Where the writer put it: a mutated text may write a key another way.
+        if not mutated_text and isinstance(path[-1], str):
+            assert toml_key(path[-1]) in written[lines[path] - 1], path
 
 
 @pytest.mark.parametrize(

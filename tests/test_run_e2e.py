@@ -350,13 +350,13 @@ _SUITES = """
         pytest.param(
             "[tests]\nworkrs = 2\n" + _SUITES,
             [],
-            "configs/local.toml: tests.workrs: unknown key",
+            "configs/local.toml:2: tests.workrs: unknown key (did you mean 'workers'?)",
             id="unknown-key",
         ),
         pytest.param(
             "[tests]\nworkers = \"two\"\n" + _SUITES,
             [],
-            "configs/local.toml: tests.workers:",
+            "configs/local.toml:2: tests.workers: expected an integer, got the string 'two'",
             id="wrong-type",
         ),
         pytest.param(
@@ -371,7 +371,7 @@ _SUITES = """
             depends_on = ["auht"]
             """ + _SUITES,
             [],
-            "configs/local.toml: deploy.services[1].depends_on: unknown service 'auht'",
+            "configs/local.toml:8: deploy.services[1].depends_on: unknown service 'auht'",
             id="unknown-depends-on",
         ),
         pytest.param(
@@ -387,13 +387,13 @@ _SUITES = """
             depends_on = ["a"]
             """ + _SUITES,
             [],
-            "configs/local.toml: deploy.services[0].depends_on: dependency cycle: a -> b -> a",
+            "configs/local.toml:4: deploy.services[0].depends_on: dependency cycle: a -> b -> a",
             id="cycle",
         ),
         pytest.param(
             _SUITES + _SUITES,
             [],
-            "configs/local.toml: tests.suites[1].name: duplicate suite name 'Main'",
+            "configs/local.toml:6: tests.suites[1].name: duplicate suite name 'Main'",
             id="duplicate-suite",
         ),
         pytest.param(
