@@ -6,6 +6,7 @@ needs, and nothing else: no deployloop, no pytest-reportlog. loop must bring its
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -191,3 +192,108 @@ def test_a_fresh_folder_goes_init_plan_run(project: Project) -> None:
     suites = {s["name"]: (s["priority"], s["passed"], s["failed"]) for s in
               project.summary()["suites"]}
     assert suites == {"Priority 1 Login": (1, 1, 0), "Priority 2 Orders": (2, 1, 1)}
+
+
+FIXED_PORT_SUITE = """
+    import socket, time
+    import pytest
+
+    @pytest.fixture(scope="session")
+    def server():
+        # A fixed port, as many real suites have: two processes at once cannot both bind it.
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", {port}))
+        sock.listen()
+        yield sock
+        sock.close()
+
+    @pytest.mark.parametrize("n", range(12))
+    def test_uses_server(server, n):
+        time.sleep(0.05)
+"""
+
+
+def test_a_serial_fixed_port_suite_passes_with_four_workers(project: Project) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    project.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "none"
+
+        [tests]
+        workers = 4
+
+        [[tests.suites]]
+        name = "Fixed port"
+        paths = ["tests/test_fixed.py"]
+        serial = true
+
+        [[tests.suites]]
+        name = "Also fixed port"
+        paths = ["tests/test_fixed_too.py"]
+        serial = true
+        """)
+    project.write("tests/test_fixed.py", FIXED_PORT_SUITE.format(port=port))
+    project.write("tests/test_fixed_too.py", FIXED_PORT_SUITE.format(port=port))
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    totals = project.summary()["totals"]
+    assert (totals["passed"], totals["errors"]) == (24, 0)
+
+
+def test_a_hung_test_is_stopped_by_test_timeout_and_the_rest_runs(project: Project) -> None:
+    project.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "none"
+
+        [tests]
+        workers = 1
+        test_timeout_s = 2
+
+        [[tests.suites]]
+        name = "Main"
+        paths = ["tests"]
+        """)
+    project.write("tests/test_a.py", """
+        import time
+
+        def test_1(): pass
+        def test_2_hangs(): time.sleep(300)
+        def test_3(): pass
+        def test_4(): pass
+        """)
+    result = project.run("run", timeout=120)
+    assert result.returncode == 1, output(result)
+    summary = project.summary()
+    assert {k: summary["totals"][k] for k in ("passed", "errors")} == {"passed": 3, "errors": 1}
+    (cluster,) = summary["clusters"]
+    assert "test timed out after 2 s (tests.test_timeout_s)" in cluster["label"]
+    assert cluster["tests"] == ["tests/test_a.py::test_2_hangs"]
+
+
+def test_piped_output_keeps_ids_paths_and_dates_whole(project: Project) -> None:
+    long_name = "test_" + "a_very_long_descriptive_name_" * 6 + "end"
+    project.config(CONFIG.format(python="{python}", extra="").replace(
+        'python = "{python}"\n', ""))
+    project.write("tests/test_long.py", f"def {long_name}(): assert 0, 'HTTP 500 from /orders'\n")
+    assert project.run("run").returncode == 1
+    nodeid = f"tests/test_long.py::{long_name}"
+    for command in (["summarize"], ["history"], ["status"]):
+        result = project.run(*command, env={"COLUMNS": "60"})
+        assert result.returncode == 0, output(result)
+        assert "\x1b[" not in result.stdout  # no styles when piped
+        if command == ["summarize"]:
+            assert any(nodeid in line for line in result.stdout.splitlines()), result.stdout
+        if command == ["history"]:
+            (row,) = [ln for ln in result.stdout.splitlines() if ln.strip().startswith("1 ")]
+            assert "failed" in row and "0.0%" in row
+            assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", row), row

@@ -106,7 +106,9 @@ def _ignore(signum: int, frame: object) -> None:
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    # One "error:" per line: a config with three mistakes gives three lines alike.
+    for line in message.splitlines() or [message]:
+        typer.echo(f"error: {line}", err=True)
     raise typer.Exit(code)
 
 

@@ -37,6 +37,16 @@ def show_plan(
     console.print(Text(f"\nDeploy target: {deploy.target}  (next iteration: {next_iteration})"))
     if deploy.command:
         console.print(Text(f"  command: {one_line(' '.join(deploy.command))}"))
+    if not deploy.services:
+        # What `loop init` leaves to fill in: said, so that a suite that needs a service and
+        # fails for want of one is not a mystery.
+        console.print(
+            Text(
+                "  no services configured: the tests run against whatever they point at"
+                " (add [[deploy.services]] to have loop deploy and check them)",
+                style="yellow",
+            )
+        )
     with tempfile.TemporaryDirectory(prefix="loop-plan-") as tmp:
         ctx = DeployContext(
             env=env, iteration=next_iteration, git_sha=git_sha(workdir), log_dir=Path(tmp),

@@ -149,6 +149,7 @@ class _Running:
     current: str | None = None  # the test that started last
     inbox: list[TestResult] = field(default_factory=list)
     timed_out: str | None = None
+    test_timed_out: str | None = None  # the node id stopped by tests.test_timeout_s
 
 
 class TestRunner:
@@ -163,6 +164,7 @@ class TestRunner:
         state: RunState,
         fresh_env: Callable[[], dict[str, str]] = dict,
         on_poll: Callable[[], None] = lambda: None,
+        test_timeout_s: float | None = None,
     ) -> None:
         self._setup = setup
         self._out_dir = out_dir
@@ -176,6 +178,7 @@ class TestRunner:
         # Made again for each process: short-lived credentials (ID tokens) stay fresh.
         self._fresh_env = fresh_env
         self._on_poll = on_poll  # e.g. a look at the services, which may crash meanwhile
+        self._test_timeout = test_timeout_s
 
     def run(self, jobs: list[Job]) -> None:
         """Run every job; raises Interrupted after a graceful stop on Ctrl-C."""
@@ -186,7 +189,7 @@ class TestRunner:
         running: list[_Running] = []
         try:
             while queue or running:
-                while queue and len(running) < self._workers:
+                while queue and len(running) < self._workers and _may_start(queue[0], running):
                     running.append(self._start(queue.popleft()))
                 for run in list(running):
                     self._pump(run)
@@ -289,8 +292,19 @@ class TestRunner:
         self._record(result)
 
     def _check_timeout(self, run: _Running) -> None:
-        if run.timed_out is None and time.monotonic() - run.active_since > self._limit(run):
+        if run.timed_out is not None or run.test_timed_out is not None:
+            return
+        if time.monotonic() - run.active_since > self._limit(run):
             run.timed_out = run.active
+            run.proc.interrupt()
+            return
+        current = self.state.running.get(run.job.name)
+        if (
+            self._test_timeout is not None
+            and current is not None
+            and time.monotonic() - current[1] > self._test_timeout
+        ):
+            run.test_timed_out = current[0]
             run.proc.interrupt()
 
     def _limit(self, run: _Running) -> float:
@@ -314,6 +328,9 @@ class TestRunner:
         stopped = run.timed_out or (run.active if crashed else None)
         leftovers: list[tuple[str, tuple[str, ...]]] = []
         output = run.proc.tail(20)
+        if run.test_timed_out is not None:
+            # One test hung: it is the error; every test after it runs on in a new process.
+            return self._after_test_timeout(run, output)
         for suite in run.job.suites:
             ids = list(run.remaining[suite])
             if not ids:
@@ -342,6 +359,22 @@ class TestRunner:
         if leftovers:
             return [retry_job(run.job, leftovers, self._setup.node_arg)]
         return []
+
+    def _after_test_timeout(self, run: _Running, output: str) -> list[Job]:
+        hung = run.test_timed_out
+        assert hung is not None
+        suite = run.owner[hung]
+        reason = f"test timed out after {self._test_timeout:g} s (tests.test_timeout_s)"
+        if hung in run.remaining[suite]:  # not reported as it was stopped
+            self._unreported(run, suite, [hung], reason, output)
+            del run.remaining[suite][hung]
+        self._flush()
+        leftovers = [(s, tuple(ids)) for s, ids in run.remaining.items() if ids]
+        for name in run.job.suites:
+            if not any(s == name for s, _ in leftovers):
+                self._job_done(name)
+        # Each new process gets past one hung test: it always ends.
+        return [retry_job(run.job, leftovers, self._setup.node_arg)] if leftovers else []
 
     def _unreported(
         self, run: _Running, suite: str, ids: list[str], reason: str, output: str
@@ -413,6 +446,13 @@ class TestRunner:
             if progress.status == SuiteStatus.RUNNING:
                 progress.status = SuiteStatus.INTERRUPTED
                 self._recorder.suite_status(progress.name, SuiteStatus.INTERRUPTED)
+
+
+def _may_start(job: Job, running: list[_Running]) -> bool:
+    """A serial suite's process runs alone: it waits for the others, and they for it."""
+    if job.serial:
+        return not running
+    return not any(run.job.serial for run in running)
 
 
 def _after(job: Job, suite: str, stopped: str | None) -> bool:

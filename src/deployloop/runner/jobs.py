@@ -22,6 +22,7 @@ class Job:
     args: tuple[str, ...]  # paths, or node ids when only some of a suite's tests run
     expected: tuple[tuple[str, tuple[str, ...]], ...]  # (suite, node ids), in run order
     attempt: int = 1
+    serial: bool = False  # runs alone: one process, nothing else at the same time
 
     @property
     def suites(self) -> list[str]:
@@ -79,6 +80,8 @@ def plan_jobs(
             and sum(len(u.nodeids) for u in last) + len(unit.nodeids) <= target
             and unit.whole
             and all(u.whole for u in last)
+            and not unit.suite.serial
+            and not last[0].suite.serial
         ):
             last.append(unit)
         else:
@@ -87,7 +90,7 @@ def plan_jobs(
 
 
 def _shard(unit: _Unit, target: int, workers: int) -> list[_Unit]:
-    if workers == 1 or len(unit.nodeids) <= target * 1.5:
+    if workers == 1 or unit.suite.serial or len(unit.nodeids) <= target * 1.5:
         return [unit]
     count = min(math.ceil(len(unit.nodeids) / target), workers)
     size = math.ceil(len(unit.nodeids) / count)
@@ -110,6 +113,7 @@ def _job(prefix: str, index: int, batch: list[_Unit], node_arg: Callable[[str], 
         markers=batch[0].suite.markers,
         args=tuple(args),
         expected=tuple((u.suite.name, u.nodeids) for u in batch),
+        serial=batch[0].suite.serial,
     )
 
 
@@ -123,6 +127,7 @@ def retry_job(
         args=tuple(node_arg(n) for _, ids in leftovers for n in ids),
         expected=tuple(leftovers),
         attempt=job.attempt + 1,
+        serial=job.serial,
     )
 
 

@@ -140,6 +140,7 @@ def run_tests(
             state,
             fresh_env=lambda: target.test_env(settings.config, deployments),
             on_poll=_ServiceWatch(store, console, plan.record.id, target),
+            test_timeout_s=settings.config.tests.test_timeout_s,
         )
         runner.run(jobs)
     if settings.config.tests.reruns:
@@ -268,6 +269,7 @@ def rerun_failures(
                 state,
                 fresh_env=lambda: target.test_env(settings.config, deployments),
                 on_poll=_ServiceWatch(store, console, plan.record.id, target),
+                test_timeout_s=settings.config.tests.test_timeout_s,
             ).run(jobs)
         failing = recorder.failing
 
