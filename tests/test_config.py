@@ -13,14 +13,14 @@ from conftest import Project, output
 
 from deployloop.config import (
     ConfigError,
-    _key_lines,
     check_markers,
     deploy_waves,
+    key_lines,
     load_config,
     parse_config,
     url_env_var,
 )
-from deployloop.config import _line_of as line_of_key
+from deployloop.config import line_of as line_of_key
 
 BASE = """
 [deploy]
@@ -789,7 +789,7 @@ paths = [
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 def test_the_key_scanner_finds_each_key_on_its_line(newline: str) -> None:
-    lines = _key_lines(SCANNED.replace("\n", newline))
+    lines = key_lines(SCANNED.replace("\n", newline))
     assert lines[("loop",)] == 2
     assert lines[("loop", "max_iterations")] == 3
     assert lines[("loop", "between_iterations")] == 4
@@ -813,7 +813,7 @@ def test_the_key_scanner_finds_each_key_on_its_line(newline: str) -> None:
 
 
 def test_the_key_scanner_gives_up_quietly_on_what_it_does_not_know() -> None:
-    assert _key_lines("a = 1\n= 2\nc = 3\n") == {("a",): 1}
+    assert key_lines("a = 1\n= 2\nc = 3\n") == {("a",): 1}
 
 
 # --- did you mean --------------------------------------------------------------------------

@@ -30,11 +30,11 @@ from hypothesis import strategies as st
 from deployloop.config import (
     Config,
     ConfigError,
-    _key_lines,
-    _too_deep,
     check_markers,
     deploy_waves,
+    key_lines,
     parse_config,
+    too_deep,
     url_env_var,
 )
 from deployloop.safetext import has_unsafe
@@ -617,13 +617,13 @@ def test_the_key_scanner_finds_every_key_of_valid_toml_on_its_line(
     if mutated_text:
         text = mutate_text(text, data)
     # What parse_config scans: TOML that tomllib read, not nested too deeply.
-    if _too_deep(text, 64) is not None:
+    if too_deep(text, 64) is not None:
         return
     try:
         raw = tomllib.loads(text)
     except (tomllib.TOMLDecodeError, ValueError, RecursionError):
         return
-    lines = _key_lines(text)
+    lines = key_lines(text)
     written = text.split("\n")
     for path in _key_paths(raw, 16):
         assert path in lines, path

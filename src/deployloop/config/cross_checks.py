@@ -1,0 +1,232 @@
+"""Checks that span keys: names, `depends_on`, cycles, what each deploy target needs."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from deployloop.config.keys import Loc, Problem
+from deployloop.config.models import CLOUD_RUN_NAME, DeploySection, url_env_var
+
+# --- checks that span keys ---------------------------------------------------------------------
+
+
+def cross_check(raw: dict[str, Any]) -> list[Problem]:
+    """The problems that span keys.
+
+    They read the document, not the model, so that they run when pydantic refuses it too.
+    An absent key is read as the model's default; a value of a type the model refuses, or
+    that pydantic refused (masked), is skipped, so that no line here is a consequence of
+    a mistake pydantic names.
+    """
+    problems: list[Problem] = []
+    deploy = raw.get("deploy", {})
+    if isinstance(deploy, dict):
+        problems += _service_checks(deploy)
+    tests = raw.get("tests")
+    if isinstance(tests, dict):
+        problems += _duplicates(
+            tests.get("suites"), ("tests", "suites"), "name", "duplicate suite name"
+        )
+    problems += _duplicates(
+        raw.get("known_issues"), ("known_issues",), "id", "duplicate known issue id"
+    )
+    return problems
+
+
+class _Refused:
+    """Stands for a value pydantic refused: of no type a check looks for, and not None."""
+
+
+def masked(raw: dict[str, Any], keys: list[Loc]) -> dict[str, Any]:
+    """`raw` with the value at each of `keys` replaced by a _Refused, copying only the
+    tables and arrays on the way to one."""
+    root = dict(raw)
+    copies = {id(root)}
+    for key in keys:
+        node: Any = root
+        for depth, part in enumerate(key):
+            try:
+                child = node[part]
+            except (KeyError, IndexError, TypeError):
+                break  # a missing key: nothing to hide
+            if depth == len(key) - 1:
+                node[part] = _Refused()
+            elif isinstance(child, dict | list):
+                if id(child) not in copies:
+                    child = dict(child) if isinstance(child, dict) else list(child)
+                    copies.add(id(child))
+                    node[part] = child
+                node = child
+            else:
+                break
+    return root
+
+
+def _tables(value: object) -> list[tuple[int, dict[str, Any]]]:
+    """The tables of an array of tables, with their indices."""
+    if not isinstance(value, list):
+        return []
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)]
+
+
+def _duplicates(array: object, key: Loc, name: str, what: str) -> list[Problem]:
+    problems = []
+    seen: set[str] = set()
+    for i, item in _tables(array):
+        value = item.get(name)
+        if isinstance(value, str):
+            if value in seen:
+                problems.append(Problem((*key, i, name), f"{what} {value!r}"))
+            seen.add(value)
+    return problems
+
+
+def _service_checks(deploy: dict[str, Any]) -> list[Problem]:
+    array = deploy.get("services", [])
+    services = _tables(array)
+    names = {i: s["name"] for i, s in services if isinstance(s.get("name"), str)}
+    problems = _duplicates(array, ("deploy", "services"), "name", "duplicate service name")
+
+    def problem(i: int, key: str, message: str) -> None:
+        problems.append(Problem(("deploy", "services", i, key), message))
+
+    # A service without a name (pydantic says so) may be the one a depends_on means.
+    every_named = isinstance(array, list) and len(names) == len(array)
+    known = set(names.values())
+    first: dict[str, int] = {}
+    graph: dict[str, list[str]] = {}
+    for i, service in services:
+        deps = service.get("depends_on", [])
+        if not isinstance(deps, list):
+            continue
+        own = names.get(i)
+        deps = [dep for dep in deps if isinstance(dep, str)]
+        for dep in deps:
+            if dep == own:
+                problem(i, "depends_on", "a service cannot depend on itself")
+            elif every_named and dep not in known:
+                problem(i, "depends_on", f"unknown service {dep!r}")
+        if own is not None:
+            first.setdefault(own, i)
+            graph.setdefault(own, []).extend(dep for dep in deps if dep != own)
+    # Each cycle once: its services leave the graph when it is found.
+    while (cycle := _find_cycle(graph)) is not None:
+        problem(first[cycle[0]], "depends_on", "dependency cycle: " + " -> ".join(cycle))
+        for name in cycle:
+            graph.pop(name, None)
+    env_vars: dict[str, str] = {}
+    for i, name in names.items():
+        var = url_env_var(name)
+        other = env_vars.setdefault(var, name)
+        if other != name:
+            problem(i, "name", f"services {other!r} and {name!r} both map to {var}")
+    return problems + _target_checks(deploy, services, names)
+
+
+def _target_checks(
+    deploy: dict[str, Any], services: list[tuple[int, dict[str, Any]]], names: dict[int, str]
+) -> list[Problem]:
+    """What the deploy target needs of the deploy table and of each service."""
+    target = deploy.get("target", DeploySection.model_fields["target"].default)
+    problems: list[Problem] = []
+
+    def required(key: Loc) -> None:
+        problems.append(Problem(key, f"required when deploy.target = {target!r}", missing=True))
+
+    if target == "cloudrun":
+        for key in ("project", "region"):
+            if deploy.get(key) in (None, ""):
+                required(("deploy", key))
+        cloud_run_names: set[str] = set()
+        for i, service in services:
+            problems += _cloud_run_checks(("deploy", "services", i), service, names.get(i))
+            cloud_run_name = service.get("service_name") or names.get(i)
+            if isinstance(cloud_run_name, str):
+                if cloud_run_name in cloud_run_names:
+                    message = f"two services deploy to Cloud Run service {cloud_run_name!r}"
+                    problems.append(Problem(("deploy", "services", i, "service_name"), message))
+                cloud_run_names.add(cloud_run_name)
+            if service.get("image") in (None, ""):
+                required(("deploy", "services", i, "image"))
+    if target == "command" and deploy.get("command") is None:
+        required(("deploy", "command"))
+    for i, service in services:
+        if target == "local" and service.get("command") is None:
+            required(("deploy", "services", i, "command"))
+        if target == "local" and service.get("url") is not None:
+            # The local target starts the service on a free port of its own: a url here
+            # (https above all) would be quietly replaced by http://127.0.0.1:<port>.
+            problems.append(
+                Problem(
+                    ("deploy", "services", i, "url"),
+                    "not used by the local target, which serves each service on"
+                    " http://127.0.0.1:<port> (no https); remove it, or use the command or"
+                    " none target for a service that runs elsewhere",
+                )
+            )
+        if target in ("command", "none") and service.get("url") is None:
+            required(("deploy", "services", i, "url"))
+    return problems
+
+
+def _cloud_run_checks(key: Loc, service: dict[str, Any], name: str | None) -> list[Problem]:
+    problems = []
+    image = service.get("image")
+    placeholders = re.findall(r"\{([^}]*)\}", image) if isinstance(image, str) else []
+    unknown = [p for p in placeholders if p not in ("git_sha", "iteration")]
+    if unknown:
+        message = f"unknown placeholder {{{unknown[0]}}} (use {{git_sha}} or {{iteration}})"
+        problems.append(Problem((*key, "image"), message))
+    if (
+        service.get("service_name") is None
+        and name is not None
+        and not re.match(CLOUD_RUN_NAME, name)
+    ):
+        message = (
+            f"{name!r} is not a valid Cloud Run service name"
+            " (lower-case letters, digits, '-'); set service_name"
+        )
+        problems.append(Problem((*key, "name"), message))
+    env = service.get("env", {})
+    secrets = service.get("secrets", {})
+    env_names = set(env) if isinstance(env, dict) else set()
+    secret_names = set(secrets) if isinstance(secrets, dict) else set()
+    both = sorted(env_names & secret_names)
+    if both:
+        message = f"{both[0]} is set in env too: give it in one place"
+        problems.append(Problem((*key, "secrets"), message))
+    reserved = sorted((env_names | secret_names) & _CLOUD_RUN_RESERVED)
+    if reserved:
+        message = f"{reserved[0]} is set by Cloud Run itself and cannot be overridden"
+        problems.append(Problem((*key, "env"), message))
+    return problems
+
+
+_CLOUD_RUN_RESERVED = frozenset({"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"})
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A dependency cycle as a path that ends where it starts, or None.
+
+    Depth-first without recursion: a chain of a thousand services is a valid config.
+    """
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    for root in graph:
+        if root in state:
+            continue
+        state[root] = 1
+        path = [root]
+        pending = [iter(graph.get(root, []))]
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                state[path.pop()] = 2
+                pending.pop()
+            elif state.get(dep) == 1:
+                return path[path.index(dep) :] + [dep]
+            elif dep not in state:
+                state[dep] = 1
+                path.append(dep)
+                pending.append(iter(graph.get(dep, [])))
+    return None
