@@ -147,25 +147,39 @@ def test_what_a_killed_watchdog_left_is_reaped_by_the_next_command(project: Proj
 
 
 def test_a_recycled_pid_in_a_stale_record_is_left_alone(project: Project) -> None:
+    import json
+
+    def entry(pid: int, started: str | None) -> dict[str, Any]:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return {"target": pid, "stop": 15, "started": started, "boot": boot, "program": "svc"}
+
+    def start_time(pid: int) -> str:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
     bystander = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         record = project.state / "procs" / "local" / "999999.json"
         record.parent.mkdir(parents=True)
-        # The record names this pid's group, but with another start time: not ours.
-        record.write_text(
-            f'[{{"target": {bystander.pid}, "stop": 15, "started": "1", "boot": null,'
-            f' "program": "svc"}}]'
-        )
+        # A record left by a loop that is gone (its owner's pid no longer runs). It names
+        # the bystander's group with another start time (the pid was reused: not ours), and
+        # the orphan with its own (ours, left running).
+        record.write_text(json.dumps({
+            "owner": entry(999999, "1"),
+            "children": [entry(bystander.pid, "1"), entry(orphan.pid, start_time(orphan.pid))],
+        }))
         project.config(SERVICE_CONFIG)
         project.service()
         project.write("tests/test_main.py", "def test_a(): pass\n")
         result = project.run("run")
         assert result.returncode == 0, output(result)
         assert bystander.poll() is None
+        assert orphan.wait(timeout=10) is not None  # the record was read: ours was reaped
         assert not record.exists()
     finally:
-        bystander.kill()
-        bystander.wait()
+        for proc in (bystander, orphan):
+            proc.kill()
+            proc.wait()
 
 
 def test_state_is_private_to_the_user(project: Project) -> None:

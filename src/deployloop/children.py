@@ -175,10 +175,6 @@ class Children:
             self._tell(f"del {target}")
             self._write_record()
 
-    @property
-    def umask(self) -> int:
-        return self._umask
-
     # --- the end ----------------------------------------------------------------------------
 
     def close(self) -> None:

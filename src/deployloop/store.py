@@ -157,10 +157,6 @@ class Store:
         self._identity = _identity(path) if path is not None else None
         self._checked_at = time.monotonic()
 
-    @property
-    def path(self) -> Path | None:
-        return self._path
-
     @classmethod
     def open(
         cls,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from datetime import date
 from typing import Annotated, Literal
@@ -15,6 +14,7 @@ from pydantic import (
     field_validator,
 )
 
+from deployloop.runner.plugin.deployloop_redact import DEFAULT_PATTERNS, secret_name
 from deployloop.safetext import has_unsafe
 
 
@@ -258,7 +258,8 @@ class AnalysisSection(_Strict):
     outage_share: float = Field(0.5, gt=0, le=1)  # this share of executed tests failing one way
 
 
-DEFAULT_REDACTED_NAMES = ("*TOKEN*", "*SECRET*", "*PASSWORD*", "*KEY*")
+# One list, the redaction's own: loop and its pytest plugin must agree on what is secret.
+DEFAULT_REDACTED_NAMES = DEFAULT_PATTERNS
 
 
 class RedactionSection(_Strict):
@@ -270,10 +271,7 @@ class RedactionSection(_Strict):
     )
 
     def matches(self, env_name: str) -> bool:
-        # Upper-casing both sides, as the pytest plugin's redaction does, so loop and the
-        # plugin agree on what is secret.
-        upper = env_name.upper()
-        return any(fnmatch.fnmatchcase(upper, pattern.upper()) for pattern in self.names)
+        return secret_name(env_name, self.names)
 
 
 class Config(_Strict):
