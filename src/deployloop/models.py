@@ -113,6 +113,7 @@ class IterationRecord:
     workers: int
     error: str | None = None
     code_key: str | None = None  # identity of the code tested: git state and revisions
+    partial: bool = False  # --failed-only: the tests that passed before were not run
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from deployloop.models import (
 )
 from deployloop.safetext import printable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE iterations (
@@ -45,6 +45,7 @@ CREATE TABLE iterations (
     workers INTEGER NOT NULL,
     error TEXT,
     code_key TEXT,
+    partial INTEGER NOT NULL DEFAULT 0,
     UNIQUE (env, number)
 );
 CREATE TABLE deployments (
@@ -270,6 +271,7 @@ class Store:
         target_pass_rate: float,
         workers: int,
         code_key: str | None = None,
+        partial: bool = False,
     ) -> IterationRecord:
         with self._tx() as tx:
             (last,) = tx.execute(
@@ -277,9 +279,10 @@ class Store:
             ).fetchone()
             cur = tx.execute(
                 "INSERT INTO iterations (env, number, status, git_sha, started_at,"
-                " target_pass_rate, workers, code_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " target_pass_rate, workers, code_key, partial)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (env, last + 1, IterationStatus.RUNNING, git_sha, now_iso(), target_pass_rate,
-                 workers, code_key),
+                 workers, code_key, int(partial)),
             )
             iteration_id = cur.lastrowid
         assert iteration_id is not None
@@ -580,6 +583,43 @@ class Store:
             for r in rows
         ]
 
+    def test_durations(self, env: str, before_number: int, window: int = 5) -> dict[str, float]:
+        """Each test's mean duration over env's last `window` iterations before
+        `before_number`, from the runs that ran it (loop's own errors, which took no time,
+        are left out): what the scheduler expects each test to take."""
+        rows = self._conn.execute(
+            "SELECT t.nodeid, AVG(t.duration_s) FROM tests t"
+            " JOIN iterations i ON i.id = t.iteration_id"
+            " WHERE i.env = ? AND i.number < ? AND i.number >= ?"
+            " AND t.outcome IS NOT NULL AND t.duration_s > 0"
+            " GROUP BY t.nodeid",
+            (env, before_number, before_number - window),
+        ).fetchall()
+        return {_unkey(r[0]): float(r[1]) for r in rows}
+
+    def last_outcomes(
+        self, env: str, before_number: int
+    ) -> tuple[int, dict[str, Outcome | None]] | None:
+        """The newest earlier iteration of env whose tests ran (not a setup failure: its
+        deploy did not fail and pytest executed a test), and each test's outcome in it
+        (None: it was not run)."""
+        row = self._conn.execute(
+            "SELECT i.id, i.number FROM iterations i WHERE i.env = ? AND i.number < ?"
+            " AND i.status != ? AND EXISTS (SELECT 1 FROM tests t WHERE t.iteration_id = i.id"
+            " AND t.outcome IN (?, ?, ?))"
+            " ORDER BY i.number DESC LIMIT 1",
+            (env, before_number, IterationStatus.DEPLOY_FAILED,
+             Outcome.PASSED, Outcome.FAILED, Outcome.ERROR),
+        ).fetchone()
+        if row is None:
+            return None
+        outcomes = self._conn.execute(
+            "SELECT nodeid, outcome FROM tests WHERE iteration_id = ?", (row[0],)
+        ).fetchall()
+        return int(row[1]), {
+            _unkey(r[0]): Outcome(r[1]) if r[1] else None for r in outcomes
+        }
+
     def tests(self, iteration_id: int) -> list[TestRow]:
         rows = self._conn.execute(
             "SELECT nodeid, suite, file, outcome, duration_s, message, longrepr, started_at"
@@ -643,7 +683,7 @@ class Store:
 
 _ITERATION_COLUMNS = (
     "id, env, number, status, git_sha, started_at, finished_at, target_pass_rate, workers, error,"
-    " code_key"
+    " code_key, partial"
 )
 
 
@@ -660,6 +700,7 @@ def _iteration(row: Sequence[object]) -> IterationRecord:
         workers=int(row[8]),  # type: ignore[call-overload]
         error=row[9] if isinstance(row[9], str) else None,
         code_key=row[10] if isinstance(row[10], str) else None,
+        partial=bool(row[11]),
     )
 
 
@@ -760,8 +801,12 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-        elif version == 1:  # when each test started, for hangs seen as they happen
+        if version == 1:  # when each test started, for hangs seen as they happen
             conn.execute("ALTER TABLE tests ADD COLUMN started_at TEXT")
+        if 1 <= version <= 2:  # --failed-only: an iteration that ran only some tests
+            conn.execute(
+                "ALTER TABLE iterations ADD COLUMN partial INTEGER NOT NULL DEFAULT 0"
+            )
         if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
