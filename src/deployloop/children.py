@@ -95,6 +95,7 @@ class Children:
         cwd: Path | None = None,
         stop_signal: int = signal.SIGTERM,
         through_loop: bool = True,
+        pass_fds: tuple[int, ...] = (),
     ) -> Child:
         """Start argv as the leader of a new session (its group id is its pid), its output
         going to `log` through loop's redaction. Raises OSError if it cannot start.
@@ -117,6 +118,7 @@ class Children:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 umask=self._umask,
+                pass_fds=pass_fds,
             )
         except BaseException:
             if pump is not None:

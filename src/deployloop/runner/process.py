@@ -86,18 +86,26 @@ class PytestSetup:
     def node_arg(self, nodeid: str) -> str:
         return node_arg(nodeid, self.workdir, self.rootdir)
 
-    def start(self, argv: list[str], env: dict[str, str], log_path: Path) -> PytestProcess:
+    def start(
+        self, argv: list[str], env: dict[str, str], log_path: Path, pass_fds: tuple[int, ...] = ()
+    ) -> PytestProcess:
         """Start one pytest process; its environment gets LOOP_REDACT for the plugin."""
         env = {**env, deployloop_redact.ENV_VAR: self.redaction.plugin_env(env)}
         children = self.children or Children(redactor=self.redaction.redactor, watch=False)
-        return PytestProcess(argv, env, self.workdir, log_path, children)
+        return PytestProcess(argv, env, self.workdir, log_path, children, pass_fds)
 
 
 class PytestProcess:
     """One pytest run in its own process group, output to a log file."""
 
     def __init__(
-        self, argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, children: Children
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        log_path: Path,
+        children: Children,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self.argv = argv
@@ -108,7 +116,7 @@ class PytestProcess:
         # each pytest on its own terms (SIGINT: fixture teardown runs); and a timeout can
         # kill a test's children too.
         self._child: Child = children.start(
-            argv, env=env, log=log_path, cwd=cwd, stop_signal=signal.SIGINT
+            argv, env=env, log=log_path, cwd=cwd, stop_signal=signal.SIGINT, pass_fds=pass_fds
         )
         self._proc = self._child.popen
         self._interrupted_at: float | None = None

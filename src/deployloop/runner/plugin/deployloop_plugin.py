@@ -14,6 +14,8 @@ neighbour `deployloop_redact`, nothing else. Options (each off unless given):
                         says when one finished): a suite's clock and a hang's culprit.
 --loop-inventory FILE   with --collect-only: one line per collected item, after `-m`
                         deselection, and one per collector that failed.
+--loop-worker FD        run the tests loop sends through this pipe, not the collected
+                        ones (see deployloop_worker); needs --loop-events.
 
 Redaction: LOOP_REDACT (see deployloop_redact) names the values to hide. Each report is
 scrubbed before the other plugins see it, so the terminal output, JUnit XML and the reportlog
@@ -24,13 +26,18 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import IO, Any
 
 import pytest
 
 # The neighbouring file, by its top-level name: this folder is on PYTHONPATH, deployloop is
 # not necessarily installed in the tests' interpreter.
-from deployloop_redact import Redactor, from_environment  # type: ignore[import-not-found]
+from deployloop_redact import (  # type: ignore[import-not-found]
+    ENV_VAR,
+    Redactor,
+    from_environment,
+)
 
 MAX_TEXT = 20_000
 MAX_MESSAGE = 4_000
@@ -42,12 +49,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--loop-reportlog", default=None, help="deployloop: write results here")
     group.addoption("--loop-events", default=None, help="deployloop: write run events here")
     group.addoption("--loop-inventory", default=None, help="deployloop: write the inventory here")
+    group.addoption("--loop-worker", default=None, help="deployloop: run the tests sent here")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     redactor = from_environment(os.environ)
-    if redactor:
+    worker_fd = config.getoption("--loop-worker")
+    if redactor or worker_fd:  # a worker may learn secrets later
         config.pluginmanager.register(_Scrubber(redactor), "deployloop-scrubber")
+    writers: dict[str, _Writer] = {}
     for option, writer in (
         ("--loop-reportlog", _ReportLogWriter),
         ("--loop-events", _EventWriter),
@@ -55,7 +65,18 @@ def pytest_configure(config: pytest.Config) -> None:
     ):
         path = config.getoption(option)
         if path:
-            config.pluginmanager.register(writer(_open(path)), f"deployloop-{option[7:]}")
+            writers[option] = writer(_open(path))
+            config.pluginmanager.register(writers[option], f"deployloop-{option[7:]}")
+    if worker_fd and "--loop-events" in writers:
+        from deployloop_worker import Worker  # type: ignore[import-not-found]
+
+        def learn(spec: str) -> None:
+            os.environ[ENV_VAR] = spec
+            from_environment(os.environ, into=redactor)
+
+        config.pluginmanager.register(
+            Worker(int(worker_fd), writers["--loop-events"].write, learn), "deployloop-worker"
+        )
 
 
 @pytest.hookimpl(trylast=True)
@@ -89,7 +110,7 @@ class _Writer:
     def __init__(self, out: IO[str]) -> None:
         self._out = out
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any]) -> None:
         self._out.write(json.dumps(record) + "\n")
         self._out.flush()
 
@@ -119,11 +140,11 @@ class _ReportLogWriter(_Writer):
                 record["crash_location"] = [str(crash.path), crash.lineno]
         if report.sections:
             record["sections"] = [[t, cap(c, MAX_SECTION)] for t, c in report.sections]
-        self._write(record)
+        self.write(record)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
-            self._write(
+            self.write(
                 {
                     "$report_type": "CollectReport",
                     "nodeid": report.nodeid,
@@ -133,15 +154,15 @@ class _ReportLogWriter(_Writer):
             )
 
     def pytest_sessionfinish(self, exitstatus: int) -> None:
-        self._write({"$report_type": "SessionFinish", "exitstatus": int(exitstatus)})
+        self.write({"$report_type": "SessionFinish", "exitstatus": int(exitstatus)})
 
 
 class _EventWriter(_Writer):
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self._write({"event": "collected"})
+        self.write({"event": "collected"})
 
     def pytest_runtest_logstart(self, nodeid: str) -> None:
-        self._write({"event": "start", "nodeid": nodeid})
+        self.write({"event": "start", "nodeid": nodeid, "at": time.time()})
 
 
 class _InventoryWriter(_Writer):
@@ -149,11 +170,11 @@ class _InventoryWriter(_Writer):
         if report.failed:
             path = str(getattr(report, "fspath", "") or report.nodeid.split("::")[0])
             error = cap(str(report.longrepr), MAX_TEXT)
-            self._write({"nodeid": report.nodeid, "path": path, "error": error})
+            self.write({"nodeid": report.nodeid, "path": path, "error": error})
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
-            self._write({"nodeid": item.nodeid, "path": str(item.path)})
+            self.write({"nodeid": item.nodeid, "path": str(item.path)})
 
 
 class _Crash:

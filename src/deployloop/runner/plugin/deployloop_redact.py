@@ -132,9 +132,10 @@ class Redactor:
         return self._pattern
 
 
-def from_environment(environ: Mapping[str, str]) -> Redactor:
-    """What loop's plugin hides, as loop described it in LOOP_REDACT."""
-    redactor = Redactor()
+def from_environment(environ: Mapping[str, str], into: Redactor | None = None) -> Redactor:
+    """What loop's plugin hides, as loop described it in LOOP_REDACT (added to `into`: a
+    worker learns the services' tokens after it started)."""
+    redactor = into if into is not None else Redactor()
     try:
         spec = json.loads(environ.get(ENV_VAR) or "{}")
     except ValueError:
