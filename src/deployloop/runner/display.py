@@ -83,6 +83,9 @@ class LineDisplay:
     def suite_finished(self, suite: SuiteProgress) -> None:
         self._console.print(suite_line(suite), highlight=False)
 
+    def note(self, text: Text) -> None:
+        self._console.print(text, highlight=False)
+
 
 class LiveDisplay:
     """A table of the suites that redraws in place, under an overall progress bar."""
@@ -110,6 +113,9 @@ class LiveDisplay:
 
     def suite_finished(self, suite: SuiteProgress) -> None:
         self._console.print(suite_line(suite), highlight=False)
+
+    def note(self, text: Text) -> None:
+        self._console.print(text, highlight=False)
 
     def _render(self, state: RunState) -> Group:
         total, done, failed = state.total, state.done, state.failed

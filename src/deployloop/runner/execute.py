@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from rich.text import Text
+
 from deployloop.models import (
     NOT_RUN,
     PYTEST_OUTPUT,
@@ -90,6 +92,10 @@ class Display(Protocol):
     def refresh(self, state: RunState) -> None: ...
 
     def suite_finished(self, suite: SuiteProgress) -> None: ...
+
+    def note(self, text: Text) -> None:
+        """A line the user should see now (above a live table)."""
+        ...
 
 
 class Interrupted(Exception):
