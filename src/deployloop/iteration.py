@@ -16,13 +16,14 @@ from deployloop.analysis.figures import figures
 from deployloop.deploy import DeployError, DeployTarget, make_target
 from deployloop.models import IterationRecord, IterationStatus, Summary
 from deployloop.runner.execute import Interrupted
+from deployloop.runner.pool import WorkerPool
 from deployloop.stages.analyze import load_summary
 from deployloop.stages.deploy import deploy_services
 from deployloop.stages.plan import plan_iteration
 from deployloop.stages.report import write_reports
 from deployloop.stages.rollback import roll_back_if_worse
 from deployloop.stages.settings import IterationSettings
-from deployloop.stages.test import run_tests
+from deployloop.stages.test import run_tests, start_workers
 from deployloop.store import Store
 
 
@@ -60,11 +61,14 @@ def run_iteration(
     deploy_error: str | None = None
     interrupted = False
     target = make_target(settings.config)
+    pool: WorkerPool | None = None
     try:
+        # The test workers start first: they collect while the plan and the deploy run.
+        pool = None if resume else start_workers(settings, record)
         plan = plan_iteration(settings, store, console, record, resume)
         try:
             deployments = deploy_services(settings, store, console, plan, target)
-            run_tests(settings, store, console, plan, deployments, target)
+            run_tests(settings, store, console, plan, deployments, target, pool)
         except DeployError as exc:
             deploy_error = str(exc)
             store.record_deployments(record.id, exc.deployments)
@@ -72,7 +76,9 @@ def run_iteration(
             roll_back_if_worse(settings, store, console, record, target, deploy_error)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True
+        _close(pool)
     except Exception as exc:
+        _close(pool)
         _stop(target)
         raise IterationError(exc, _mark_error(store, record, exc)) from exc
     interrupted = _stop(target) or interrupted
@@ -82,7 +88,19 @@ def run_iteration(
     assert finished is not None
     summary = load_summary(store, finished, settings.config, date.today())
     write_reports(settings.layout, summary)
+    # The workers end their sessions (JUnit XML, teardown) while loop reports: waited for
+    # only now.
+    _close(pool)
     return IterationOutcome(finished, summary, deploy_error, interrupted)
+
+
+def _close(pool: WorkerPool | None) -> None:
+    """Workers that have not ended yet end now (a deploy failed, Ctrl-C, a failure)."""
+    if pool is not None:
+        try:
+            pool.close()
+        except KeyboardInterrupt:
+            pool.close()
 
 
 def _stop(target: DeployTarget) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 
@@ -47,17 +47,25 @@ def run_loop(
             record = _next_record(settings, store, console, resume)
             outcome = run_iteration(settings, store, console, record, resume=resume)
             resume = False
+            # --failed-only is for the first iteration: the next ones run every test.
+            settings = replace(settings, failed_only=False)
             _backup(store, console)
             _print_outcome(settings, console, outcome)
             results.append(
                 IterationResult(
-                    outcome.record.number, outcome.record.status, outcome.summary.totals.pass_rate
+                    outcome.record.number,
+                    outcome.record.status,
+                    outcome.summary.totals.pass_rate,
+                    outcome.record.partial,
                 )
             )
             decision = decide(results, config.loop, options.max_iterations)
             if decision.stop:
                 _print_decision(console, decision, outcome)
                 return decision.exit_code
+            if outcome.record.partial and outcome.record.status == IterationStatus.PASSED:
+                console.print("\nEvery test that failed before passes: a full iteration next.")
+                continue  # nothing to fix
             code = _between_iterations(settings, config, console, outcome)
             if code is not None:
                 return code
@@ -83,6 +91,7 @@ def _next_record(
         settings.target_pass_rate,
         settings.workers,
         code_key=_code_key(settings),
+        partial=settings.failed_only,
     )
 
 
@@ -187,6 +196,7 @@ def settings_for(
     suite_globs: tuple[str, ...],
     workers: int | None,
     target: float | None,
+    failed_only: bool = False,
 ) -> IterationSettings:
     from deployloop.layout import StateLayout
 
@@ -198,4 +208,5 @@ def settings_for(
         suite_globs=suite_globs,
         workers=workers or config.tests.workers,
         target_pass_rate=config.loop.target_pass_rate if target is None else target,
+        failed_only=failed_only,
     )

@@ -201,6 +201,11 @@ class SuiteConfig(_Strict):
     # Its tests run in one pytest process with nothing else running: for fixtures that
     # bind a fixed port, or share a database, which two processes at once would fight over.
     serial: bool = False
+    # How its tests may spread over the workers: "auto" by test, but a module whose tests
+    # share a module- or class-scoped fixture stays in one worker (set up once); "modules"
+    # keeps every module whole; "tests" spreads every test (the fixture is set up in each
+    # worker that runs one of its tests).
+    split: Literal["auto", "modules", "tests"] = "auto"
 
 
 class TestsSection(_Strict):

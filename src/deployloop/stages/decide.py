@@ -20,6 +20,7 @@ class IterationResult:
     number: int
     status: IterationStatus
     pass_rate: float | None  # None when nothing executed
+    partial: bool = False  # --failed-only: the tests that passed before did not run
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,15 @@ def decide(results: Sequence[IterationResult], loop: LoopSection, max_iterations
         return Decision(True, EXIT_INTERRUPTED, "interrupted")
     if last.status == IterationStatus.DEPLOY_FAILED:
         return Decision(True, EXIT_DEPLOY_FAILED, "deploy failed")
+    if last.status == IterationStatus.PASSED and last.partial:
+        # Only the tests that failed before ran: the others are confirmed by a full
+        # iteration, when there is one left.
+        if len(results) >= max_iterations:
+            return Decision(
+                True, EXIT_TARGET_REACHED, "target pass rate reached by the tests that failed"
+                " before (a partial iteration: the others were not run)"
+            )
+        return Decision(False, EXIT_BELOW_TARGET, "partial iteration passed: confirm the rest")
     if last.status == IterationStatus.PASSED:
         return Decision(True, EXIT_TARGET_REACHED, "target pass rate reached")
     if len(results) >= max_iterations:

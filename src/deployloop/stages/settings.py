@@ -24,6 +24,9 @@ class IterationSettings:
     suite_globs: tuple[str, ...]
     workers: int
     target_pass_rate: float
+    # Run only the tests that failed or errored last time, and those never run (the first
+    # iteration of this run; the iteration is marked partial).
+    failed_only: bool = False
     # Starts every child process of the run, so none outlives loop (None: untracked).
     children: Children | None = None
     redaction: Redaction = field(default_factory=Redaction)

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
+from deployloop.config import SuiteConfig
 from deployloop.deploy.base import DeployTarget
 from deployloop.models import (
     NOT_RUN,
     WHILE_RUNNING,
     Deployment,
+    IterationRecord,
     Outcome,
     SuiteStatus,
     TestResult,
@@ -28,10 +31,12 @@ from deployloop.runner.execute import (
 )
 from deployloop.runner.inventory import collect_inventory, suites_covering_others
 from deployloop.runner.jobs import plan_jobs
+from deployloop.runner.pool import WorkerGroup, WorkerPool
 from deployloop.runner.process import PytestSetup
 from deployloop.runner.reportlog import COLLECTION_ERROR
+from deployloop.runner.schedule import PendingTest, expected_durations
 from deployloop.safetext import one_line
-from deployloop.stages.plan import Plan
+from deployloop.stages.plan import Plan, configured_urls, select_suites
 from deployloop.stages.pytest_setup import pytest_setup
 from deployloop.stages.settings import IterationSettings
 from deployloop.store import Store
@@ -59,6 +64,40 @@ class _StoreRecorder:
         )
 
 
+def start_workers(settings: IterationSettings, record: IterationRecord) -> WorkerPool | None:
+    """The test workers of a new iteration, started now so that they collect while the
+    services deploy; None when no suite runs on them."""
+    suites = [s for s in select_suites(settings.config, settings.suite_globs) if not s.serial]
+    if not suites:
+        return None
+    setup = pytest_setup(settings, record, configured_urls(settings.config))
+    pool = WorkerPool(
+        setup,
+        settings.layout.pytest_dir(settings.env, record.number),
+        worker_groups(suites, settings.workdir),
+        settings.workers,
+        prefix="",
+        suite_timeout_s=settings.config.tests.suite_timeout_s,
+        test_timeout_s=settings.config.tests.test_timeout_s,
+    )
+    pool.start()
+    return pool
+
+
+def worker_groups(suites: Sequence[SuiteConfig], workdir: Path) -> list[WorkerGroup]:
+    """One group per `-m` expression: its workers collect the files and folders of those
+    suites. Whole files, not node ids, and only paths that exist: pytest stops at once on
+    a path or node id it cannot find (the inventory names those), and loop sends the node
+    ids to run anyway."""
+    paths: dict[str | None, dict[str, None]] = {}
+    counts: dict[str | None, int] = {}
+    for suite in suites:
+        found = [p.split("::")[0] for p in suite.paths if (workdir / p.split("::")[0]).exists()]
+        paths.setdefault(suite.markers, {}).update(dict.fromkeys(found))
+        counts[suite.markers] = counts.get(suite.markers, 0) + 1
+    return [WorkerGroup(markers, tuple(p), counts[markers]) for markers, p in paths.items()]
+
+
 def run_tests(
     settings: IterationSettings,
     store: Store,
@@ -66,11 +105,17 @@ def run_tests(
     plan: Plan,
     deployments: list[Deployment],
     target: DeployTarget,
+    pool: WorkerPool | None = None,
 ) -> None:
+    recollected = False
     if not plan.job_prefix:  # a resume keeps its inventory
-        recollect_with_services(settings, store, console, plan, deployments)
+        recollected = recollect_with_services(settings, store, console, plan, deployments)
     rows = store.tests(plan.record.id)
     selected = {s.name for s in plan.suites}
+    last = store.last_outcomes(settings.env, plan.record.number)
+    failed_before = frozenset(
+        n for n, o in (last[1] if last else {}).items() if o in (Outcome.FAILED, Outcome.ERROR)
+    )
     pending: dict[str, list[str]] = {}
     collectable: dict[str, list[str]] = {}
     totals: dict[str, int] = {}
@@ -79,7 +124,8 @@ def run_tests(
     for row in rows:
         totals[row.suite] = totals.get(row.suite, 0) + 1
         if row.outcome is None:
-            pending.setdefault(row.suite, []).append(row.nodeid)
+            if not settings.failed_only or _runs_first(row.nodeid, last):
+                pending.setdefault(row.suite, []).append(row.nodeid)
         else:
             done[row.suite] = done.get(row.suite, 0) + 1
             if row.outcome in (Outcome.FAILED, Outcome.ERROR):
@@ -98,53 +144,93 @@ def run_tests(
         }
     )
     recorder = _StoreRecorder(store, plan.record.id)
-    workers = settings.workers
     setup = pytest_setup(settings, plan.record, deployments)
-    overlapping = suites_covering_others(
-        plan.suites,
-        {row.nodeid: row.suite for row in rows},
-        settings.workdir,
-        setup.rootdir or settings.workdir,
-    )
-    jobs = plan_jobs(
-        plan.suites,
-        pending,
-        collectable,
-        workers,
-        prefix=plan.job_prefix,
-        by_node_id=overlapping,
-        node_arg=setup.node_arg,
-    )
     # Suites with nothing left to run (all collection errors, or finished before a resume).
     for suite in plan.suites:
         if suite.name in selected and not pending.get(suite.name):
             progress = state.suites[suite.name]
             progress.status = SuiteStatus.FAILED if progress.failed else SuiteStatus.PASSED
             recorder.suite_status(suite.name, progress.status)
-    if not jobs:
-        return
     count = sum(len(v) for k, v in pending.items() if k in selected)
-    console.print(
-        f"  running {plural(count, 'test')}:"
-        f" {plural(len(jobs), 'pytest process', 'pytest processes')}, {workers} at once"
-    )
+    if not count:
+        return
+    serial_pending = {
+        s.name: pending[s.name] for s in plan.suites if s.serial and s.name in pending
+    }
+    parallel = [s for s in plan.suites if not s.serial and pending.get(s.name)]
+    line = f"  running {plural(count, 'test')} on {plural(settings.workers, 'worker')}"
+    if failed_before & {n for ids in pending.values() for n in ids}:
+        line += ", the ones that failed last time first"
+    console.print(line)
+
+    def fresh_env() -> dict[str, str]:
+        return target.test_env(settings.config, deployments)
+
+    watch = _ServiceWatch(store, console, plan.record.id, target)
     display = LiveDisplay(console, state) if console.is_terminal else LineDisplay(console)
     with display:
-        runner = TestRunner(
-            setup,
-            plan.pytest_dir,
-            settings.config.tests.suite_timeout_s,
-            workers,
-            recorder,
-            display,
-            state,
-            fresh_env=lambda: target.test_env(settings.config, deployments),
-            on_poll=_ServiceWatch(store, console, plan.record.id, target),
-            test_timeout_s=settings.config.tests.test_timeout_s,
-        )
-        runner.run(jobs)
+        if parallel:
+            known = store.test_durations(settings.env, plan.record.number)
+            expected = expected_durations(
+                ((s.name, n) for s in parallel for n in pending[s.name]), known
+            )
+            tests = [
+                PendingTest(s.name, n, s.priority, _runs_first(n, last), expected[n], n in known)
+                for s in parallel
+                for n in pending[s.name]
+            ]
+            if pool is None:
+                pool = WorkerPool(
+                    setup, plan.pytest_dir, worker_groups(parallel, settings.workdir),
+                    settings.workers, plan.job_prefix, settings.config.tests.suite_timeout_s,
+                    settings.config.tests.test_timeout_s,
+                )
+            pool.deployed(
+                lambda: {**setup.process_env(with_plugin=True), **fresh_env()},
+                recollect=recollected,
+            )
+            groups = {g.markers: g for g in pool.groups}
+            unplaced = pool.run(
+                tests,
+                {s.name: groups[s.markers] for s in parallel},
+                {s.name: s.split for s in parallel},
+                recorder,
+                display,
+                state,
+                failed_before=failed_before,
+                on_poll=watch,
+            )
+            for test in unplaced:
+                serial_pending.setdefault(test.suite, []).append(test.nodeid)
+        if serial_pending:
+            overlapping = suites_covering_others(
+                plan.suites,
+                {row.nodeid: row.suite for row in rows},
+                settings.workdir,
+                setup.rootdir or settings.workdir,
+            )
+            # Serial suites, and the tests of workers that could not collect: a pytest
+            # process per suite, one at a time.
+            jobs = plan_jobs(
+                [s for s in plan.suites if s.name in serial_pending], serial_pending,
+                collectable, 1, prefix=f"{plan.job_prefix}serial-", by_node_id=overlapping,
+                node_arg=setup.node_arg,
+            )
+            TestRunner(
+                setup, plan.pytest_dir, settings.config.tests.suite_timeout_s, 1, recorder,
+                display, state, fresh_env=fresh_env, on_poll=watch,
+                test_timeout_s=settings.config.tests.test_timeout_s,
+            ).run(jobs)
     if settings.config.tests.reruns:
         rerun_failures(settings, store, console, plan, setup, deployments, target)
+
+
+def _runs_first(nodeid: str, last: tuple[int, dict[str, Outcome | None]] | None) -> bool:
+    """Failed or errored last time, or not run then: its result is the news."""
+    if last is None:
+        return True
+    outcome = last[1].get(nodeid)
+    return outcome is None or outcome in (Outcome.FAILED, Outcome.ERROR)
 
 
 class _ServiceWatch:
@@ -182,11 +268,12 @@ def recollect_with_services(
     console: Console,
     plan: Plan,
     deployments: Sequence[Deployment],
-) -> None:
+) -> bool:
     """Collect again the suites whose collection failed before deploy: a test module may read
-    LOOP_<NAME>_URL at import time, and the URLs of a local deploy exist only now."""
+    LOOP_<NAME>_URL at import time, and the URLs of a local deploy exist only now. Returns
+    whether it did."""
     if not any(d.url for d in deployments):
-        return
+        return False
     broken = {
         row.suite
         for row in store.tests(plan.record.id)
@@ -194,7 +281,7 @@ def recollect_with_services(
     }
     suites = [s for s in plan.suites if s.name in broken]
     if not suites:
-        return
+        return False
     console.print(f"  collecting {plural(len(suites), 'suite')} again, with the services' URLs")
     setup = pytest_setup(settings, plan.record, deployments)
     inventory = collect_inventory(
@@ -205,6 +292,7 @@ def recollect_with_services(
         name="recollect",
     )
     store.replace_inventory(plan.record.id, {s.name for s in suites}, inventory)
+    return True
 
 
 class _AttemptRecorder:

@@ -1,0 +1,276 @@
+"""The worker pool, end to end: long-lived pytest workers started while the services deploy,
+fed failed-first and longest-first, a crash or a hang costing one test, module fixtures kept
+in one worker. Real `loop`, real pytest workers, real local services."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+from conftest import Project, output
+
+FLIPPABLE = """
+    import pathlib
+
+    import pytest
+
+    BROKEN = pathlib.Path(__file__).parent.parent / "broken.txt"
+
+    @pytest.mark.parametrize("i", range({count}))
+    def test_item(i):
+        broken = BROKEN.read_text().split() if BROKEN.exists() else []
+        assert str(i) not in broken, "broken on purpose"
+"""
+
+
+def config(suites: str, *, workers: int = 2, extra: str = "", deploy: str = "") -> str:
+    return f"""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "{"local" if deploy else "none"}"
+        {deploy}
+
+        [tests]
+        workers = {workers}
+        suite_timeout_s = 60
+        {extra}
+        {suites}
+        """
+
+
+def suite(name: str, path: str, priority: int = 1, more: str = "") -> str:
+    return f"""
+        [[tests.suites]]
+        name = "{name}"
+        paths = ["{path}"]
+        priority = {priority}
+        {more}
+        """
+
+
+def started_order(project: Project, iteration: int) -> list[str]:
+    """Node ids of an iteration in the order their tests started, as the one worker said."""
+    events = project.iteration_dir(iteration) / "pytest" / "worker-01.events.jsonl"
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    return [e["nodeid"] for e in lines if e.get("event") == "start"]
+
+
+def outcomes(project: Project, iteration: int) -> dict[str, Any]:
+    with sqlite3.connect(project.state / "loop.db") as db:
+        rows = db.execute(
+            "SELECT t.nodeid, t.outcome, t.message FROM tests t JOIN iterations i"
+            " ON i.id = t.iteration_id WHERE i.number = ?",
+            (iteration,),
+        ).fetchall()
+    return {n: (o, m) for n, o, m in rows}
+
+
+def test_failed_tests_run_first_next_iteration_and_the_terminal_says_so(
+    project: Project,
+) -> None:
+    project.config(
+        config(
+            suite("Early", "tests/test_early.py", 1) + suite("Late", "tests/test_late.py", 3),
+            workers=1,
+        )
+    )
+    project.write("tests/test_early.py", FLIPPABLE.format(count=30))
+    project.write("tests/test_late.py", FLIPPABLE.format(count=30).replace("test_item", "test_z"))
+    project.write("broken.txt", "17")  # test_late.py's item 17 and test_early.py's item 17
+    first = project.run("run")
+    assert first.returncode == 1, output(first)
+    project.write("broken.txt", "")
+    second = project.run("run")
+    assert second.returncode == 0, output(second)
+    order = started_order(project, 2)
+    # Priority 3's failing test runs before every priority 1 test that passed last time.
+    assert set(order[:2]) == {
+        "tests/test_early.py::test_item[17]",
+        "tests/test_late.py::test_z[17]",
+    }, order[:5]
+    assert "the 2 tests that failed last time are done" in second.stdout, output(second)
+    assert "2 pass now" in second.stdout
+
+
+def test_failed_only_runs_those_and_the_iteration_is_partial(project: Project) -> None:
+    project.config(config(suite("Main", "tests/test_main.py"), workers=2))
+    project.write("tests/test_main.py", FLIPPABLE.format(count=20))
+    project.write("broken.txt", "3 4")
+    assert project.run("run").returncode == 1
+    project.write("broken.txt", "4")
+    result = project.run("run", "--failed-only")
+    assert result.returncode == 1, output(result)
+    ran = {n: o for n, (o, _) in outcomes(project, 2).items() if o is not None}
+    assert ran == {
+        "tests/test_main.py::test_item[3]": "passed",
+        "tests/test_main.py::test_item[4]": "failed",
+    }
+    summary = project.summary(2)
+    assert summary["partial"] is True
+    # The 18 that passed before count as not run, never as passed.
+    assert summary["totals"]["passed"] == 1 and summary["totals"]["executed"] == 2
+
+
+def test_failed_only_that_passes_goes_on_to_a_full_iteration(project: Project) -> None:
+    project.config(
+        config(suite("Main", "tests/test_main.py"), workers=2).replace(
+            "max_iterations = 1", "max_iterations = 3"
+        )
+    )
+    project.write("tests/test_main.py", FLIPPABLE.format(count=10))
+    project.write("broken.txt", "3")
+    assert project.run("run", "--max-iterations", "1").returncode == 1
+    project.write("broken.txt", "")
+    result = project.run("run", "--failed-only")
+    assert result.returncode == 0, output(result)
+    history = project.history()
+    assert [h["status"] for h in history] == ["failed", "passed", "passed"], history
+    assert project.summary(3)["totals"]["executed"] == 10
+    assert project.summary(3)["partial"] is False
+
+
+def test_a_hung_test_costs_only_itself_with_the_pool(project: Project) -> None:
+    project.config(
+        config(suite("Main", "tests/test_main.py"), workers=2, extra="test_timeout_s = 2")
+    )
+    project.write("tests/test_main.py", """
+        import time
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range(12))
+        def test_item(i):
+            if i == 5:
+                time.sleep(600)
+        """)
+    result = project.run("run", timeout=90)
+    assert result.returncode == 1, output(result)
+    got = outcomes(project, 1)
+    assert got.pop("tests/test_main.py::test_item[5]")[0] == "error"
+    assert {o for o, _ in got.values()} == {"passed"}, got
+
+
+def test_module_fixture_is_set_up_once_unless_split_by_tests(project: Project) -> None:
+    module = """
+        import os
+        import pathlib
+        import time
+
+        import pytest
+
+        LOG = pathlib.Path(__file__).parent.parent / "setups.log"
+
+        @pytest.fixture(scope="module")
+        def server():
+            with LOG.open("a") as log:
+                log.write(f"{os.getpid()}\\n")
+            return "up"
+
+        @pytest.mark.parametrize("i", range(16))
+        def test_item(server, i):
+            time.sleep(0.1)  # long enough to be worth spreading over the workers
+            assert server == "up"
+
+        @pytest.mark.parametrize("i", range(16))
+        def test_plain(i):
+            pass
+        """
+    project.write("tests/test_mod.py", module)
+    project.config(config(suite("Mod", "tests/test_mod.py"), workers=4))
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    assert len((project.root / "setups.log").read_text().split()) == 1
+    (project.root / "setups.log").unlink()
+    project.config(
+        config(suite("Mod", "tests/test_mod.py", more='split = "tests"'), workers=4)
+    )
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    # Spread over the workers: each worker that runs one of its tests sets it up.
+    assert len(set((project.root / "setups.log").read_text().split())) > 1
+
+
+def _events(project: Project) -> list[dict[str, Any]]:
+    out = []
+    for path in sorted((project.iteration_dir(1) / "pytest").glob("worker-*.events.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines()]
+    return out
+
+
+def test_workers_collect_while_the_services_deploy(project: Project) -> None:
+    project.service()
+    project.write("slow_start.py", """
+        import runpy
+        import sys
+        import time
+
+        time.sleep(3)  # a service that takes its time to come up
+        sys.argv = ["svc.py", *sys.argv[1:]]
+        runpy.run_path("svc.py", run_name="__main__")
+        """)
+    project.write("tests/test_api.py", """
+        import json
+        import os
+        import urllib.request
+
+        def test_health():
+            url = os.environ["LOOP_API_URL"] + "/health"
+            with urllib.request.urlopen(url) as response:
+                assert response.status == 200
+        """)
+    project.config(
+        config(
+            suite("Api", "tests/test_api.py"),
+            workers=2,
+            deploy="""
+        [[deploy.services]]
+        name = "api"
+        command = ["python", "slow_start.py", "--port", "{port}"]
+        health_path = "/health"
+        ready_timeout_s = 30
+        """,
+        )
+    )
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    ready = [e["at"] for e in _events(project) if e.get("event") == "ready"]
+    deployed = project.summary(1)["deployments"][0]
+    assert ready, "no worker said it had collected"
+    with sqlite3.connect(project.state / "loop.db") as db:
+        (ready_at,) = db.execute("SELECT ready_at FROM deployments").fetchone()
+    # Every worker had collected before the service was ready: no collection after it.
+    assert max(ready) < datetime.fromisoformat(ready_at).timestamp(), (ready, ready_at)
+    assert deployed["status"] == "ready"
+
+
+def test_a_module_reading_the_url_at_import_gets_the_deployed_one(project: Project) -> None:
+    project.service()
+    project.write("tests/test_api.py", """
+        import os
+        import urllib.request
+
+        URL = os.environ.get("LOOP_API_URL", "http://127.0.0.1:9")  # read at import
+
+        def test_health():
+            with urllib.request.urlopen(URL + "/health", timeout=5) as response:
+                assert response.status == 200
+        """)
+    project.config(
+        config(
+            suite("Api", "tests/test_api.py"),
+            workers=2,
+            deploy="""
+        [[deploy.services]]
+        name = "api"
+        command = ["python", "svc.py", "--port", "{port}"]
+        health_path = "/health"
+        """,
+        )
+    )
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    assert "reads LOOP_API_URL when it is imported" in result.stdout, output(result)
