@@ -220,6 +220,7 @@ def test_json_has_every_contract_key_in_order() -> None:
         "diff",
         # Later additions, after every key an older version wrote.
         "running",
+        "partial",
     ]
     assert list(data["totals"]) == [
         "collected",
@@ -488,6 +489,37 @@ def test_terminal_status_is_compact_with_progress() -> None:
     assert "24/25" not in text  # done counts include every finished test
     assert "25/25" in text and "0/40" in text
     assert "Verdict: FAILED" in text
+
+
+def test_a_partial_iteration_says_so_in_every_format() -> None:
+    whole = make_summary()
+    assert summary_to_dict(whole)["partial"] is False
+    assert "partial iteration" not in summary_to_markdown(whole)
+    # Suites left out by --suite, and an iteration that ran only the failed tests.
+    some = replace(whole, partial=True)
+    failed_only = replace(some, iteration=replace(whole.iteration, partial=True))
+    for summary, words in [
+        (some, "1 of 5 suites not selected (--suite)"),
+        (failed_only, "only the tests that failed before were run (--failed-only)"),
+    ]:
+        assert summary_to_dict(summary)["partial"] is True
+        assert "partial iteration: " in summary_to_markdown(summary)
+        assert words in summary_to_markdown(summary)
+        for render in (render_summary, render_status):
+            out = console()
+            render(summary, out)
+            assert words in out.export_text()
+
+
+def test_build_summary_marks_unselected_suites_and_failed_only_as_partial() -> None:
+    rows = [Row("t.py::a", "p1", "t.py", Outcome.PASSED, 0.1, None, None)]
+    chosen = SuiteRecord("p1", 1, True, SuiteStatus.PASSED)
+    left_out = SuiteRecord("p2", 2, False, SuiteStatus.NOT_RUN)
+    record = make_summary().iteration
+    assert not build_summary(record, [chosen], rows, [], [], date(2026, 12, 1), 1.0).partial
+    assert build_summary(record, [chosen, left_out], rows, [], [], date(2026, 12, 1), 1.0).partial
+    failed_only = replace(record, partial=True)
+    assert build_summary(failed_only, [chosen], rows, [], [], date(2026, 12, 1), 1.0).partial
 
 
 def test_terminal_status_of_many_suites_fits_one_screen() -> None:

@@ -268,6 +268,14 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="Finish the last interrupted iteration first.")
     ] = False,
+    failed_only: Annotated[
+        bool,
+        typer.Option(
+            "--failed-only",
+            help="First iteration: run only the tests that failed or errored last time, and"
+            " those never run (a partial iteration: the others count as not run).",
+        ),
+    ] = False,
     config_dir: ConfigDirOption = Path("configs"),
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
@@ -293,12 +301,17 @@ def run(
 
     if resume and suite:
         _fail("--suite cannot be used with --resume: the interrupted iteration keeps its suites")
+    if resume and failed_only:
+        _fail("--failed-only cannot be used with --resume: the interrupted iteration keeps"
+              " its tests")
     config = _load_config(config_dir, env)
     try:
         check_markers(config, str(config_path(config_dir, env)))
     except ConfigError as exc:
         _fail(str(exc))
-    settings = settings_for(env, config, Path.cwd(), state_dir, tuple(suite or ()), workers, target)
+    settings = settings_for(
+        env, config, Path.cwd(), state_dir, tuple(suite or ()), workers, target, failed_only
+    )
     try:
         select_suites(config, settings.suite_globs)
         python = resolve_python(config, Path.cwd())
@@ -523,14 +536,16 @@ def history(
 ) -> None:
     """Every iteration of an environment with its figures."""
     with _reading(state_dir):
-        from deployloop.analysis.figures import figures
         from deployloop.layout import StateLayout
+        from deployloop.models import Figures
 
         if not StateLayout(state_dir).db.exists():
             _no_iterations(env, format)
         store = _open_store(state_dir, create=False)
         _settle(store, state_dir, env)
-        rows = [(r, figures(store.tests(r.id))) for r in store.iterations(env)]
+        # The figures the store keeps as results arrive: no test row is read.
+        kept = store.iteration_figures(env)
+        rows = [(r, kept.get(r.id, Figures())) for r in store.iterations(env)]
         if not rows:
             _no_iterations(env, format)
         if format == TableFormat.json:

@@ -237,6 +237,49 @@ class HistoryRow:
     file_hash: str | None  # the test file's content hash in that iteration
 
 
+# One character per outcome in the store's per-test history (see PastResults); a space is
+# an iteration in which the test has no result.
+OUTCOME_CODES: dict[Outcome, str] = {
+    Outcome.PASSED: "P",
+    Outcome.FAILED: "F",
+    Outcome.ERROR: "E",
+    Outcome.SKIPPED: "s",
+    Outcome.XFAILED: "x",
+    Outcome.XPASSED: "X",
+}
+OUTCOME_OF_CODE: dict[str, Outcome] = {code: outcome for outcome, code in OUTCOME_CODES.items()}
+
+
+@dataclass(frozen=True)
+class KeptTest:
+    """One test of one suite over an env's iterations, as the store keeps it."""
+
+    __test__ = False
+
+    suite: str
+    nodeid: str
+    file: str  # its file as the store recorded it last (test_files is keyed by it)
+    # First attempts, one character per iteration (OUTCOME_CODES): the i-th is iteration i+1.
+    outcomes: str
+
+
+@dataclass(frozen=True)
+class PastResults:
+    """An env's results of iterations 1..N in the compact form the store keeps as it records
+    them: what flaky/broken, trend, projection, estimates and cluster ages read, without a
+    row object per result of every iteration. `analysis.past.past_of` builds one from
+    HistoryRows too (the same results, row by row)."""
+
+    tests: tuple[KeptTest, ...]
+    reruns: tuple[HistoryRow, ...]  # every attempt after the first, as store.history has them
+    failures: tuple[HistoryRow, ...]  # first attempts that failed or errored, with messages
+    code_keys: dict[int, str | None]  # iteration number -> its code_key
+    file_hashes: dict[tuple[int, str], str]  # (iteration number, file) -> sha256
+    durations: dict[str, tuple[float, int]]  # node id -> (sum, count) over every attempt
+    # Iteration number -> (passed, executed) of first attempts, for each with any result.
+    counts: dict[int, tuple[int, int]]
+
+
 @dataclass(frozen=True)
 class HistoryPoint:
     iteration: int
@@ -340,3 +383,6 @@ class Summary:
     insights: Insights = field(default_factory=Insights)
     # While the iteration runs: its tests started and not finished, longest first.
     running: tuple[RunningTest, ...] = field(default=())
+    # Only some tests ran: the iteration ran only the failed ones (--failed-only), or not
+    # every suite was selected (--suite). Its pass rate is not the whole inventory's.
+    partial: bool = False

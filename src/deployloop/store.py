@@ -16,13 +16,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from deployloop.models import (
+    OUTCOME_CODES,
     Deployment,
     DeployStatus,
+    Figures,
     HistoryRow,
     InventoryItem,
     IterationRecord,
     IterationStatus,
+    KeptTest,
     Outcome,
+    PastResults,
     SuiteRecord,
     SuiteStatus,
     TestResult,
@@ -30,7 +34,7 @@ from deployloop.models import (
 )
 from deployloop.safetext import printable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE iterations (
@@ -106,8 +110,107 @@ CREATE TABLE test_files (
 );
 """
 
+# Schema 4: what reports read of the past, kept up to date by triggers as results are written
+# (whichever method writes them), so a report reads a few thousand rows, not every result of
+# every iteration. outcome_counts: each suite's tests per outcome ('' = no result yet), per
+# iteration. test_history: per test of an env, its first attempts' outcomes as one character
+# per iteration number (see models.OUTCOME_CODES; ' ' = no result) and the sum and count of
+# their durations. Reruns stay in `attempts` alone: few rows, read as they are.
+_KEPT_TABLES = """
+CREATE TABLE outcome_counts (
+    iteration_id INTEGER NOT NULL,
+    suite TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (iteration_id, suite, outcome)
+) WITHOUT ROWID;
+CREATE TABLE test_history (
+    env TEXT NOT NULL,
+    suite TEXT NOT NULL,
+    nodeid TEXT NOT NULL,
+    file TEXT NOT NULL,
+    outcomes TEXT NOT NULL DEFAULT '',
+    duration_s REAL NOT NULL DEFAULT 0,
+    timed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (env, suite, nodeid)
+) WITHOUT ROWID;
+"""
 
-_TABLES = frozenset({"iterations", "deployments", "suites", "tests", "attempts", "test_files"})
+
+def _kept_triggers() -> str:
+    code = (
+        "CASE {row}.outcome "
+        + " ".join(f"WHEN '{outcome}' THEN '{char}'" for outcome, char in OUTCOME_CODES.items())
+        + " ELSE ' ' END"
+    )
+    number = "(SELECT number FROM iterations WHERE id = {row}.iteration_id)"
+    env = "(SELECT env FROM iterations WHERE id = {row}.iteration_id)"
+    # A duration counts once its test has a result (as store.history reads them).
+    timed = "({row}.outcome IS NOT NULL AND {row}.duration_s IS NOT NULL)"
+
+    # No INSERT OR IGNORE in a trigger: the statement that fires it imposes its own conflict
+    # policy, so a plain INSERT INTO tests would abort on an existing counts row.
+    def count(row: str, delta: str) -> str:
+        key = (
+            f"iteration_id = {row}.iteration_id AND suite = {row}.suite"
+            f" AND outcome = COALESCE({row}.outcome, '')"
+        )
+        return (
+            "INSERT INTO outcome_counts (iteration_id, suite, outcome, count)"
+            f" SELECT {row}.iteration_id, {row}.suite, COALESCE({row}.outcome, ''), 0"
+            f" WHERE NOT EXISTS (SELECT 1 FROM outcome_counts WHERE {key});"
+            f" UPDATE outcome_counts SET count = count {delta} WHERE {key};"
+        )
+
+    def history(row: str, char: str, seconds: str, timed_delta: str) -> str:
+        n = number.format(row=row)
+        e = env.format(row=row)
+        key = f"env = {e} AND suite = {row}.suite AND nodeid = {row}.nodeid"
+        return (
+            "INSERT INTO test_history (env, suite, nodeid, file)"
+            f" SELECT {e}, {row}.suite, {row}.nodeid, {row}.file"
+            f" WHERE NOT EXISTS (SELECT 1 FROM test_history WHERE {key});"
+            " UPDATE test_history SET"
+            f" outcomes = substr(outcomes || printf('%*s', {n}, ''), 1, {n} - 1) || {char}"
+            f" || substr(outcomes, {n} + 1),"
+            f" duration_s = duration_s + {seconds}, timed = timed + {timed_delta}"
+            f" WHERE {key};"
+        )
+
+    new_s = f"CASE WHEN {timed.format(row='NEW')} THEN NEW.duration_s ELSE 0 END"
+    old_s = f"CASE WHEN {timed.format(row='OLD')} THEN OLD.duration_s ELSE 0 END"
+    return f"""
+CREATE TRIGGER tests_kept_insert AFTER INSERT ON tests BEGIN
+    {count("NEW", "+ 1")}
+END;
+CREATE TRIGGER tests_kept_insert_result AFTER INSERT ON tests WHEN NEW.outcome IS NOT NULL BEGIN
+    {history("NEW", code.format(row="NEW"), new_s, timed.format(row="NEW"))}
+END;
+CREATE TRIGGER tests_kept_delete AFTER DELETE ON tests BEGIN
+    {count("OLD", "- 1")}
+    DELETE FROM outcome_counts WHERE iteration_id = OLD.iteration_id AND count = 0;
+END;
+CREATE TRIGGER tests_kept_delete_result AFTER DELETE ON tests WHEN OLD.outcome IS NOT NULL BEGIN
+    {history("OLD", "' '", f"- ({old_s})", f"- {timed.format(row='OLD')}")}
+END;
+CREATE TRIGGER tests_kept_update AFTER UPDATE OF outcome ON tests
+WHEN OLD.outcome IS NOT NEW.outcome BEGIN
+    {count("OLD", "- 1")}
+    {count("NEW", "+ 1")}
+    DELETE FROM outcome_counts WHERE iteration_id = OLD.iteration_id AND count = 0;
+END;
+CREATE TRIGGER tests_kept_update_result AFTER UPDATE OF outcome, duration_s ON tests
+WHEN OLD.outcome IS NOT NULL OR NEW.outcome IS NOT NULL BEGIN
+    {history("NEW", code.format(row="NEW"), f"({new_s}) - ({old_s})",
+             f"{timed.format(row='NEW')} - {timed.format(row='OLD')}")}
+END;
+"""
+
+
+_TABLES = frozenset(
+    {"iterations", "deployments", "suites", "tests", "attempts", "test_files", "outcome_counts",
+     "test_history"}
+)
 
 # What the store keeps of a failure: the one-line message and the full text, capped. A test
 # may print hundreds of megabytes; the whole of it stays in the raw pytest files.
@@ -583,6 +686,123 @@ class Store:
             for r in rows
         ]
 
+    def past_results(self, env: str, up_to: int) -> PastResults:
+        """env's results of iterations 1..up_to from the kept tables: what store.history holds,
+        in a form whose size grows with the tests, not with tests x iterations."""
+        iterations = self._conn.execute(
+            "SELECT number, code_key FROM iterations WHERE env = ? AND number <= ?",
+            (env, up_to),
+        ).fetchall()
+        tests = tuple(
+            KeptTest(r[0], _unkey(r[1]), _unkey(r[2]), r[3])
+            for r in self._conn.execute(
+                "SELECT suite, nodeid, file, substr(outcomes, 1, ?) AS kept FROM test_history"
+                " WHERE env = ? AND trim(kept) != ''",
+                (up_to, env),
+            )
+        )
+        reruns = self._history_rows(
+            "SELECT i.number, a.nodeid, a.suite, a.outcome, a.attempt, a.message, a.duration_s,"
+            " i.code_key, f.sha256 FROM attempts a JOIN iterations i ON i.id = a.iteration_id"
+            " LEFT JOIN test_files f ON f.iteration_id = a.iteration_id"
+            " AND f.path = substr(a.nodeid, 1, instr(a.nodeid || '::', '::') - 1)"
+            " WHERE i.env = ? AND i.number <= ? ORDER BY 1, 2, 5",
+            (env, up_to),
+        )
+        failures = self._history_rows(
+            "SELECT i.number, t.nodeid, t.suite, t.outcome, 1, t.message, t.duration_s,"
+            " i.code_key, NULL FROM iterations i JOIN tests t ON t.iteration_id = i.id"
+            " WHERE i.env = ? AND i.number <= ? AND t.outcome IN (?, ?)",
+            (env, up_to, Outcome.FAILED, Outcome.ERROR),
+        )
+        hashes = {
+            (int(r[0]), _unkey(r[1])): str(r[2])
+            for r in self._conn.execute(
+                "SELECT i.number, f.path, f.sha256 FROM test_files f"
+                " JOIN iterations i ON i.id = f.iteration_id WHERE i.env = ? AND i.number <= ?",
+                (env, up_to),
+            )
+        }
+        counts: dict[int, tuple[int, int]] = {}
+        for number, passed, executed in self._conn.execute(
+            "SELECT i.number, SUM(CASE WHEN c.outcome = ? THEN c.count ELSE 0 END),"
+            " SUM(CASE WHEN c.outcome IN (?, ?, ?) THEN c.count ELSE 0 END)"
+            " FROM outcome_counts c JOIN iterations i ON i.id = c.iteration_id"
+            " WHERE i.env = ? AND i.number <= ? AND c.outcome != '' AND c.count > 0"
+            " GROUP BY i.number",
+            (Outcome.PASSED, Outcome.PASSED, Outcome.FAILED, Outcome.ERROR, env, up_to),
+        ):
+            counts[int(number)] = (int(passed), int(executed))
+        return PastResults(
+            tests=tests,
+            reruns=tuple(reruns),
+            failures=tuple(failures),
+            code_keys={int(n): k for n, k in iterations},
+            file_hashes=hashes,
+            durations=self._durations(env, up_to, reruns),
+            counts=counts,
+        )
+
+    def _durations(
+        self, env: str, up_to: int, reruns: Sequence[HistoryRow]
+    ) -> dict[str, tuple[float, int]]:
+        """Per node id, the sum and count of recorded durations, every attempt of 1..up_to."""
+        (later,) = self._conn.execute(
+            "SELECT COUNT(*) FROM iterations WHERE env = ? AND number > ?", (env, up_to)
+        ).fetchone()
+        if later:
+            # An older iteration: the kept sums hold later ones too, so add up its own rows
+            # (only reports of an earlier iteration with tests pending get here).
+            rows = self._conn.execute(
+                "SELECT t.nodeid, SUM(t.duration_s), COUNT(t.duration_s) FROM tests t"
+                " JOIN iterations i ON i.id = t.iteration_id"
+                " WHERE i.env = ? AND i.number <= ? AND t.outcome IS NOT NULL GROUP BY t.nodeid",
+                (env, up_to),
+            )
+        else:
+            rows = self._conn.execute(
+                "SELECT nodeid, SUM(duration_s), SUM(timed) FROM test_history WHERE env = ?"
+                " GROUP BY nodeid",
+                (env,),
+            )
+        durations: dict[str, tuple[float, int]] = {
+            _unkey(nodeid): (float(total or 0.0), int(count)) for nodeid, total, count in rows
+        }
+        for rerun in reruns:
+            if rerun.duration_s is not None:
+                total, count = durations.get(rerun.nodeid, (0.0, 0))
+                durations[rerun.nodeid] = (total + rerun.duration_s, count + 1)
+        return {nodeid: entry for nodeid, entry in durations.items() if entry[1]}
+
+    def _history_rows(self, sql: str, args: Sequence[object]) -> list[HistoryRow]:
+        return [
+            HistoryRow(r[0], _unkey(r[1]), r[2], Outcome(r[3]), r[4], r[5], r[6], r[7], r[8])
+            for r in self._conn.execute(sql, args)
+        ]
+
+    def figures(self, iteration_id: int) -> dict[str, Figures]:
+        """Each suite's figures of an iteration, from the kept counts (no test row read)."""
+        counts: dict[str, dict[str, int]] = {}
+        for suite, outcome, count in self._conn.execute(
+            "SELECT suite, outcome, count FROM outcome_counts WHERE iteration_id = ?",
+            (iteration_id,),
+        ):
+            counts.setdefault(suite, {})[outcome] = int(count)
+        return {suite: _figures(by_outcome) for suite, by_outcome in counts.items()}
+
+    def iteration_figures(self, env: str) -> dict[int, Figures]:
+        """Every iteration of env (by id) with its totals, from the kept counts: `loop
+        history` reads these, not the test rows. An iteration with no test is left out."""
+        counts: dict[int, dict[str, int]] = {}
+        for iteration_id, outcome, count in self._conn.execute(
+            "SELECT c.iteration_id, c.outcome, SUM(c.count) FROM outcome_counts c"
+            " JOIN iterations i ON i.id = c.iteration_id WHERE i.env = ?"
+            " GROUP BY c.iteration_id, c.outcome",
+            (env,),
+        ):
+            counts.setdefault(int(iteration_id), {})[outcome] = int(count)
+        return {iteration_id: _figures(by_outcome) for iteration_id, by_outcome in counts.items()}
+
     def test_durations(self, env: str, before_number: int, window: int = 5) -> dict[str, float]:
         """Each test's mean duration over env's last `window` iterations before
         `before_number`, from the runs that ran it (loop's own errors, which took no time,
@@ -679,6 +899,23 @@ class Store:
             rows,
         )
 
+
+
+def _figures(counts: dict[str, int]) -> Figures:
+    """Figures from counts by outcome ('' = no result yet), as analysis.figures counts rows."""
+    passed = counts.get(Outcome.PASSED, 0)
+    failed = counts.get(Outcome.FAILED, 0)
+    errors = counts.get(Outcome.ERROR, 0)
+    return Figures(
+        collected=sum(counts.values()),
+        executed=passed + failed + errors,
+        passed=passed,
+        failed=failed,
+        errors=errors,
+        skipped=counts.get(Outcome.SKIPPED, 0),
+        xfailed=counts.get(Outcome.XFAILED, 0),
+        xpassed=counts.get(Outcome.XPASSED, 0),
+    )
 
 
 _ITERATION_COLUMNS = (
@@ -798,21 +1035,74 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         if version == 0:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            _execute_script(conn, _SCHEMA)
         if version == 1:  # when each test started, for hangs seen as they happen
             conn.execute("ALTER TABLE tests ADD COLUMN started_at TEXT")
         if 1 <= version <= 2:  # --failed-only: an iteration that ran only some tests
             conn.execute(
                 "ALTER TABLE iterations ADD COLUMN partial INTEGER NOT NULL DEFAULT 0"
             )
+        if version <= 3:  # figures and per-test history kept as results are written
+            _execute_script(conn, _KEPT_TABLES)
+            if version > 0:
+                _backfill_kept(conn)
+            _execute_script(conn, _kept_triggers())
         if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run each statement of `script` inside the open transaction (executescript would commit
+    it first); a trigger's body holds semicolons, so statements end where SQLite says."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if sqlite3.complete_statement(statement):
+            conn.execute(statement)
+            statement = ""
+    if statement.strip():
+        raise ValueError(f"incomplete SQL statement: {statement[:80]!r}")
+
+
+def _backfill_kept(conn: sqlite3.Connection) -> None:
+    """Fill the kept tables of schema 4 from the rows an older loop recorded (the triggers
+    keep them from then on)."""
+    conn.execute(
+        "INSERT INTO outcome_counts (iteration_id, suite, outcome, count)"
+        " SELECT iteration_id, suite, COALESCE(outcome, ''), COUNT(*) FROM tests"
+        " GROUP BY 1, 2, 3"
+    )
+    Key = tuple[str, str, str | bytes]
+    files: dict[Key, str | bytes] = {}
+    codes: dict[Key, list[str]] = {}
+    seconds: dict[Key, float] = {}
+    timed: dict[Key, int] = {}
+    rows = conn.execute(
+        "SELECT i.env, t.suite, t.nodeid, t.file, i.number, t.outcome, t.duration_s"
+        " FROM tests t JOIN iterations i ON i.id = t.iteration_id"
+        " WHERE t.outcome IS NOT NULL ORDER BY i.number"
+    )
+    for env, suite, nodeid, file, number, outcome, duration in rows:
+        key = (env, suite, nodeid)
+        files[key] = file
+        chars = codes.setdefault(key, [])
+        chars.extend(" " * (number - 1 - len(chars)))
+        chars.append(OUTCOME_CODES[Outcome(outcome)])
+        if duration is not None:
+            seconds[key] = seconds.get(key, 0.0) + duration
+            timed[key] = timed.get(key, 0) + 1
+    conn.executemany(
+        "INSERT INTO test_history (env, suite, nodeid, file, outcomes, duration_s, timed)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (*key, files[key], "".join(chars), seconds.get(key, 0.0), timed.get(key, 0))
+            for key, chars in codes.items()
+        ],
+    )
 
 
 def _key(value: str) -> str | bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from deployloop.analysis.categories import categorize
 from deployloop.analysis.known_issues import issue_matches
@@ -21,6 +22,7 @@ from deployloop.analysis.normalize import (
     is_failure,
     is_loop_error,
 )
+from deployloop.analysis.past import History, failing_rows, past_of
 from deployloop.analysis.setup_failure import crash_note
 from deployloop.analysis.signatures import (
     MAX_LABEL,
@@ -32,8 +34,10 @@ from deployloop.analysis.signatures import (
     same_cause,
     similar_messages,
 )
-from deployloop.config import CategoryRule, KnownIssue
-from deployloop.models import Category, Cluster, Deployment, HistoryRow, TestRow
+from deployloop.models import Category, Cluster, Deployment, TestRow
+
+if TYPE_CHECKING:  # the config's pydantic models cost ~0.2 s to import
+    from deployloop.config import CategoryRule, KnownIssue
 
 # An outage is many tests failing one way: below this many, one bug can look like one.
 OUTAGE_MIN_TESTS = 3
@@ -90,7 +94,7 @@ def cluster_failures(
     rows: Sequence[TestRow],
     known_issues: Sequence[KnownIssue] = (),
     categories: Sequence[CategoryRule] = (),
-    history: Sequence[HistoryRow] | None = None,
+    history: History | None = None,
     current: int | None = None,
 ) -> tuple[Cluster, ...]:
     """Failed and errored tests grouped by cause, largest cluster first.
@@ -146,12 +150,12 @@ class PastFailures:
     buckets: dict[tuple[str, tuple[str, ...]], list[MessageKey]]
 
 
-def past_failures(history: Sequence[HistoryRow]) -> PastFailures:
+def past_failures(history: History) -> PastFailures:
     """The failures in history (every attempt), each message normalized once."""
     keys: dict[tuple[str, bool], MessageKey] = {}
     earliest: dict[MessageKey, int] = {}
     by_test: dict[tuple[MessageKey, str], int] = {}
-    for row in history:
+    for row in failing_rows(past_of(history)):
         if row.outcome not in FAILURE_OUTCOMES:
             continue
         message = row.message or ""

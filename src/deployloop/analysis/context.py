@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from deployloop.config import AnalysisSection, CategoryRule
-from deployloop.models import HistoryRow, IterationRecord, TestRow
+from deployloop.models import HistoryRow, IterationRecord, PastResults, TestRow
+
+if TYPE_CHECKING:  # the config's pydantic models cost ~0.2 s to import
+    from deployloop.config import AnalysisSection, CategoryRule
+
+
+def _default_settings() -> AnalysisSection:
+    from deployloop.config import AnalysisSection
+
+    return AnalysisSection()
 
 
 @dataclass(frozen=True)
@@ -18,11 +27,12 @@ class IterationRows:
 @dataclass(frozen=True)
 class AnalysisContext:
     # Every result of the env's iterations up to and including this one, reruns included,
-    # oldest first (store.history).
-    history: Sequence[HistoryRow] = ()
+    # oldest first: as rows (store.history) or as the store keeps them (store.past_results,
+    # what reports read: its size does not grow with the number of iterations).
+    history: Sequence[HistoryRow] | PastResults = ()
     # The env's iterations up to and including this one, oldest first: the trend.
     iterations: Sequence[IterationRecord] = ()
     previous: IterationRows | None = None  # iteration N-1: integrity and false-green checks
     compare: IterationRows | None = None  # the diff's other side (default: previous)
     categories: Sequence[CategoryRule] = ()
-    settings: AnalysisSection = field(default_factory=AnalysisSection)
+    settings: AnalysisSection = field(default_factory=_default_settings)

@@ -12,11 +12,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from deployloop.analysis.context import IterationRows
 from deployloop.analysis.figures import figures
-from deployloop.config import AnalysisSection
 from deployloop.models import FalseGreen, Figures, Outcome, SuiteSummary, TestRow
+
+if TYPE_CHECKING:  # the config's pydantic models cost ~0.2 s to import
+    from deployloop.config import AnalysisSection
 
 
 def false_greens(

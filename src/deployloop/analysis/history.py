@@ -15,21 +15,27 @@ from collections.abc import Collection, Sequence
 from itertools import groupby
 
 from deployloop.analysis.normalize import FAILURE_OUTCOMES
-from deployloop.models import HistoryPoint, HistoryRow, Outcome, TestHistory
+from deployloop.analysis.past import (
+    History,
+    SameCode,
+    by_nodeid,
+    may_be_flaky_or_broken,
+    past_of,
+    rows_of,
+)
+from deployloop.models import HistoryPoint, HistoryRow, Outcome, PastResults, TestHistory
 
 _EXECUTED = FAILURE_OUTCOMES | {Outcome.PASSED}
 _SHOWN_EVIDENCE = 2
 
 
 def flaky_and_broken(
-    history: Sequence[HistoryRow], tests: Collection[str], broken_after: int
+    history: History, tests: Collection[str], broken_after: int
 ) -> tuple[tuple[TestHistory, ...], tuple[TestHistory, ...]]:
     """(flaky, broken) among `tests` (the node ids collected now), each sorted by node id."""
     flaky: list[TestHistory] = []
     broken: list[TestHistory] = []
-    for nodeid, rows in _by_test(history):
-        if nodeid not in tests:
-            continue
+    for nodeid, rows in _by_test(past_of(history), tests, broken_after):
         points = tuple(HistoryPoint(r.iteration, r.outcome, r.attempt) for r in rows)
         evidence = flaky_evidence(rows)
         if evidence:
@@ -41,9 +47,22 @@ def flaky_and_broken(
     return tuple(flaky), tuple(broken)
 
 
-def _by_test(history: Sequence[HistoryRow]) -> list[tuple[str, list[HistoryRow]]]:
-    ordered = sorted(history, key=lambda r: (r.nodeid, r.iteration, r.attempt))
-    return [(nodeid, list(rows)) for nodeid, rows in groupby(ordered, key=lambda r: r.nodeid)]
+def _by_test(
+    past: PastResults, tests: Collection[str], broken_after: int
+) -> list[tuple[str, list[HistoryRow]]]:
+    """Each collected test that may be flaky or broken, with its results oldest first; the
+    others (nearly all, in a long history) are told apart without building their rows."""
+    kept = by_nodeid(past, tests)
+    same = SameCode(past)
+    reruns: dict[str, list[HistoryRow]] = {}
+    for rerun in past.reruns:
+        if rerun.nodeid in tests:
+            reruns.setdefault(rerun.nodeid, []).append(rerun)
+    return [
+        (nodeid, rows_of(past, nodeid, kept.get(nodeid, []), reruns.get(nodeid, [])))
+        for nodeid in sorted(kept.keys() | reruns.keys())
+        if may_be_flaky_or_broken(kept.get(nodeid, []), reruns.get(nodeid, []), broken_after, same)
+    ]
 
 
 def flaky_evidence(rows: Sequence[HistoryRow]) -> list[str]:

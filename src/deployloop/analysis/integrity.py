@@ -14,13 +14,14 @@ from collections.abc import Sequence
 
 from deployloop.analysis.context import IterationRows
 from deployloop.analysis.normalize import is_failure
-from deployloop.models import HistoryRow, IntegrityFlag, Outcome, TestRow
+from deployloop.analysis.past import History, by_nodeid, has_result, past_of
+from deployloop.models import IntegrityFlag, Outcome, TestRow
 
 
 def integrity_flags(
     rows: Sequence[TestRow],
     previous: IterationRows | None,
-    history: Sequence[HistoryRow],
+    history: History,
     current: int,
 ) -> tuple[IntegrityFlag, ...]:
     if previous is None:
@@ -35,22 +36,30 @@ def integrity_flags(
 def changed_then_passed(
     rows: Sequence[TestRow],
     previous: IterationRows,
-    history: Sequence[HistoryRow],
+    history: History,
     current: int,
 ) -> tuple[IntegrityFlag, ...]:
     """Failed in N-1, passes now, and its file's hash differs between the two (both known)."""
     before = previous.record.number
-    hashes = {
-        (r.iteration, r.nodeid): r.file_hash
-        for r in history
-        if r.attempt == 1 and r.iteration in (before, current)
-    }
     failed_before = {row.nodeid for row in previous.rows if is_failure(row)}
+    past = past_of(history)
+    kept = by_nodeid(past, failed_before)
+
+    def file_hash(number: int, nodeid: str) -> str | None:
+        # The hash of its file in that iteration, if it has a result there; of the suites
+        # holding the node id, the last one's, as a dict keyed by node id keeps it.
+        found = [
+            past.file_hashes.get((number, test.file))
+            for test in kept.get(nodeid, [])
+            if has_result(test, number)
+        ]
+        return found[-1] if found else None
+
     flags = []
     for row in sorted(rows, key=lambda r: r.nodeid):
         if row.outcome != Outcome.PASSED or row.nodeid not in failed_before:
             continue
-        old, new = hashes.get((before, row.nodeid)), hashes.get((current, row.nodeid))
+        old, new = file_hash(before, row.nodeid), file_hash(current, row.nodeid)
         if old is not None and new is not None and old != new:
             reason = f"passed after its test changed (file hash differs from iteration {before})"
             flags.append(IntegrityFlag(row.nodeid, row.file, reason))

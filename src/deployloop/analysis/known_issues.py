@@ -9,10 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from datetime import date
+from typing import TYPE_CHECKING
 
 from deployloop.analysis.normalize import MATCH_SCOPE, failure_message, is_failure
-from deployloop.config import KnownIssue
 from deployloop.models import KnownIssueMatch, TestRow
+
+if TYPE_CHECKING:  # the config's pydantic models cost ~0.2 s to import
+    from deployloop.config import KnownIssue
 
 
 def issue_matches(issue: KnownIssue, message: str) -> bool:

@@ -5,15 +5,12 @@ from recorded results, and a projection always says it is one.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 
-from deployloop.analysis.normalize import FAILURE_OUTCOMES
+from deployloop.analysis.past import History, by_nodeid, first_attempt_runs, past_of
 from deployloop.models import (
     Figures,
-    HistoryRow,
     IterationRecord,
-    Outcome,
     Projection,
     SuiteSummary,
     TestRow,
@@ -30,7 +27,7 @@ def remaining_suite_tests(suites: Sequence[SuiteSummary]) -> tuple[tuple[str, in
 
 
 def estimate_remaining_s(
-    rows: Sequence[TestRow], workers: int, history: Sequence[HistoryRow]
+    rows: Sequence[TestRow], workers: int, history: History
 ) -> float | None:
     """Each pending test's mean recorded duration (every attempt of every iteration), or the
     mean of all recorded durations for a test never timed, summed, over the workers.
@@ -40,26 +37,22 @@ def estimate_remaining_s(
     pending = [row.nodeid for row in rows if row.outcome is None]
     if not pending:
         return 0.0
-    durations: dict[str, list[float]] = defaultdict(list)
-    for point in history:
-        if point.duration_s is not None:
-            durations[point.nodeid].append(point.duration_s)
-    everything = [d for values in durations.values() for d in values]
-    if not everything:
+    durations = past_of(history).durations
+    count = sum(n for _, n in durations.values())
+    if not count:
         return None
-    overall = sum(everything) / len(everything)
-    total = sum(
-        _mean(durations[nodeid]) if durations.get(nodeid) else overall for nodeid in pending
-    )
+    overall = sum(seconds for seconds, _ in durations.values()) / count
+    total = sum(_mean(durations[nodeid]) if nodeid in durations else overall for nodeid in pending)
     return total / max(workers, 1)
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
+def _mean(kept: tuple[float, int]) -> float:
+    seconds, count = kept
+    return seconds / count
 
 
 def projection(
-    rows: Sequence[TestRow], totals: Figures, history: Sequence[HistoryRow]
+    rows: Sequence[TestRow], totals: Figures, history: History
 ) -> Projection | None:
     """Where the pass rate would land if the pending tests ran; None when nothing is pending
     or nothing executed yet (no basis).
@@ -72,16 +65,14 @@ def projection(
     pending = [row.nodeid for row in rows if row.outcome is None]
     if not pending or totals.executed == 0:
         return None
-    runs: dict[str, list[bool]] = defaultdict(list)
-    for point in history:
-        if point.attempt == 1 and point.outcome in _EXECUTED:
-            runs[point.nodeid].append(point.outcome == Outcome.PASSED)
+    kept = by_nodeid(past_of(history), set(pending))
+    runs = {nodeid: first_attempt_runs(tests) for nodeid, tests in kept.items()}
     current_rate = totals.passed / totals.executed
     probabilities = [
-        (sum(runs[nodeid]) + 1) / (len(runs[nodeid]) + 2) if runs.get(nodeid) else current_rate
+        (runs[nodeid][0] + 1) / (runs[nodeid][1] + 2) if _ran(runs, nodeid) else current_rate
         for nodeid in pending
     ]
-    unknown = sum(1 for nodeid in pending if not runs.get(nodeid))
+    unknown = sum(1 for nodeid in pending if not _ran(runs, nodeid))
     total = totals.executed + len(pending)
     final = 100.0 * (totals.passed + sum(probabilities)) / total
     sigma = 100.0 * math.sqrt(sum(p * (1 - p) for p in probabilities)) / total
@@ -94,7 +85,8 @@ def projection(
     )
 
 
-_EXECUTED = FAILURE_OUTCOMES | {Outcome.PASSED}
+def _ran(runs: dict[str, tuple[int, int]], nodeid: str) -> bool:
+    return nodeid in runs and runs[nodeid][1] > 0
 
 
 def _basis(pending: int, unknown: int, current_rate: float) -> str:
@@ -112,7 +104,7 @@ def _basis(pending: int, unknown: int, current_rate: float) -> str:
 
 
 def trend(
-    iterations: Sequence[IterationRecord], history: Sequence[HistoryRow], target: float
+    iterations: Sequence[IterationRecord], history: History, target: float
 ) -> Trend:
     """Pass rate per iteration (first attempts only) and iterations to `target` at this pace.
 
@@ -120,15 +112,14 @@ def trend(
     with a rate; iterations_to_green is 0 when the latest rate is at the target, else
     (target - latest) / slope when the slope is positive, else None.
     """
-    numbers = [r.number for r in iterations] or sorted({p.iteration for p in history})
-    passed: dict[int, int] = defaultdict(int)
-    executed: dict[int, int] = defaultdict(int)
-    for point in history:
-        if point.attempt == 1 and point.outcome in _EXECUTED:
-            executed[point.iteration] += 1
-            passed[point.iteration] += point.outcome == Outcome.PASSED
-    rates = tuple((n, 100.0 * passed[n] / executed[n] if executed[n] else None) for n in numbers)
+    counts = past_of(history).counts
+    numbers = [r.number for r in iterations] or sorted(counts)
+    rates = tuple((n, _rate(*counts.get(n, (0, 0)))) for n in numbers)
     return Trend(pass_rates=rates, iterations_to_green=iterations_to_green(rates, target))
+
+
+def _rate(passed: int, executed: int) -> float | None:
+    return 100.0 * passed / executed if executed else None
 
 
 def iterations_to_green(rates: Sequence[tuple[int, float | None]], target: float) -> float | None:

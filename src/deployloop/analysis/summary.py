@@ -7,7 +7,9 @@ of all rows, each suite's figures are those of its rows, so the two always add u
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 from deployloop.analysis.clusters import cluster_failures, mark_outage, suite_key_issue
 from deployloop.analysis.context import AnalysisContext
@@ -15,9 +17,9 @@ from deployloop.analysis.figures import figures
 from deployloop.analysis.insights import build_insights
 from deployloop.analysis.known_issues import match_known_issues
 from deployloop.analysis.normalize import is_failure
+from deployloop.analysis.past import past_of
 from deployloop.analysis.progress import estimate_remaining_s
 from deployloop.analysis.setup_failure import crashed_services, is_setup_failure
-from deployloop.config import KnownIssue
 from deployloop.models import (
     Cluster,
     Deployment,
@@ -30,6 +32,9 @@ from deployloop.models import (
     Summary,
     TestRow,
 )
+
+if TYPE_CHECKING:  # the config's pydantic models cost ~0.2 s to import
+    from deployloop.config import KnownIssue
 
 _RUNNING_SHOWN = 5  # the longest-running tests a summary names
 # Suites still to run: not started yet, or left out (--suite) or never reached.
@@ -52,6 +57,8 @@ def build_summary(
     in the totals and in no suite, the disagreement this summary exists to rule out.
     """
     context = context or AnalysisContext()  # no history, no rules: the defaults
+    # Rows given by hand become the compact form once, not once per use.
+    context = replace(context, history=past_of(context.history))
     by_suite: dict[str, list[TestRow]] = {suite.name: [] for suite in suites}
     unknown = sorted({row.suite for row in rows} - by_suite.keys())
     if unknown:
@@ -109,6 +116,7 @@ def build_summary(
             iteration, totals, suite_summaries, rows, matches, outage, context
         ),
         running=running_tests(iteration, rows),
+        partial=iteration.partial or not all(suite.selected for suite in suites),
     )
 
 

@@ -57,8 +57,29 @@ def make_safe(value: T) -> T:
     return cast(T, _safe(value, ""))
 
 
+def partial_note(summary: Summary) -> str | None:
+    """The line a report shows for a partial iteration (`partial` in the json), or None."""
+    if not summary.partial:
+        return None
+    parts = []
+    if summary.iteration.partial:
+        parts.append("only the tests that failed before were run (--failed-only)")
+    left_out = sum(1 for suite in summary.suites if not suite.selected)
+    if left_out:
+        parts.append(
+            f"{left_out} of {len(summary.suites)} suites not selected (--suite), shown as"
+            " remaining"
+        )
+    return "partial iteration: " + ("; ".join(parts) or "only some tests were run")
+
+
+# Records that hold no text: kept as they are (a long history has tens of thousands of
+# points, and rebuilding each one costs a report most of its time).
+_NO_TEXT = HistoryPoint | Figures
+
+
 def _safe(value: object, field: str) -> object:
-    if value is None or isinstance(value, Enum | int | float):
+    if value is None or isinstance(value, Enum | int | float | _NO_TEXT):
         return value  # a status is one of loop's own words
     if isinstance(value, str):
         return printable(value) if field in _MULTILINE_FIELDS else inline(value)

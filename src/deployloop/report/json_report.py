@@ -92,6 +92,8 @@ def _summary_dict(summary: Summary) -> dict[str, Any]:
             {"test": t.nodeid, "suite": t.suite, "running_s": round(t.running_s, 1)}
             for t in summary.running
         ],
+        # Only some tests ran (--failed-only, or --suite): the figures are not the inventory's.
+        "partial": summary.partial,
     }
 
 

@@ -43,6 +43,7 @@ from deployloop.report._format import (
     known_issue_note,
     label,
     one_line,
+    partial_note,
     pass_rate,
     percent,
     plural,
@@ -124,7 +125,9 @@ def table(headers: Sequence[str], align: Sequence[str], rows: Sequence[Sequence[
 def _title(summary: Summary) -> str:
     iteration = summary.iteration
     verdict = f"**Verdict: {verdict_word(iteration.status)}** — {verdict_detail(summary)}"
-    return f"# {iteration.env} — iteration {iteration.number}\n\n{verdict}"
+    note = partial_note(summary)
+    partial = f"\n\n{note}" if note else ""
+    return f"# {iteration.env} — iteration {iteration.number}\n\n{verdict}{partial}"
 
 
 def _top_facts(summary: Summary) -> str:

@@ -47,6 +47,7 @@ from deployloop.report._format import (
     listing,
     make_safe,
     one_line,
+    partial_note,
     pass_rate,
     percent,
     plural,
@@ -98,6 +99,7 @@ def render_summary(summary: Summary, console: Console) -> None:
     summary = safe_summary(summary)
     iteration = summary.iteration
     console.print(Text(f"{iteration.env} — iteration {iteration.number}", style="bold"))
+    _print_partial(summary, console)
     attention = _attention(summary)
     if attention is not None:
         console.print(attention)
@@ -132,6 +134,12 @@ def render_summary(summary: Summary, console: Console) -> None:
     console.print(_verdict(summary))
 
 
+def _print_partial(summary: Summary, console: Console) -> None:
+    note = partial_note(summary)
+    if note:
+        console.print(Text(note, style="yellow"))
+
+
 def render_status(summary: Summary, console: Console) -> None:
     summary = safe_summary(summary)
     iteration = summary.iteration
@@ -140,6 +148,7 @@ def render_status(summary: Summary, console: Console) -> None:
     header = Text(f"Iteration {iteration.number} ({iteration.env}): ")
     header.append(label(iteration.status), style=_iteration_style(iteration.status))
     console.print(header)
+    _print_partial(summary, console)
     if totals.collected:
         # The bar fills with every finished test, skipped ones too; the text says how many ran.
         bar = ProgressBar(total=totals.collected, completed=done, width=40)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 from deployloop.analysis.context import AnalysisContext, IterationRows
-from deployloop.analysis.figures import figures
 from deployloop.analysis.setup_failure import is_setup_failure
 from deployloop.analysis.summary import build_summary
 from deployloop.config import AnalysisSection, Config
@@ -25,7 +24,7 @@ def load_summary(
     previous = _previous_result(store, record.env, record.number)
     compare = previous if compare_to is None else _rows(store, record.env, compare_to)
     context = AnalysisContext(
-        history=store.history(record.env, record.number),
+        history=store.past_results(record.env, record.number),
         iterations=[r for r in store.iterations(record.env) if r.number <= record.number],
         previous=previous,
         compare=compare,
@@ -48,12 +47,15 @@ def _previous_result(store: Store, env: str, number: int) -> IterationRows | Non
     """The latest iteration before `number` that ran tests: an iteration whose deploy failed
     (or that crashed before any test ran) is a setup failure, not a result to compare with."""
     for earlier in range(number - 1, 0, -1):
-        rows = _rows(store, env, earlier)
-        if rows is not None and not is_setup_failure(
-            rows.record.status, figures(rows.rows).executed
-        ):
-            return rows
+        record = store.iteration(env, earlier)
+        # The kept figures tell a setup failure without reading its rows.
+        if record is not None and not is_setup_failure(record.status, _executed(store, record)):
+            return IterationRows(record, store.tests(record.id))
     return None
+
+
+def _executed(store: Store, record: IterationRecord) -> int:
+    return sum(f.executed for f in store.figures(record.id).values())
 
 
 def _rows(store: Store, env: str, number: int) -> IterationRows | None:
