@@ -50,6 +50,7 @@ def run_loop(
             # --failed-only is for the first iteration: the next ones run every test.
             settings = replace(settings, failed_only=False)
             _backup(store, console)
+            _tidy(settings, record.number, console)
             _print_outcome(settings, console, outcome)
             results.append(
                 IterationResult(
@@ -101,6 +102,18 @@ def _backup(store: Store, console: Console) -> None:
         store.backup()
     except (OSError, sqlite3.Error) as exc:
         console.print(Text(f"warning: the state database was not backed up: {exc}", "yellow"))
+
+
+def _tidy(settings: IterationSettings, number: int, console: Console) -> None:
+    """Older iterations' raw pytest files: gzipped, or dropped ([state] keep_raw_iterations)."""
+    from deployloop.state_files import tidy_raw_files
+
+    try:
+        tidy_raw_files(
+            settings.layout, settings.env, number, settings.config.state.keep_raw_iterations
+        )
+    except OSError as exc:
+        console.print(Text(f"warning: old raw pytest files were not tidied: {exc}", "yellow"))
 
 
 def _code_key(settings: IterationSettings) -> str | None:

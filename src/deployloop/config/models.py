@@ -279,6 +279,13 @@ class RedactionSection(_Strict):
         return secret_name(env_name, self.names)
 
 
+class StateSection(_Strict):
+    # Raw pytest files (reportlog, logs, JUnit XML) of iterations before the last two are
+    # gzipped; with N, those of iterations older than the newest N are deleted. The store
+    # keeps every result either way. None: keep them all.
+    keep_raw_iterations: int | None = Field(None, ge=1)
+
+
 class Config(_Strict):
     loop: LoopSection = Field(default_factory=LoopSection)
     deploy: DeploySection = Field(default_factory=DeploySection)
@@ -287,6 +294,7 @@ class Config(_Strict):
     categories: list[CategoryRule] = Field(default_factory=list)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
     redaction: RedactionSection = Field(default_factory=RedactionSection)
+    state: StateSection = Field(default_factory=StateSection)
 
 
 def url_env_var(service_name: str) -> str:
