@@ -218,6 +218,11 @@ class TestsSection(_Strict):
     # Run each failing test again up to N times in a fresh process, to tell flaky from broken.
     # The first failure still counts: a rerun that passes never hides it.
     reruns: int = Field(0, ge=0, le=5)
+    # Workers are forks of one pytest per `-m` expression that collected once (a pytest start
+    # and collection cost about a second of CPU each). false: each worker starts and collects
+    # on its own, for a conftest that is not safe to fork (loop falls back by itself when
+    # threads run after collection).
+    fork_workers: bool = True
     pytest_args: Argv = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     suites: list[SuiteConfig] = Field(min_length=1)

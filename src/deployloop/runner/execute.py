@@ -9,13 +9,12 @@ Ctrl-C stops every process gracefully and leaves unreported tests pending for `-
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from rich.text import Text
 
@@ -30,6 +29,7 @@ from deployloop.models import (
 from deployloop.runner.jobs import Job, retry_job
 from deployloop.runner.process import PytestProcess, PytestSetup, error_line, internal_error
 from deployloop.runner.reportlog import ReportLogReader
+from deployloop.runner.tail import Tail
 from deployloop.store import now_iso
 
 POLL_S = 0.05
@@ -102,38 +102,6 @@ class Interrupted(Exception):
     """Ctrl-C reached the test phase; every process has been stopped."""
 
 
-class _Tail:
-    """A file another process appends to, read as it grows, in whole lines."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: IO[bytes] | None = None
-        self._partial = b""
-
-    def read(self) -> bytes:
-        if self._handle is None:
-            try:
-                self._handle = open(self.path, "rb")  # noqa: SIM115 (closed in close())
-            except FileNotFoundError:
-                return b""  # pytest has not configured its plugins yet
-        return self._handle.read()
-
-    def lines(self) -> list[dict[str, Any]]:
-        chunks = (self._partial + self.read()).split(b"\n")
-        self._partial = chunks.pop()
-        out = []
-        for chunk in chunks:
-            try:
-                out.append(json.loads(chunk))
-            except ValueError:
-                continue  # torn by a kill mid-write
-        return out
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-
-
 # How loop's own errors for tests pytest never reported begin and end: they are not the
 # tests' failures (reruns skip them).
 
@@ -145,8 +113,8 @@ COLLECTING = "(collecting)"
 class _Running:
     job: Job
     proc: PytestProcess
-    reportlog: _Tail
-    events: _Tail
+    reportlog: Tail
+    events: Tail
     reader: ReportLogReader
     owner: dict[str, str]  # node id -> suite
     remaining: dict[str, dict[str, None]]  # suite -> node ids not reported yet, in order
@@ -245,8 +213,8 @@ class TestRunner:
         run = _Running(
             job=job,
             proc=proc,
-            reportlog=_Tail(reportlog),
-            events=_Tail(events),
+            reportlog=Tail(reportlog),
+            events=Tail(events),
             reader=ReportLogReader(owner.get, inbox.append),
             owner=owner,
             remaining={suite: dict.fromkeys(ids) for suite, ids in job.expected},

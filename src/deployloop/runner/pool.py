@@ -39,8 +39,8 @@ from deployloop.runner.execute import (
     Recorder,
     RunState,
     _crash_reason,
-    _Tail,
 )
+from deployloop.runner.forks import ForkedWorker, ForkServer
 from deployloop.runner.process import PytestProcess, PytestSetup
 from deployloop.runner.reportlog import ReportLogReader
 from deployloop.runner.schedule import (
@@ -49,6 +49,7 @@ from deployloop.runner.schedule import (
     hand_out_budget,
     make_units,
 )
+from deployloop.runner.tail import Tail
 from deployloop.safetext import one_line
 from deployloop.store import now_iso
 
@@ -78,10 +79,10 @@ class WorkerGroup:
 class _Worker:
     name: str
     group: WorkerGroup
-    proc: PytestProcess
+    proc: PytestProcess | ForkedWorker
     pipe: int | None  # loop's end of the pipe the worker reads
-    reportlog: _Tail
-    events: _Tail
+    reportlog: Tail
+    events: Tail
     reader: ReportLogReader
     started: float
     has_env: bool  # started with, or sent, the services' environment
@@ -96,6 +97,7 @@ class _Worker:
     stop_sent: bool = False
     stale: bool = False  # collected with values the services' deploy changed
     stopped_for: str | None = None  # why loop interrupted it
+    fifo: Path | None = None  # a forked worker's command pipe
 
 
 class WorkerPool:
@@ -108,8 +110,13 @@ class WorkerPool:
         prefix: str,
         suite_timeout_s: float,
         test_timeout_s: float | None,
+        fork: bool = True,
     ) -> None:
         self._setup = setup
+        self._fork = fork and hasattr(os, "fork")
+        self._servers: dict[WorkerGroup, ForkServer] = {}
+        self._old_servers: list[ForkServer] = []  # retired: they end after their forks
+        self._no_fork: set[WorkerGroup] = set()  # groups whose server could not fork
         self._out_dir = out_dir
         self._groups = list(groups)
         self._size = workers
@@ -130,7 +137,12 @@ class WorkerPool:
     # --- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers, the groups taking turns; before the deploy ends they collect."""
+        """Start collecting before the deploy ends: a fork server per group (its workers are
+        forks of it), or the workers themselves, the groups taking turns."""
+        if self._fork:
+            for group in self._groups:
+                self._start_server(group)
+            return
         for i in range(self._size if self._groups else 0):
             self._start_worker(self._groups[i % len(self._groups)])
 
@@ -139,6 +151,9 @@ class WorkerPool:
         afresh). Workers already started get the difference; with `recollect` (a module
         could not be collected without the services) they are replaced instead."""
         self._env = env
+        if recollect:
+            for group in list(self._servers):
+                self._retire_server(group)
         for worker in list(self._alive):
             if recollect:
                 self._send(worker, {"stop": True})
@@ -148,18 +163,28 @@ class WorkerPool:
                 self._send_env(worker)
 
     def close(self) -> None:
-        """Stop every worker still running (they have been told to stop, or loop is)."""
+        """Stop every worker and server still running (they have been told to stop, or
+        loop is)."""
+        for group in list(self._servers):
+            self._retire_server(group)
         for worker in self._alive:
             self._close_pipe(worker)
+        for server in self._old_servers:
+            server.close_pipe()
+        procs: list[PytestProcess | ForkedWorker] = [w.proc for w in self._alive]
+        procs += [s.proc for s in self._old_servers]
         deadline = time.monotonic() + 2.0
-        while any(w.proc.poll() is None for w in self._alive) and time.monotonic() < deadline:
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
             time.sleep(0.02)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.stop()
         for worker in self._alive:
-            if worker.proc.poll() is None:
-                worker.proc.stop()
             worker.reportlog.close()
             worker.events.close()
+            self._forget_fifo(worker)
         self._alive.clear()
+        self._old_servers.clear()
 
     # --- the test phase -----------------------------------------------------------------------
 
@@ -188,6 +213,8 @@ class WorkerPool:
                     self._send(worker, {"stop": True})
                     worker.stop_sent = True
                 self._flush_outbox(worker)
+            for group in list(self._servers):
+                self._retire_server(group)
             run.step_display()
         except KeyboardInterrupt:
             run.stop_all()
@@ -195,6 +222,8 @@ class WorkerPool:
         except BaseException:
             for worker in self._alive:
                 worker.proc.kill()
+            for server in [*self._servers.values(), *self._old_servers]:
+                server.proc.kill()
             raise
         return run.unplaced
 
@@ -237,8 +266,8 @@ class WorkerPool:
             group=group,
             proc=proc,
             pipe=write_end,
-            reportlog=_Tail(reportlog),
-            events=_Tail(events),
+            reportlog=Tail(reportlog),
+            events=Tail(events),
             reader=ReportLogReader(lambda nodeid: None, inbox.append),
             started=time.monotonic(),
             has_env=self._env is not None,
@@ -252,6 +281,95 @@ class WorkerPool:
         )
         self._alive.append(worker)
         return worker
+
+    def _start_server(self, group: WorkerGroup) -> ForkServer:
+        self._count += 1
+        name = f"{self._prefix}server-{self._count:02d}"
+        base = self._out_dir / name
+        events = Path(f"{base}.events.jsonl")
+        events.unlink(missing_ok=True)
+        read_end, write_end = os.pipe()
+        argv = self._setup.argv(
+            list(group.paths),
+            group.markers,
+            [
+                "-p",
+                "deployloop_plugin",
+                f"--loop-reportlog={base}.reportlog.jsonl",
+                f"--loop-events={events}",
+                f"--junitxml={base}.junit.xml",
+                f"--loop-zygote={read_end}",
+            ],
+        )
+        env = dict(self._env_base)
+        if self._env is not None:
+            env.update(self._env())
+        try:
+            proc = self._setup.start(argv, env, self._out_dir / f"{name}.log", (read_end,))
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        os.set_blocking(write_end, False)
+        server = ForkServer(proc, events, write_end, has_env=self._env is not None)
+        self._servers[group] = server
+        return server
+
+    def _retire_server(self, group: WorkerGroup) -> None:
+        server = self._servers.pop(group, None)
+        if server is not None:
+            server.retire()
+            self._old_servers.append(server)
+
+    def _fork_worker(self, group: WorkerGroup, server: ForkServer) -> _Worker:
+        """A worker forked from the group's server: collected already, the services'
+        environment given with the request."""
+        assert self._env is not None
+        self._count += 1
+        name = f"{self._prefix}worker-{self._count:02d}"
+        base = self._out_dir / name
+        reportlog, events = Path(f"{base}.reportlog.jsonl"), Path(f"{base}.events.jsonl")
+        fifo = Path(f"{base}.fifo")
+        for path in (reportlog, events, fifo):
+            path.unlink(missing_ok=True)
+        os.mkfifo(fifo, 0o600)
+        # Read and write: opening never waits for the worker, and the worker sees the end
+        # of its commands when loop closes this (or exits).
+        pipe = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+        full = {**self._env_base, **self._env()}
+        spec = {
+            "fifo": str(fifo),
+            "reportlog": str(reportlog),
+            "events": str(events),
+            "junit": f"{base}.junit.xml",
+            "env": {k: v for k, v in full.items() if self._env_base.get(k) != v},
+            "redact": self._setup.redaction.plugin_env(full),
+        }
+        inbox: list[TestResult] = []
+        worker = _Worker(
+            name=name,
+            group=group,
+            proc=server.fork(name, spec),
+            pipe=pipe,
+            reportlog=Tail(reportlog),
+            events=Tail(events),
+            reader=ReportLogReader(lambda nodeid: None, inbox.append),
+            started=time.monotonic(),
+            has_env=True,
+            inbox=inbox,
+            fifo=fifo,
+        )
+        worker.reader = ReportLogReader(
+            lambda nodeid: t.suite if (t := worker.outstanding.get(nodeid)) else None,
+            inbox.append,
+        )
+        self._alive.append(worker)
+        return worker
+
+    def _forget_fifo(self, worker: _Worker) -> None:
+        if worker.fifo is not None:
+            worker.fifo.unlink(missing_ok=True)
 
     def _send_env(self, worker: _Worker) -> None:
         assert self._env is not None
@@ -287,7 +405,11 @@ class WorkerPool:
             worker.pipe = None
 
     def _collect_limit(self, worker: _Worker) -> float:
-        return self._suite_timeout * max(1, worker.group.suites)
+        return self._server_limit(worker.group)
+
+    def _server_limit(self, group: WorkerGroup) -> float:
+        """How long collecting a group may take: each suite's imports what one suite may."""
+        return self._suite_timeout * max(1, group.suites)
 
 
 def _when(at: object) -> str:
@@ -400,7 +522,57 @@ class _Run:
                     best = (left / (len(mine) + 1), group)
             if best is None or pool._env is None:
                 return
-            pool._start_worker(best[1])
+            group = best[1]
+            if not pool._fork or group in pool._no_fork:
+                pool._start_worker(group)
+            elif not self._fork_from_server(group):
+                return  # its server is collecting: nothing more to start for now
+
+    def _fork_from_server(self, group: WorkerGroup) -> bool:
+        """Fork a worker of `group`; False while its server is not ready for that."""
+        pool = self.pool
+        server = pool._servers.get(group)
+        if server is None:
+            pool._start_server(group)  # with the services' environment
+            return False
+        server.pump()
+        if server.nofork is not None:
+            pool._no_fork.add(group)
+            pool.notes.append(
+                f"workers for {group.label} start one by one: {server.nofork}"
+            )
+            pool._retire_server(group)
+            return True
+        if server.stale is not None:
+            self._stale_note(server.stale)
+            pool._retire_server(group)
+            pool._start_server(group)
+            return False
+        if server.proc.poll() is not None and not server.ready:
+            pool._retire_server(group)
+            if server.has_env:
+                why = "pytest could not start or collect: " + _crash_reason(
+                    server.proc.returncode or 0, False, server.proc.tail(20)
+                )
+                if server.proc.was_interrupted:
+                    why = f"collection timed out after {pool._server_limit(group):g} s"
+                self._group_failed(group, why)
+            else:
+                # Collected without the services' URLs: a new server tries with them.
+                pool._start_server(group)
+            return False
+        if not server.ready:
+            if time.monotonic() - server.started > pool._server_limit(group):
+                server.proc.interrupt()
+            return False
+        pool._fork_worker(group, server)
+        return True
+
+    def _stale_note(self, names: list[str]) -> None:
+        self.pool.notes.append(
+            f"a test module reads {', '.join(names)} when it is imported: the workers"
+            " started again after the deploy (read it in a fixture to save that time)"
+        )
 
     def _pump(self, worker: _Worker) -> None:
         for event in worker.events.lines():
@@ -428,11 +600,7 @@ class _Run:
             self._queue_for(worker)
         elif kind == "env" and event.get("stale"):
             worker.stale = True
-            names = ", ".join(str(n) for n in event["stale"])
-            self.pool.notes.append(
-                f"a test module reads {names} when it is imported: the workers started"
-                " again after the deploy (read it in a fixture to save that time)"
-            )
+            self._stale_note([str(n) for n in event["stale"]])
         elif kind == "missing":
             nodeid = str(event.get("nodeid"))
             test = worker.outstanding.pop(nodeid, None)
@@ -547,7 +715,8 @@ class _Run:
         held = list(worker.outstanding.values())
         worker.outstanding.clear()
         output = worker.proc.tail(20)
-        if worker.stale:
+        pool._forget_fifo(worker)
+        if worker.stale or (isinstance(worker.proc, ForkedWorker) and worker.proc.refused):
             self._put_back(worker.group, held)
             return
         if not worker.ready:
@@ -615,9 +784,12 @@ class _Run:
             why = "pytest could not start or collect: " + _crash_reason(
                 code, worker.reader.session_finished, output
             )
-        # Every worker of the group failed: its tests go back to the caller, which runs them
-        # suite by suite, where one suite's broken conftest does not take the others down.
-        group = worker.group
+        self._group_failed(worker.group, why)
+
+    def _group_failed(self, group: WorkerGroup, why: str) -> None:
+        """Every worker of the group failed to collect: its tests go back to the caller,
+        which runs them suite by suite, where one suite's broken conftest does not take the
+        others down."""
         lost = self.waiting.pop(group, [])
         if group in self.queues:
             lost += self.queues[group].drain()
@@ -708,6 +880,8 @@ class _Run:
         for worker in alive:
             self.pool._close_pipe(worker)
             worker.proc.interrupt()
+        for group in list(self.pool._servers):
+            self.pool._retire_server(group)  # they end once their workers have
         # Results reported while the workers wind down are still recorded; a second
         # Ctrl-C stops waiting for that.
         try:
@@ -726,6 +900,8 @@ class _Run:
             worker.reportlog.close()
             worker.events.close()
         self._flush()
+        for worker in alive:
+            self.pool._forget_fifo(worker)
         alive.clear()
         for progress in self.state.suites.values():
             if progress.status == SuiteStatus.RUNNING:

@@ -79,6 +79,7 @@ def start_workers(settings: IterationSettings, record: IterationRecord) -> Worke
         prefix="",
         suite_timeout_s=settings.config.tests.suite_timeout_s,
         test_timeout_s=settings.config.tests.test_timeout_s,
+        fork=settings.config.tests.fork_workers,
     )
     pool.start()
     return pool
@@ -183,7 +184,7 @@ def run_tests(
                 pool = WorkerPool(
                     setup, plan.pytest_dir, worker_groups(parallel, settings.workdir),
                     settings.workers, plan.job_prefix, settings.config.tests.suite_timeout_s,
-                    settings.config.tests.test_timeout_s,
+                    settings.config.tests.test_timeout_s, settings.config.tests.fork_workers,
                 )
             pool.deployed(
                 lambda: {**setup.process_env(with_plugin=True), **fresh_env()},

@@ -50,12 +50,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--loop-events", default=None, help="deployloop: write run events here")
     group.addoption("--loop-inventory", default=None, help="deployloop: write the inventory here")
     group.addoption("--loop-worker", default=None, help="deployloop: run the tests sent here")
+    group.addoption("--loop-zygote", default=None, help="deployloop: fork workers as asked here")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     redactor = from_environment(os.environ)
     worker_fd = config.getoption("--loop-worker")
-    if redactor or worker_fd:  # a worker may learn secrets later
+    zygote_fd = config.getoption("--loop-zygote")
+    if redactor or worker_fd or zygote_fd:  # a worker may learn secrets later
         config.pluginmanager.register(_Scrubber(redactor), "deployloop-scrubber")
     writers: dict[str, _Writer] = {}
     for option, writer in (
@@ -67,16 +69,52 @@ def pytest_configure(config: pytest.Config) -> None:
         if path:
             writers[option] = writer(_open(path))
             config.pluginmanager.register(writers[option], f"deployloop-{option[7:]}")
-    if worker_fd and "--loop-events" in writers:
+    events = writers.get("--loop-events")
+    if (worker_fd or zygote_fd) and events is not None:
         from deployloop_worker import Worker  # type: ignore[import-not-found]
 
         def learn(spec: str) -> None:
             os.environ[ENV_VAR] = spec
             from_environment(os.environ, into=redactor)
 
-        config.pluginmanager.register(
-            Worker(int(worker_fd), writers["--loop-events"].write, learn), "deployloop-worker"
-        )
+        worker = Worker(int(worker_fd) if worker_fd else None, events.write, learn)
+        config.pluginmanager.register(worker, "deployloop-worker")
+        if zygote_fd:
+            from deployloop_forks import ForkServer  # type: ignore[import-not-found]
+
+            def become_child(spec: dict[str, Any]) -> None:
+                _become_child(config, writers, spec, learn)
+                worker.announce()
+
+            config.pluginmanager.register(
+                ForkServer(int(zygote_fd), worker, events.write, become_child),
+                "deployloop-forks",
+            )
+
+
+def _become_child(
+    config: pytest.Config, writers: dict[str, _Writer], spec: dict[str, Any], learn: Any
+) -> None:
+    """A forked worker's own files, output capture and environment."""
+    for option, key in (("--loop-reportlog", "reportlog"), ("--loop-events", "events")):
+        if option in writers and spec.get(key):
+            writers[option].reopen(spec[key])
+    for plugin in config.pluginmanager.get_plugins():
+        # pytest's JUnit XML writer: each worker writes its own file at its session's end.
+        if type(plugin).__name__ == "LogXML" and spec.get("junit"):
+            plugin.logfile = os.path.abspath(spec["junit"])
+            config.option.xmlpath = plugin.logfile
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        # The server's capture files are shared with every worker it forked: each worker
+        # captures into files of its own (pytest truncates them after each test).
+        capture.stop_global_capturing()
+        capture.start_global_capturing()
+        capture.suspend_global_capture()
+    env = {str(k): str(v) for k, v in (spec.get("env") or {}).items()}
+    os.environ.update(env)
+    if spec.get("redact"):
+        learn(spec["redact"])
 
 
 @pytest.hookimpl(trylast=True)
@@ -113,6 +151,10 @@ class _Writer:
     def write(self, record: dict[str, Any]) -> None:
         self._out.write(json.dumps(record) + "\n")
         self._out.flush()
+
+    def reopen(self, path: str) -> None:
+        self._out.close()
+        self._out = _open(path)
 
     def pytest_unconfigure(self) -> None:
         self._out.close()

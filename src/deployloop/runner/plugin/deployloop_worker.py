@@ -22,7 +22,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -43,15 +43,25 @@ class _TracedEnviron(type(os.environ)):  # type: ignore[misc]
         return super().__getitem__(key)  # type: ignore[no-any-return]
 
 
+def stale_names(env: dict[str, str]) -> list[str]:
+    """Variables a module read while it was collected whose value `env` changes."""
+    return sorted(
+        name for name in _TracedEnviron.reads if name in env and os.environ.get(name) != env[name]
+    )
+
+
 class Worker:
-    def __init__(self, fd: int, write_event: Callable[[dict[str, Any]], None],
+    """`fd`: loop's pipe; None in a fork server's process, whose workers get theirs later."""
+
+    def __init__(self, fd: int | None, write_event: Callable[[dict[str, Any]], None],
                  on_redact: Callable[[str], None]) -> None:
-        self._pipe = os.fdopen(fd, "r", encoding="utf-8", errors="surrogateescape")
+        self._fd = fd
         self._event = write_event
         self._on_redact = on_redact
         self._queue: deque[str] = deque()
         self._done = False
         self._environ_class = type(os.environ)
+        self._ready: dict[str, Any] = {}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection(self) -> None:
@@ -63,14 +73,22 @@ class Worker:
         grouped = sorted(
             {item.nodeid.split("::")[0] for item in session.items if _shares_fixtures(item)}
         )
-        self._event(
-            {"event": "ready", "count": len(session.items), "grouped": grouped, "at": time.time()}
-        )
+        self._ready = {"event": "ready", "count": len(session.items), "grouped": grouped}
+        self.announce()
+
+    def announce(self) -> None:
+        """Say the tests are collected (again, in a forked worker's own events file)."""
+        self._event({**self._ready, "at": time.time()})
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> bool:
-        if session.config.option.collectonly:
-            return False
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        if session.config.option.collectonly or self._fd is None:
+            return None
+        return self.run_tests(session, os.fdopen(self._fd, "rb", buffering=0))
+
+    def run_tests(self, session: pytest.Session, pipe: IO[bytes]) -> bool:
+        """Run what loop sends through `pipe` until it says stop or closes the pipe."""
+        self._pipe = pipe
         items: dict[str, pytest.Item] = {}
         for item in session.items:
             items.setdefault(item.nodeid, item)
@@ -100,7 +118,7 @@ class Worker:
                 self._done = True
                 break
             try:
-                message = json.loads(line)
+                message = json.loads(line.decode("utf-8", "surrogateescape"))
             except ValueError:
                 continue
             if not isinstance(message, dict):
@@ -112,10 +130,7 @@ class Worker:
                 self._done = True
 
     def _set_env(self, env: dict[str, str], redact: str | None) -> None:
-        stale = sorted(
-            name for name in _TracedEnviron.reads
-            if name in env and os.environ.get(name) != env[name]
-        )
+        stale = stale_names(env)
         os.environ.update({str(k): str(v) for k, v in env.items()})
         if redact:
             self._on_redact(redact)
