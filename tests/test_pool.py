@@ -274,3 +274,66 @@ def test_a_module_reading_the_url_at_import_gets_the_deployed_one(project: Proje
     result = project.run("run")
     assert result.returncode == 0, output(result)
     assert "reads LOOP_API_URL when it is imported" in result.stdout, output(result)
+
+
+def test_forked_workers_capture_their_own_output(project: Project) -> None:
+    # Forks share the server's capture files unless each makes its own: a failure would show
+    # another test's output, or none.
+    project.write("tests/test_out.py", """
+        import time
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range(12))
+        def test_item(i):
+            print(f"marker-{i}-start")
+            time.sleep(0.05)
+            print(f"marker-{i}-end")
+            assert False, f"failing {i}"
+        """)
+    project.config(config(suite("Out", "tests/test_out.py"), workers=3))
+    result = project.run("run")
+    assert result.returncode == 1, output(result)
+    captured: dict[str, str] = {}
+    for path in (project.iteration_dir(1) / "pytest").glob("worker-*.reportlog.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("when") == "call":
+                captured[record["nodeid"]] = "".join(text for _, text in record["sections"])
+    assert len(captured) == 12
+    for nodeid, text in captured.items():
+        i = nodeid.split("[")[1].rstrip("]")
+        assert f"marker-{i}-start" in text and f"marker-{i}-end" in text, (nodeid, text)
+        others = [j for j in range(12) if str(j) != i and f"marker-{j}-" in text]
+        assert not others, (nodeid, others)
+    events = list((project.iteration_dir(1) / "pytest").glob("server-*.events.jsonl"))
+    assert events, "the workers were not forks of a server"
+
+
+def test_threads_at_collection_mean_workers_start_one_by_one(project: Project) -> None:
+    project.write("tests/conftest.py", """
+        import threading
+        import time
+
+        # A conftest that starts a thread at import: forking it would copy a process whose
+        # other thread does not exist in the copy.
+        threading.Thread(target=time.sleep, args=(60,), daemon=True, name="poller").start()
+        """)
+    project.write("tests/test_main.py", FLIPPABLE.format(count=6))
+    project.config(config(suite("Main", "tests/test_main.py"), workers=2))
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    assert "start one by one: threads running after collection: poller" in result.stdout
+    assert project.summary()["totals"]["passed"] == 6
+
+
+def test_fork_workers_false_starts_each_worker(project: Project) -> None:
+    project.write("tests/test_main.py", FLIPPABLE.format(count=6))
+    project.config(
+        config(suite("Main", "tests/test_main.py"), workers=2, extra="fork_workers = false")
+    )
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    pytest_dir = project.iteration_dir(1) / "pytest"
+    assert not list(pytest_dir.glob("server-*")), list(pytest_dir.iterdir())
+    assert len(list(pytest_dir.glob("worker-*.log"))) == 2

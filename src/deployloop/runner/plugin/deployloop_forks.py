@@ -119,7 +119,7 @@ class ForkServer:
         if threading.active_count() > 1:
             others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
             reason = "threads running after collection: " + ", ".join(others)
-            self._event({"event": "nofork", "reason": reason})
+            self._event({"event": "nofork", "reason": reason, "name": spec.get("name")})
             return False
         # What the server collected stays out of the forks' garbage collections, which would
         # otherwise copy every shared page they visit.
