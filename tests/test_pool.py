@@ -195,8 +195,10 @@ def test_module_fixture_is_set_up_once_unless_split_by_tests(project: Project) -
 
 
 def _events(project: Project) -> list[dict[str, Any]]:
+    """What the processes that collected said: the fork server (its workers are forks of
+    it, collected already)."""
     out = []
-    for path in sorted((project.iteration_dir(1) / "pytest").glob("worker-*.events.jsonl")):
+    for path in sorted((project.iteration_dir(1) / "pytest").glob("server-*.events.jsonl")):
         out += [json.loads(line) for line in path.read_text().splitlines()]
     return out
 
@@ -208,7 +210,7 @@ def test_workers_collect_while_the_services_deploy(project: Project) -> None:
         import sys
         import time
 
-        time.sleep(3)  # a service that takes its time to come up
+        time.sleep(6)  # a service that takes its time to come up
         sys.argv = ["svc.py", *sys.argv[1:]]
         runpy.run_path("svc.py", run_name="__main__")
         """)

@@ -741,7 +741,8 @@ def test_a_test_printing_megabytes_is_recorded_with_capped_text(project: Project
     assert message.startswith("AssertionError: yyy") and len(message) < 5_000
     assert len(longrepr) < 25_000
     # The whole text is still in pytest's own log.
-    logs = (project.iteration_dir(1) / "pytest").glob("worker-*.log")
+    # A worker's output is in its own log, or its fork server's.
+    logs = (project.iteration_dir(1) / "pytest").glob("[ws]*-*.log")
     assert max(log.stat().st_size for log in logs) > 30_000_000
     summary = project.summary()
     assert any(t.endswith("test_noisy") for c in summary["clusters"] for t in c["tests"])

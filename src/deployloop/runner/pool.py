@@ -125,6 +125,7 @@ class WorkerPool:
         self._test_timeout = test_timeout_s
         self._alive: list[_Worker] = []
         self._count = 0
+        self._server_count = 0
         self._env: Callable[[], dict[str, str]] | None = None  # set once the deploy is done
         self._env_base = setup.process_env(with_plugin=True)
         self._collect_failures: dict[WorkerGroup, int] = {}
@@ -283,8 +284,8 @@ class WorkerPool:
         return worker
 
     def _start_server(self, group: WorkerGroup) -> ForkServer:
-        self._count += 1
-        name = f"{self._prefix}server-{self._count:02d}"
+        self._server_count += 1
+        name = f"{self._prefix}server-{self._server_count:02d}"
         base = self._out_dir / name
         events = Path(f"{base}.events.jsonl")
         events.unlink(missing_ok=True)
