@@ -84,7 +84,7 @@ def render(
         lines.append('# python = ".venv/bin/python"   # interpreter for pytest; default: the one'
                      " running loop")
     lines += [
-        f"workers = {workers}                     # pytest processes running at once",
+        f"workers = {workers}                     # pytest workers running the tests",
         "suite_timeout_s = 900           # a suite still running after this is stopped",
         "pytest_args = []                # added to every pytest command, e.g. [\"-x\"]",
         '# env = { E2E_ENV = "staging" } # extra environment for the tests',
