@@ -31,6 +31,7 @@ from deployloop.runner.execute import (
 )
 from deployloop.runner.inventory import collect_inventory, suites_covering_others
 from deployloop.runner.jobs import plan_jobs
+from deployloop.runner.phase import run_on_pool
 from deployloop.runner.pool import WorkerGroup, WorkerPool
 from deployloop.runner.process import PytestSetup
 from deployloop.runner.reportlog import COLLECTION_ERROR
@@ -191,7 +192,8 @@ def run_tests(
                 recollect=recollected,
             )
             groups = {g.markers: g for g in pool.groups}
-            unplaced = pool.run(
+            unplaced = run_on_pool(
+                pool,
                 tests,
                 {s.name: groups[s.markers] for s in parallel},
                 {s.name: s.split for s in parallel},
