@@ -154,6 +154,7 @@ def _assign(
     seen: set[str] = set()
     paths = SuitePaths(suites, workdir)
     by_name = {s.name: s for s in suites}
+    relative: dict[str, str] = {}
     for record in collected.items:
         nodeid = record["nodeid"]
         if nodeid in seen:
@@ -165,7 +166,7 @@ def _assign(
         suite = by_name[owner]
         error = record.get("error")
         message = COLLECTION_ERROR + crash_line(error) if error else None
-        file = _relative_file(record.get("path", ""), nodeid, workdir)
+        file = _relative_file(record.get("path", ""), nodeid, workdir, relative)
         out[suite.name].append(InventoryItem(suite.name, nodeid, file, message, error))
     for suite in suites:
         if out[suite.name]:
@@ -190,9 +191,12 @@ def _assign(
     return out
 
 
-def _relative_file(path: str, nodeid: str, workdir: Path) -> str:
+def _relative_file(path: str, nodeid: str, workdir: Path, known: dict[str, str]) -> str:
     """The test's file relative to the working directory (where `loop` digests it), which is
-    not its node id's file when the node id is relative to a rootdir above it."""
+    not its node id's file when the node id is relative to a rootdir above it. Worked out
+    once per file (`known`): relpath costs more than all the rest of assigning a test."""
     if not path or not os.path.isabs(path):
         return file_of(nodeid)
-    return os.path.relpath(path, workdir)
+    if path not in known:
+        known[path] = os.path.relpath(path, workdir)
+    return known[path]
