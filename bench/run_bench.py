@@ -18,6 +18,14 @@ What runs:
   - `loop run --max-iterations 1 --workers N` (deploy target "none", one service whose url is
     the server), N = 1, 2, 4, each with a fresh state dir. The test phase comes from the store:
     max(suites.finished_at) - min(suites.started_at).
+- I/O-bound: 466 sleeping tests in 24 suites, `workers = 8`: the whole second `loop run`
+  against `pytest -n 8 --dist worksteal` and against max(longest, sum / 8).
+- failed first: 10,000 fast tests, 2 failing in iteration 1; in iteration 2, when they are
+  done as a share of the test phase (w = 1 and 4).
+- history: `loop status`, `summarize`, `history` over 20 iterations x 10,000 tests written by
+  bench/history_fixture.py.
+- plan: `loop plan` against `pytest --collect-only` over 10,000 tests in 200 suites.
+`--only SECTION` runs some of these alone (core = start-up, test phase, memory, faults).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import argparse
 import importlib.util
 import json
 import os
+import random
 import re
 import shutil
 import sqlite3
@@ -235,6 +244,62 @@ def make_project(root: Path, suites: Sequence[tuple[str, int, int]], url: str) -
         f'env = {{ BENCH_API_URL = "{url}" }}\n\n' + "\n".join(suite_tables)
     )
     return files
+
+
+PLAN_FILE = '''\
+"""Generated: {count} trivial tests, in the shapes node ids take (class, parametrize)."""
+
+import pytest
+
+
+class TestShape:
+{methods}
+
+{functions}
+
+@pytest.mark.parametrize("case", range({params}))
+def test_param(case):
+    assert case >= 0
+'''
+
+
+def make_plan_project(root: Path, files: int, per_file: int = 50) -> list[Path]:
+    """`files` files of `per_file` trivial tests in folders of 20, one suite per file, except
+    that the last two folders each have one file left to a folder suite (as real configs do:
+    a catch-all folder next to the files with suites of their own). Returns the files."""
+    tests = root / "tests"
+    (root / "configs").mkdir(parents=True)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    methods, functions = per_file // 5, per_file // 5 * 2
+    params = per_file - methods - functions
+    source = PLAN_FILE.format(
+        count=per_file,
+        methods="\n".join(f"    def test_m{i}(self):\n        pass\n" for i in range(methods)),
+        functions="\n".join(f"def test_f{i}():\n    pass\n" for i in range(functions)),
+        params=params,
+    )
+    paths: list[Path] = []
+    tables = []
+    folders = sorted({f // 20 for f in range(files)})
+    catch_all = set(folders[-2:]) if len(folders) > 2 else set()
+    for f in range(files):
+        folder = tests / f"area_{f // 20:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"test_file_{f:03d}.py"
+        path.write_text(source)
+        paths.append(path)
+        if f // 20 in catch_all and f % 20 == 0:
+            continue  # left to the folder's suite
+        tables.append(f'[[tests.suites]]\nname = "File {f:03d}"\n'
+                      f'paths = ["{path.relative_to(root).as_posix()}"]\n')
+    for folder_no in sorted(catch_all):
+        tables.append(f'[[tests.suites]]\nname = "Area {folder_no:02d}"\n'
+                      f'paths = ["tests/area_{folder_no:02d}"]\n')
+    (root / "configs" / "local.toml").write_text(
+        '[loop]\nmax_iterations = 1\n\n[deploy]\ntarget = "none"\n\n'
+        "[tests]\nworkers = 2\n\n" + "\n".join(tables)
+    )
+    return paths
 
 
 # --- running things ---------------------------------------------------------------------------
@@ -473,6 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pytest-addopts", default=None, metavar="OPTS",
                         help="PYTEST_ADDOPTS for every pytest run, plain and under loop alike,"
                         " e.g. '-p no:hypothesispytest'")
+    parser.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
+                        help="run only this section (repeatable): " + ", ".join(SECTIONS)
+                        + "; core is start-up, test phase, memory and faults")
     args = parser.parse_args(argv)
     if args.pytest_addopts is not None:
         os.environ["PYTEST_ADDOPTS"] = args.pytest_addopts  # inherited by every child
@@ -490,7 +558,8 @@ def main(argv: Sequence[str] | None = None) -> int:
              if os.environ.get("PYTEST_ADDOPTS") else ""))
     try:
         with serve() as url:
-            return _bench(tmp, url, suites, reps, startup_reps, workers_list, args.quick)
+            return _bench(tmp, url, suites, reps, startup_reps, workers_list, args.quick,
+                          args.only or SECTIONS)
     except BenchError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -501,10 +570,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _bench(tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: int,
-           startup_reps: int, workers_list: Sequence[int], quick: bool) -> int:
-    table = Table()
+SECTIONS = ("core", "io", "failed-first", "history", "plan")
 
+
+def _bench(tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: int,
+           startup_reps: int, workers_list: Sequence[int], quick: bool,
+           sections: Sequence[str]) -> int:
+    table = Table()
+    if "core" in sections:
+        _core(table, tmp, url, suites, reps, startup_reps, workers_list, quick)
+    # The newer sections each stand alone: one that cannot measure says so in the summary
+    # and the others still run (the exit code still says something could not be measured).
+    failed = False
+    more: list[tuple[str, Callable[[], None]]] = [
+        ("io", lambda: _io_bound(tmp, table, quick, reps)),
+        ("failed-first", lambda: _failed_first(tmp, table, quick)),
+        ("history", lambda: _history(tmp, table, quick, startup_reps)),
+        ("plan", lambda: _plan(tmp, table, quick, reps)),
+    ]
+    for name, section in more:
+        if name not in sections:
+            continue
+        try:
+            section()
+        except BenchError as exc:
+            failed = True
+            say(f"  FAILED: {exc}")
+            table.add(name, "failed", last_line(exc))
+
+    print("\n[summary]")
+    for row in table.rows:
+        print(row)
+    return 1 if failed else 0
+
+
+def _core(table: Table, tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: int,
+          startup_reps: int, workers_list: Sequence[int], quick: bool) -> None:
     # 1. start-up ------------------------------------------------------------------------------
     tiny = tmp / "tiny"
     make_project(tiny, [("Smoke", 1, 5)], url)
@@ -645,11 +746,6 @@ def _bench(tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: in
 
     _faults(tmp, table, quick)
 
-    print("\n[summary]")
-    for row in table.rows:
-        print(row)
-    return 0
-
 
 FAULT_TESTS = {
     "quiet": 'def test_it():\n    print("x")\n    assert False, "short"\n',
@@ -688,6 +784,314 @@ def _faults(tmp: Path, table: Table, quick: bool) -> None:
               f"short message {status['quiet']:.2f} s;"
               f" ratio {status['long message'] / status['quiet']:.2f}")
 
+
+# --- an I/O-bound project ---------------------------------------------------------------------
+
+IO_TESTS, IO_SUITES, IO_WORKERS = 466, 24, 8
+IO_SUM_S = 67.0
+IO_LONG_S = (2.5, 2.2, 1.9)  # the few long tests a real e2e suite has; the first is the longest
+IO_BOUND_TARGET, IO_BOUND_AIM, IO_XDIST_TARGET = 1.25, 1.10, 1.00
+
+IO_FILE = '''\
+"""{name}: generated I/O-bound suite; each test sleeps as if waiting on the network."""
+
+import time
+
+import pytest
+
+WAITS = {waits!r}
+
+
+@pytest.mark.parametrize("case", range(len(WAITS)))
+def test_call(case):
+    time.sleep(WAITS[case])
+'''
+
+
+def io_durations(count: int, total_s: float, long_s: Sequence[float], seed: int = 466
+                 ) -> list[float]:
+    """`count` lognormal durations (seeded) summing to about `total_s`: the `long_s` ones,
+    and the rest scaled to fill the sum, none longer than 80 % of the shortest long one."""
+    rng = random.Random(seed)
+    rest = [rng.lognormvariate(0.0, 1.0) for _ in range(count - len(long_s))]
+    cap = min(long_s) * 0.8
+    for _ in range(5):  # scale, clip the tail, scale again: settles in a few rounds
+        scale = (total_s - sum(long_s)) / sum(rest)
+        rest = [min(cap, d * scale) for d in rest]
+    durations = [round(d, 3) for d in [*long_s, *rest]]
+    rng.shuffle(durations)
+    return durations
+
+
+def make_io_project(root: Path, durations: Sequence[float], suites: int) -> list[Path]:
+    """Suites of uneven sizes (as real ones are), the waits dealt to them in order."""
+    tests = root / "tests"
+    tests.mkdir(parents=True)
+    (root / "configs").mkdir()
+    (root / "pytest.ini").write_text("[pytest]\n")
+    rng = random.Random(suites)
+    weights = [rng.uniform(0.4, 1.6) for _ in range(suites)]
+    sizes = [max(1, round(len(durations) * w / sum(weights))) for w in weights]
+    sizes[-1] = len(durations) - sum(sizes[:-1])
+    files: list[Path] = []
+    tables = []
+    start = 0
+    for i, size in enumerate(sizes):
+        path = tests / f"test_io_{i:02d}.py"
+        waits = list(durations[start:start + size])
+        path.write_text(IO_FILE.format(name=f"IO {i:02d}", waits=waits))
+        start += size
+        files.append(path)
+        tables.append(f'[[tests.suites]]\nname = "IO {i:02d}"\n'
+                      f'paths = ["{path.relative_to(root).as_posix()}"]\n'
+                      f"priority = {1 + i % 3}\n")
+    (root / "configs" / "local.toml").write_text(
+        '[loop]\nmax_iterations = 1\nstall_iterations = 0\n\n[deploy]\ntarget = "none"\n\n'
+        f"[tests]\nworkers = {IO_WORKERS}\nsuite_timeout_s = 600\n\n" + "\n".join(tables)
+    )
+    return files
+
+
+def _io_bound(tmp: Path, table: Table, quick: bool, reps: int) -> None:
+    """The whole second `loop run` (the first records durations) against pytest-xdist over the
+    same files and against the lower bound no scheduler can beat: max(longest, sum / workers)."""
+    # --quick: a quarter of the tests and suites, each waiting a quarter as long (a smoke
+    # run: start-up costs swamp its ratios).
+    scale = 0.25 if quick else 1.0
+    n_tests, n_suites = round(IO_TESTS * scale), round(IO_SUITES * scale)
+    durations = io_durations(n_tests, IO_SUM_S * scale * scale, [d * scale for d in IO_LONG_S])
+    bound = max(max(durations), sum(durations) / IO_WORKERS)
+    project = tmp / "io"
+    files = make_io_project(project, durations, n_suites)
+    rel = [str(f.relative_to(project)) for f in files]
+    reps = max(1, reps // 2)  # each repetition is two long runs: 1 by default
+    say(f"\n[I/O-bound] {n_tests} sleeping tests in {n_suites} suites, workers = {IO_WORKERS}:"
+        f" serial sum {sum(durations):.1f} s, longest {max(durations):.2f} s;"
+        f" lower bound max(longest, sum/{IO_WORKERS}) = {bound:.2f} s")
+    state = tmp / "state-io"
+    argv = [LOOP, "run", "--max-iterations", "1", "--state-dir", str(state)]
+    first = check(run(argv, project), "loop run (I/O, first)", ok_codes=(0, 1))
+    say(f"  first loop run (records durations, not measured): {first.wall_s:.2f} s")
+    # Not in --quick: 8 pytest processes starting at once are most of a smoke run's time.
+    has_xdist = not quick and importlib.util.find_spec("xdist") is not None
+    xdist_argv = [PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                  "-n", str(IO_WORKERS), "--dist", "worksteal", *rel]
+    loops: list[LoopRun] = []
+    xdist: list[Ran] = []
+    for rep in range(reps):
+        ran = check(run(argv, project), "loop run (I/O)", ok_codes=(0, 1))
+        loops.append(read_store(state / "loop.db", ran))
+        got = loops[-1]
+        line = (f"  rep {rep + 1}: loop run {got.wall_s:.2f} s (start-up + exit"
+                f" {got.wall_s - got.iteration_s:.2f}, plan + collect {got.before_tests_s:.2f},"
+                f" test phase {got.test_phase_s:.2f}, report {got.after_tests_s:.2f})")
+        if has_xdist:
+            xdist.append(check(run(xdist_argv, project), "pytest -n (I/O)", ok_codes=(0, 1)))
+            line += f", pytest -n {IO_WORKERS} --dist worksteal {xdist[-1].wall_s:.2f} s"
+        say(line)
+    say(f"  loop recorded {fmt_counts(loops[-1].counts)}"
+        + (f"; xdist counted {fmt_counts(pytest_counts(xdist[-1].output))}" if xdist else ""))
+    wall = statistics.median(r.wall_s for r in loops)
+    phase = statistics.median(r.test_phase_s for r in loops)
+    to_bound = wall / bound
+    table.add("I/O: lower bound", f"{bound:.2f} s",
+              f"max(longest {max(durations):.2f} s, sum {sum(durations):.1f} s / {IO_WORKERS})")
+    table.add("I/O: loop run wall (2nd run)", f"{wall:.2f} s",
+              f"loop/bound {to_bound:.2f}  target <= {IO_BOUND_TARGET:.2f}"
+              f" (aim {IO_BOUND_AIM:.2f})  {verdict(to_bound <= IO_BOUND_TARGET)}")
+    table.add("I/O: loop test phase", f"{phase:.2f} s",
+              f"phase/bound {phase / bound:.2f}  (info)")
+    if xdist:
+        to_xdist = statistics.median(
+            r.wall_s / x.wall_s for r, x in zip(loops, xdist, strict=True))
+        table.add(f"I/O: pytest -n {IO_WORKERS} worksteal",
+                  f"{statistics.median(x.wall_s for x in xdist):.2f} s",
+                  f"loop/xdist {to_xdist:.2f}  target < {IO_XDIST_TARGET:.2f}"
+                  f"  {verdict(to_xdist < IO_XDIST_TARGET)}")
+    else:
+        why = "not in --quick" if quick else "pytest-xdist missing (pip install -e '.[dev]')"
+        say(f"  skipped pytest -n: {why}")
+        table.add(f"I/O: pytest -n {IO_WORKERS} worksteal", "skipped", why)
+
+
+# --- failed first -----------------------------------------------------------------------------
+
+FAILED_FIRST_TARGET = 0.20
+FAIL_FLAG = "fail-flag"  # while this file exists in the project, the chosen tests fail
+
+FF_FILE = '''\
+"""Generated: {count} fast tests; {failing} fail while the project's {flag} file exists."""
+
+from pathlib import Path
+
+import pytest
+
+FAILING = {failing!r}
+FLAG = Path(__file__).resolve().parents[2] / "{flag}"
+
+
+@pytest.mark.parametrize("case", range({count}))
+def test_fast(case):
+    assert not (case in FAILING and FLAG.exists()), "broken until the flag file goes"
+'''
+
+
+def make_failed_first_project(root: Path, suites: int, files_per_suite: int, per_file: int
+                              ) -> None:
+    """Folder suites, priorities 1..3 in order; the two failing tests sit where a run in
+    config order reaches them last: deep in the last suite of the lowest priority."""
+    (root / "configs").mkdir(parents=True)
+    (root / "pytest.ini").write_text("[pytest]\n")
+    tables = []
+    for s in range(suites):
+        folder = root / "tests" / f"suite_{s:02d}"
+        folder.mkdir(parents=True)
+        for f in range(files_per_suite):
+            failing: list[int] = []
+            if s == suites - 1 and f == files_per_suite - 1:
+                failing = [per_file // 2, per_file - 1]
+            # Names unique across folders: the tests folders have no __init__.py.
+            (folder / f"test_ff_{s:02d}_{f:02d}.py").write_text(
+                FF_FILE.format(count=per_file, failing=failing, flag=FAIL_FLAG))
+        tables.append(f'[[tests.suites]]\nname = "Suite {s:02d}"\n'
+                      f'paths = ["tests/suite_{s:02d}"]\npriority = {1 + s * 3 // suites}\n')
+    (root / "configs" / "local.toml").write_text(
+        '[loop]\nmax_iterations = 1\nstall_iterations = 0\n\n[deploy]\ntarget = "none"\n\n'
+        "[tests]\nworkers = 1\nsuite_timeout_s = 600\n\n" + "\n".join(tables)
+    )
+
+
+@dataclass
+class FailedFirst:
+    share: float  # when the last of them was done, as a share of the test phase
+    test_phase_s: float
+    done_after: int  # tests of the iteration finished before the last of them
+    total: int
+
+
+def failed_first_share(db: Path) -> FailedFirst:
+    """In the latest iteration, when the tests that failed in the one before were done:
+    their last finished_at, from the first suite's start, over the test phase (first suite
+    started to last suite finished)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        before, latest = sorted(row[0] for row in conn.execute(
+            "SELECT id FROM iterations ORDER BY id DESC LIMIT 2"))
+        failed = [row[0] for row in conn.execute(
+            "SELECT nodeid FROM tests WHERE iteration_id = ? AND outcome IN ('failed', 'error')",
+            (before,))]
+        first, last = conn.execute(
+            "SELECT MIN(started_at), MAX(finished_at) FROM suites"
+            " WHERE iteration_id = ? AND started_at IS NOT NULL", (latest,)).fetchone()
+        finished = conn.execute(
+            "SELECT nodeid, finished_at FROM tests WHERE iteration_id = ?"
+            " AND finished_at IS NOT NULL ORDER BY finished_at", (latest,)).fetchall()
+    finally:
+        conn.close()
+    done = {nodeid: (i, at) for i, (nodeid, at) in enumerate(finished)}
+    if not failed or not (first and last) or any(nodeid not in done for nodeid in failed):
+        raise BenchError(f"{db}: no failures in iteration id {before}, or they did not run again")
+    rank, at = max(done[nodeid] for nodeid in failed)
+    phase = (_ts(last) - _ts(first)).total_seconds()
+    return FailedFirst((_ts(at) - _ts(first)).total_seconds() / phase, phase, rank,
+                       len(finished))
+
+
+def _failed_first(tmp: Path, table: Table, quick: bool) -> None:
+    """Iteration 1 has 2 failures; the fix lands (the flag file goes); iteration 2 should
+    tell at once whether it worked: the tests that failed should be among the first done."""
+    suites, files_per_suite, per_file = (6, 2, 50) if quick else (20, 5, 100)
+    total = suites * files_per_suite * per_file
+    say(f"\n[failed first] {total:,} fast tests in {suites} suites; 2 fail in iteration 1,"
+        " deep in the last suite; when are they done in iteration 2?")
+    # Iteration 1 runs once; its state is copied, so that each worker count's iteration 2
+    # starts from the same history (a 10,000-test run costs half a minute here).
+    project = tmp / "failed-first"
+    make_failed_first_project(project, suites, files_per_suite, per_file)
+    first_state = tmp / "state-ff"
+    (project / FAIL_FLAG).touch()
+    first = check(run([LOOP, "run", "--max-iterations", "1", "--workers", "1",
+                       "--state-dir", str(first_state)], project),
+                  "loop run (failed first, iteration 1)", ok_codes=(1,))
+    (project / FAIL_FLAG).unlink()  # the fix
+    say(f"  iteration 1 (w=1, not measured): {first.wall_s:.2f} s")
+    for workers in (1, 4):
+        state = tmp / f"state-ff-w{workers}"
+        shutil.copytree(first_state, state)
+        second = check(run([LOOP, "run", "--max-iterations", "1", "--workers", str(workers),
+                            "--state-dir", str(state)], project),
+                       f"loop run (failed first w={workers}, iteration 2)", ok_codes=(0, 1))
+        got = failed_first_share(state / "loop.db")
+        say(f"  w={workers}: done at {got.share:.0%} of a {got.test_phase_s:.2f} s test phase"
+            f" (after {got.done_after:,} of {got.total:,} tests); run {second.wall_s:.2f} s")
+        table.add(f"failed first w={workers}", f"{got.share:.0%}",
+                  f"of the test phase  target <= {FAILED_FIRST_TARGET:.0%}"
+                  f"  {verdict(got.share <= FAILED_FIRST_TARGET)}")
+
+
+# --- reading a long history -------------------------------------------------------------------
+
+HISTORY_FIXTURE = Path(__file__).resolve().with_name("history_fixture.py")
+HISTORY_TARGETS: dict[str, float | None] = {"status": 0.30, "summarize": 0.50, "history": None}
+
+
+def _history(tmp: Path, table: Table, quick: bool, startup_reps: int) -> None:
+    """`loop status`, `summarize`, `history` over a long history written by
+    bench/history_fixture.py (a real 20 x 10,000 run would take hours)."""
+    iterations, tests = (3, 1_000) if quick else (20, 10_000)
+    say(f"\n[history] {iterations} iterations x {tests:,} tests (bench/history_fixture.py)")
+    if not HISTORY_FIXTURE.exists():
+        say("  skipped: bench/history_fixture.py missing")
+        table.add("history", "skipped", "bench/history_fixture.py missing")
+        return
+    root = tmp / "history"
+    root.mkdir()
+    made = check(run([PYTHON, str(HISTORY_FIXTURE), str(root / ".loop"), "--iterations",
+                      str(iterations), "--tests", str(tests), "--env", "local"], root),
+                 "history_fixture.py")
+    say(f"  fixture written in {made.wall_s:.1f} s")
+    for command, target in HISTORY_TARGETS.items():
+        med, times, cpu = median_wall([LOOP, command], root, max(3, startup_reps // 3))
+        say(f"  loop {command:<10} median {med:.3f} s  (min {min(times):.3f},"
+            f" max {max(times):.3f}; cpu {cpu:.3f} s)")
+        note = (f"target < {target:.2f} s   {verdict(med < target)}" if target is not None
+                else "info")
+        table.add(f"loop {command} ({iterations}x{tests // 1000}k)", f"{med:.2f} s", note)
+
+
+# --- plan -------------------------------------------------------------------------------------
+
+PLAN_TARGET_RATIO = 1.10
+
+
+def _plan(tmp: Path, table: Table, quick: bool, reps: int) -> None:
+    """`loop plan` against `pytest --collect-only` over the same tests: plan is a collection
+    plus loop's start-up and the matching of tests to suites."""
+    files = 20 if quick else 200
+    project = tmp / "plan"
+    make_plan_project(project, files)
+    n_suites = (project / "configs" / "local.toml").read_text().count("[[tests.suites]]")
+    say(f"\n[plan] {files * 50:,} tests in {files} files, {n_suites} suites")
+    collect = [PYTHON, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests"]
+    plan = [LOOP, "plan", "--env", "local"]
+    check(run(collect, project), "pytest --collect-only (warm-up)")
+    plans: list[Ran] = []
+    collects: list[Ran] = []
+    reps = max(1, reps - 1)  # each repetition collects 10,000 tests twice
+    for rep in range(reps):
+        collects.append(check(run(collect, project), "pytest --collect-only"))
+        plans.append(check(run(plan, project), "loop plan"))
+        say(f"  rep {rep + 1}: pytest --collect-only {collects[-1].wall_s:.2f} s"
+            f" (cpu {collects[-1].tree_cpu_s:.2f} s), loop plan {plans[-1].wall_s:.2f} s"
+            f" (cpu {plans[-1].tree_cpu_s:.2f} s)")
+    ratio = statistics.median(p.wall_s / c.wall_s for p, c in zip(plans, collects, strict=True))
+    cpu_ratio = statistics.median(
+        p.tree_cpu_s / c.tree_cpu_s for p, c in zip(plans, collects, strict=True))
+    table.add(f"loop plan ({files * 50 // 1000}k tests)",
+              f"{statistics.median(p.wall_s for p in plans):.2f} s",
+              f"collect-only {statistics.median(c.wall_s for c in collects):.2f} s;"
+              f" ratio {ratio:.2f}  target <= {PLAN_TARGET_RATIO:.2f}"
+              f"  {verdict(ratio <= PLAN_TARGET_RATIO)}  (cpu ratio {cpu_ratio:.2f})")
 
 if __name__ == "__main__":
     raise SystemExit(main())
