@@ -65,7 +65,10 @@ def run_iteration(
     try:
         # The test workers start first: they collect while the plan and the deploy run.
         pool = None if resume else start_workers(settings, record)
-        plan = plan_iteration(settings, store, console, record, resume)
+        plan = plan_iteration(
+            settings, store, console, record, resume,
+            shared=pool.shared_collection if pool is not None else None,
+        )
         try:
             deployments = deploy_services(settings, store, console, plan, target)
             run_tests(settings, store, console, plan, deployments, target, pool)

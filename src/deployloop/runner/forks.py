@@ -31,6 +31,7 @@ class ForkServer:
         self.stale: list[str] | None = None  # a module read a variable the deploy changed
         self.nofork: str | None = None  # why it cannot fork
         self.retired = False  # told to stop: it ends once its forks have
+        self.inventory: Path | None = None  # what it collected, as --loop-inventory writes it
         self._forks: dict[str, ForkedWorker] = {}
         self._outbox = b""
 

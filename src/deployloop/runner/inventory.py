@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from deployloop.config import SuiteConfig
 from deployloop.models import InventoryItem
@@ -31,21 +32,33 @@ class _Collected:
     timed_out_after: float | None = None  # seconds, when collection was stopped
 
 
+class SharedCollection(Protocol):
+    """A collection another pytest process is making of the same paths (a fork server of
+    the worker pool): the plan reads its inventory rather than collecting again."""
+
+    def wait(self, timeout_s: float) -> tuple[Path, str] | None:
+        """Its inventory file once collected, and the tail of its output; None if it
+        could not collect (the plan then collects on its own)."""
+        ...
+
+
 def collect_inventory(
     suites: Sequence[SuiteConfig],
     setup: PytestSetup,
     out_dir: Path,
     timeout_s: float,
     name: str = "collect",
+    shared: Callable[[str | None, tuple[str, ...]], SharedCollection | None] | None = None,
 ) -> list[InventoryItem]:
-    """The tests of `suites`, in suite order, each item in exactly one suite."""
+    """The tests of `suites`, in suite order, each item in exactly one suite. `shared`
+    offers collections already under way, by `-m` expression and paths."""
     groups: dict[str | None, list[SuiteConfig]] = {}
     for suite in suites:
         groups.setdefault(suite.markers, []).append(suite)
     by_suite: dict[str, list[InventoryItem]] = {s.name: [] for s in suites}
     jobs = [(f"{name}-{i + 1}", members) for i, members in enumerate(groups.values())]
     for (job, members), collected in zip(
-        jobs, _run_all(jobs, setup, out_dir, timeout_s), strict=True
+        jobs, _run_all(jobs, setup, out_dir, timeout_s, shared), strict=True
     ):
         if _failed_as_a_whole(collected) and len(members) > 1:
             singles = [(f"{job}-{j + 1}", [s]) for j, s in enumerate(members)]
@@ -96,14 +109,22 @@ def suites_covering_others(
 
 
 def _run_all(
-    jobs: list[tuple[str, list[SuiteConfig]]], setup: PytestSetup, out_dir: Path, timeout_s: float
+    jobs: list[tuple[str, list[SuiteConfig]]],
+    setup: PytestSetup,
+    out_dir: Path,
+    timeout_s: float,
+    shared: Callable[[str | None, tuple[str, ...]], SharedCollection | None] | None = None,
 ) -> list[_Collected]:
     """Collect every job at once: collection is mostly waiting on imports."""
-    procs: list[tuple[PytestProcess, Path]] = []
+    procs: list[tuple[PytestProcess | SharedCollection, Path]] = []
     try:
         for name, members in jobs:
             inventory = out_dir / f"{name}.jsonl"
             args = [p for s in members for p in s.paths]
+            other = shared(members[0].markers, tuple(args)) if shared is not None else None
+            if other is not None:
+                procs.append((other, inventory))
+                continue
             argv = setup.argv(
                 args,
                 members[0].markers,
@@ -113,19 +134,27 @@ def _run_all(
             proc = setup.start(argv, setup.process_env(with_plugin=True), out_dir / f"{name}.log")
             procs.append((proc, inventory))
         results = []
-        for proc, inventory in procs:
-            code = proc.wait(timeout_s)
-            results.append(
-                _Collected(
-                    _read_inventory(inventory), code, proc.tail(30),
-                    timeout_s if proc.was_interrupted else None,
+        for i, (source, inventory) in enumerate(procs):
+            if isinstance(source, PytestProcess):
+                code = source.wait(timeout_s)
+                results.append(
+                    _Collected(
+                        _read_inventory(inventory), code, source.tail(30),
+                        timeout_s if source.was_interrupted else None,
+                    )
                 )
-            )
+                continue
+            found = source.wait(timeout_s)
+            if found is None:  # it could not: collect on our own, as usual
+                results += _run_all([jobs[i]], setup, out_dir, timeout_s)
+                continue
+            items = _read_inventory(found[0])
+            results.append(_Collected(items, 0 if items else _EXIT_NO_TESTS, found[1]))
         return results
     finally:
-        for proc, _ in procs:
-            if proc.poll() is None:
-                proc.stop()
+        for source, _ in procs:
+            if isinstance(source, PytestProcess) and source.poll() is None:
+                source.stop()
 
 
 def _read_inventory(path: Path) -> list[dict[str, str]]:

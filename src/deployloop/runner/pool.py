@@ -251,6 +251,7 @@ class WorkerPool:
                 f"--loop-reportlog={base}.reportlog.jsonl",
                 f"--loop-events={events}",
                 f"--junitxml={base}.junit.xml",
+                f"--loop-inventory={base}.inventory.jsonl",
                 f"--loop-zygote={read_end}",
             ],
         )
@@ -266,8 +267,21 @@ class WorkerPool:
             os.close(read_end)
         os.set_blocking(write_end, False)
         server = ForkServer(proc, events, write_end, has_env=self._env is not None)
+        server.inventory = Path(f"{base}.inventory.jsonl")
         self._servers[group] = server
         return server
+
+    def shared_collection(
+        self, markers: str | None, paths: tuple[str, ...]
+    ) -> _ServerCollection | None:
+        """The collection a fork server is making of exactly these paths with this `-m`,
+        for the plan's inventory (None: the plan collects on its own)."""
+        for group, server in self._servers.items():
+            # The same paths in another order collect the same items: the inventory sorts
+            # them into suites, each in its own paths' order.
+            if group.markers == markers and set(group.paths) == set(paths):
+                return _ServerCollection(server)
+        return None
 
     def _retire_server(self, group: WorkerGroup) -> None:
         server = self._servers.pop(group, None)
@@ -363,3 +377,20 @@ class WorkerPool:
     def _server_limit(self, group: WorkerGroup) -> float:
         """How long collecting a group may take: each suite's imports what one suite may."""
         return self._suite_timeout * max(1, group.suites)
+
+
+class _ServerCollection:
+    def __init__(self, server: ForkServer) -> None:
+        self._server = server
+
+    def wait(self, timeout_s: float) -> tuple[Path, str] | None:
+        server = self._server
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            server.pump()
+            if server.ready and server.inventory is not None:
+                return server.inventory, server.proc.tail(30)
+            if server.proc.poll() is not None:
+                return None
+            time.sleep(0.02)
+        return None

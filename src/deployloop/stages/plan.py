@@ -4,7 +4,7 @@ deploy (a resume keeps the interrupted iteration's)."""
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from deployloop.models import (
     SuiteStatus,
 )
 from deployloop.report._format import plural
-from deployloop.runner.inventory import collect_inventory
+from deployloop.runner.inventory import SharedCollection, collect_inventory
 from deployloop.stages.pytest_setup import pytest_setup
 from deployloop.stages.settings import IterationSettings, UsageError
 from deployloop.store import Store
@@ -59,7 +59,10 @@ def plan_iteration(
     console: Console,
     record: IterationRecord,
     resume: bool,
+    shared: Callable[[str | None, tuple[str, ...]], SharedCollection | None] | None = None,
 ) -> Plan:
+    """`shared`: collections the test workers are making already (the plan reads those
+    rather than collecting the same paths again)."""
     selected = select_suites(settings.config, settings.suite_globs)
     pytest_dir = settings.layout.pytest_dir(settings.env, record.number)
     services_dir = settings.layout.services_dir(settings.env, record.number)
@@ -72,7 +75,11 @@ def plan_iteration(
     console.print(f"[bold]Iteration {record.number}[/] ({settings.env}): collecting tests")
     setup = pytest_setup(settings, record, deployments=configured_urls(settings.config))
     inventory = collect_inventory(
-        settings.config.tests.suites, setup, pytest_dir, settings.config.tests.suite_timeout_s
+        settings.config.tests.suites,
+        setup,
+        pytest_dir,
+        settings.config.tests.suite_timeout_s,
+        shared=shared,
     )
     names = {s.name for s in selected}
     suites = [
