@@ -344,18 +344,20 @@ def test_fork_workers_false_starts_each_worker(project: Project) -> None:
 def test_the_plan_reads_the_fork_servers_collection(project: Project) -> None:
     # Two suites in another order than their priorities: the server collects them in run
     # order, the plan in config order; the same files all the same.
-    project.write("tests/test_a.py", FLIPPABLE.format(count=5))
-    project.write("tests/test_b.py", FLIPPABLE.format(count=7).replace("test_item", "test_b"))
+    # Thousands of tests: the plan must read the whole inventory, not what the server had
+    # written of it when it said it was ready (this failed when "ready" came first).
+    project.write("tests/test_a.py", FLIPPABLE.format(count=2000))
+    project.write("tests/test_b.py", FLIPPABLE.format(count=1500).replace("test_item", "test_b"))
     project.config(
         config(suite("B", "tests/test_b.py", 2) + suite("A", "tests/test_a.py", 1), workers=2)
     )
     result = project.run("run")
     assert result.returncode == 0, output(result)
-    assert "12 tests in 2 suites" in result.stdout, output(result)
+    assert "3500 tests in 2 suites" in result.stdout, output(result)
     pytest_dir = project.iteration_dir(1) / "pytest"
     assert not list(pytest_dir.glob("collect-*")), sorted(p.name for p in pytest_dir.iterdir())
     figures = {s["name"]: s["collected"] for s in project.summary()["suites"]}
-    assert figures == {"A": 5, "B": 7}
+    assert figures == {"A": 2000, "B": 1500}
     # A suite the workers do not run (serial) is collected by the plan on its own.
     project.config(
         config(
@@ -367,4 +369,4 @@ def test_the_plan_reads_the_fork_servers_collection(project: Project) -> None:
     result = project.run("run")
     assert result.returncode == 0, output(result)
     assert list((project.iteration_dir(2) / "pytest").glob("collect-*"))
-    assert {s["name"]: s["passed"] for s in project.summary()["suites"]} == {"A": 5, "B": 7}
+    assert {s["name"]: s["passed"] for s in project.summary()["suites"]} == {"A": 2000, "B": 1500}

@@ -32,6 +32,7 @@ class ForkServer:
         self.nofork: str | None = None  # why it cannot fork
         self.retired = False  # told to stop: it ends once its forks have
         self.inventory: Path | None = None  # what it collected, as --loop-inventory writes it
+        self.collected = 0  # how many items, as it said when ready
         self._forks: dict[str, ForkedWorker] = {}
         self._outbox = b""
 
@@ -41,6 +42,7 @@ class ForkServer:
             if kind == "ready":
                 self.ready = True
                 self.grouped = frozenset(str(f) for f in event.get("grouped") or ())
+                self.collected = int(event.get("count") or 0)
             elif kind == "forked":
                 fork = self._forks.get(str(event.get("name")))
                 if fork is not None:

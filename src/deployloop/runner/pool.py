@@ -389,8 +389,28 @@ class _ServerCollection:
         while time.monotonic() < deadline:
             server.pump()
             if server.ready and server.inventory is not None:
-                return server.inventory, server.proc.tail(30)
+                # Every item it said it collected is in the file, or the plan collects on
+                # its own: a partial inventory would drop tests without a word.
+                if _item_lines(server.inventory) >= server.collected:
+                    return server.inventory, server.proc.tail(30)
+                return None
             if server.proc.poll() is not None:
                 return None
             time.sleep(0.02)
         return None
+
+
+def _item_lines(inventory: Path) -> int:
+    """How many collected items (not collection errors) an inventory file lists."""
+    count = 0
+    try:
+        lines = inventory.read_bytes().splitlines()
+    except OSError:
+        return -1
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        count += isinstance(record, dict) and "error" not in record
+    return count

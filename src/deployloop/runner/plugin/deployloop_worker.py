@@ -68,6 +68,9 @@ class Worker:
         _TracedEnviron.reads = set()
         os.environ.__class__ = _TracedEnviron
 
+    # Last: the inventory writer (--loop-inventory) has written every item when "ready" is
+    # said, and loop reads that file on seeing it.
+    @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         os.environ.__class__ = self._environ_class
         grouped = sorted(
