@@ -128,7 +128,9 @@ def _run_all(
             argv = setup.argv(
                 args,
                 members[0].markers,
-                ["-p", "deployloop_plugin", "--collect-only", "-q",
+                # -qq: the inventory comes from the plugin; pytest printing every node id
+                # costs a tenth of the collection.
+                ["-p", "deployloop_plugin", "--collect-only", "-qq",
                  f"--loop-inventory={inventory}"],
             )
             proc = setup.start(argv, setup.process_env(with_plugin=True), out_dir / f"{name}.log")
