@@ -444,12 +444,51 @@ def _no_iterations(env: str, format: TableFormat, config_dir: Path | None = None
 def _summary(
     store: Store, record: IterationRecord, config_dir: Path, compare: int | None = None
 ) -> Summary:
+    """The iteration's summary: kept in the store once a finished iteration's is computed
+    (analysis.kept says when it still holds), computed from its records otherwise."""
     from datetime import date
+
+    from deployloop.analysis.kept import keep_summary, kept_summary
+
+    today = date.today()
+    config_file = config_dir.joinpath(f"{record.env}.toml")
+    # --compare M diffs against another iteration than the kept summary's: computed.
+    keeps = compare is None
+    before: bytes | None = None
+    if keeps:
+        try:
+            before = _config_bytes(config_file)
+        except OSError:  # a folder, no permission: load_config says what, nothing is kept
+            keeps = False
+    if keeps:
+        summary = kept_summary(store, record, before, today)
+        if summary is not None:
+            return summary
 
     from deployloop.stages.analyze import load_summary
 
     config = _optional_config(config_dir, record.env)
-    return load_summary(store, record, config, date.today(), compare_to=compare)
+    summary = load_summary(store, record, config, today, compare_to=compare)
+    # Kept only for the config it was computed with: one that loaded (a config refused now
+    # must warn every time), or none at all; and a file edited meanwhile is not that config.
+    if keeps and (config is not None or before is None) and _same_bytes(config_file, before):
+        keep_summary(store, summary, before, config.known_issues if config else (), today)
+    return summary
+
+
+def _config_bytes(path: Path) -> bytes | None:
+    """The config file's bytes; None when there is none (reports go on without a config)."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _same_bytes(path: Path, before: bytes | None) -> bool:
+    try:
+        return _config_bytes(path) == before
+    except OSError:
+        return False
 
 
 @app.command()

@@ -34,7 +34,7 @@ from deployloop.models import (
 )
 from deployloop.safetext import printable
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE iterations (
@@ -207,10 +207,34 @@ END;
 """
 
 
+# Schema 5: each finished iteration's Summary as analysis.kept writes it, so `loop status` and
+# `loop summarize` read one row instead of analyzing the iteration again. `key` is what it was
+# computed from (see analysis.kept.summary_key); first_day/last_day (ISO dates, NULL: no bound)
+# the days its known-issue `expired` flags hold for. One per iteration: the last one computed.
+# No foreign key: dropping an iteration drops its summary by the trigger, whatever code drops
+# it (`loop forget`), and a summary never stands in the way of that. IF NOT EXISTS: a database
+# made by hand as an older schema (a test's) may hold them already.
+_SUMMARIES = """
+CREATE TABLE IF NOT EXISTS summaries (
+    iteration_id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    first_day TEXT,
+    last_day TEXT,
+    summary BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS iterations_drop_summary BEFORE DELETE ON iterations BEGIN
+    DELETE FROM summaries WHERE iteration_id = OLD.id;
+END;
+"""
+
 _TABLES = frozenset(
     {"iterations", "deployments", "suites", "tests", "attempts", "test_files", "outcome_counts",
-     "test_history"}
+     "test_history", "summaries"}
 )
+
+# How long a read command waits to keep a summary while `loop run` writes: keeping it is only
+# a saving, and the next reader computes it again.
+_KEEP_TIMEOUT_MS = 200
 
 # What the store keeps of a failure: the one-line message and the full text, capped. A test
 # may print hundreds of megabytes; the whole of it stays in the raw pytest files.
@@ -840,6 +864,59 @@ class Store:
             _unkey(r[0]): Outcome(r[1]) if r[1] else None for r in outcomes
         }
 
+    # --- kept summaries ---------------------------------------------------------------------
+
+    def summary_inputs(self, env: str, number: int) -> str:
+        """What of the store iteration `number`'s summary is computed from, as text to digest:
+        the records of env's iterations up to it (a resumed, crashed or forgotten one changes
+        them) and their kept counts per suite and outcome (a result written or dropped)."""
+        iterations = self._conn.execute(
+            f"SELECT {_ITERATION_COLUMNS} FROM iterations WHERE env = ? AND number <= ?"
+            " ORDER BY number",
+            (env, number),
+        ).fetchall()
+        counts = self._conn.execute(
+            "SELECT c.iteration_id, c.suite, c.outcome, c.count FROM outcome_counts c"
+            " JOIN iterations i ON i.id = c.iteration_id WHERE i.env = ? AND i.number <= ?"
+            " ORDER BY 1, 2, 3",
+            (env, number),
+        ).fetchall()
+        return repr((iterations, counts))
+
+    def kept_summary(
+        self, iteration_id: int
+    ) -> tuple[str, str | None, str | None, bytes] | None:
+        """(key, first_day, last_day, summary) kept for an iteration, or None."""
+        row = self._conn.execute(
+            "SELECT key, first_day, last_day, summary FROM summaries WHERE iteration_id = ?",
+            (iteration_id,),
+        ).fetchone()
+        return (str(row[0]), row[1], row[2], bytes(row[3])) if row else None
+
+    def keep_summary(
+        self,
+        iteration_id: int,
+        key: str,
+        first_day: str | None,
+        last_day: str | None,
+        summary: bytes,
+    ) -> bool:
+        """Keep an iteration's summary in place of the one before; False when the store
+        cannot take it now (read-only, or busy beyond a short wait): a saving, not a record."""
+        (waited,) = self._conn.execute("PRAGMA busy_timeout").fetchone()
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {_KEEP_TIMEOUT_MS}")
+            self._conn.execute(
+                "INSERT OR REPLACE INTO summaries (iteration_id, key, first_day, last_day,"
+                " summary) SELECT id, ?, ?, ?, ? FROM iterations WHERE id = ?",
+                (key, first_day, last_day, summary, iteration_id),
+            )
+        except sqlite3.OperationalError:  # "database is locked", "readonly database"
+            return False
+        finally:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(waited)}")
+        return True
+
     def tests(self, iteration_id: int) -> list[TestRow]:
         rows = self._conn.execute(
             "SELECT nodeid, suite, file, outcome, duration_s, message, longrepr, started_at"
@@ -1047,6 +1124,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             if version > 0:
                 _backfill_kept(conn)
             _execute_script(conn, _kept_triggers())
+        if version <= 4:  # finished iterations' summaries, kept once computed
+            _execute_script(conn, _SUMMARIES)
         if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:

@@ -79,12 +79,18 @@ _NO_TEXT = HistoryPoint | Figures
 
 
 def _safe(value: object, field: str) -> object:
+    # What holds no unsafe text comes back as the same object (printable() and one_line()
+    # return their argument then), so that a summary of safe text is not rebuilt record by
+    # record: a report of a long history made its thousands of records anew otherwise.
     if value is None or isinstance(value, Enum | int | float | _NO_TEXT):
         return value  # a status is one of loop's own words
     if isinstance(value, str):
         return printable(value) if field in _MULTILINE_FIELDS else inline(value)
     if isinstance(value, tuple):
-        return tuple(_safe(item, field) for item in value)
+        if all(isinstance(item, _NO_TEXT) for item in value):
+            return value  # a test's history: thousands of points of no text
+        items = tuple(_safe(item, field) for item in value)
+        return value if _same(items, value) else items
     if isinstance(value, TestRow):
         # Its message is only ever shown through one_line(), which escapes only the part it
         # shows: a message of megabytes is not scanned whole. Its traceback is never shown.
@@ -96,9 +102,17 @@ def _safe(value: object, field: str) -> object:
             longrepr=None,
         )
     if is_dataclass(value) and not isinstance(value, type):
-        changes = {f.name: _safe(getattr(value, f.name), f.name) for f in fields(value)}
-        return replace(value, **changes)
+        names = [f.name for f in fields(value)]
+        before = [getattr(value, name) for name in names]
+        after = [_safe(item, name) for item, name in zip(before, names, strict=True)]
+        if _same(after, before):
+            return value
+        return replace(value, **dict(zip(names, after, strict=True)))
     return value
+
+
+def _same(after: Sequence[object], before: Sequence[object]) -> bool:
+    return all(a is b for a, b in zip(after, before, strict=True))
 
 
 # Figures fields that the TOTAL row must equal the column sums of.

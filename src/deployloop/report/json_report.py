@@ -82,8 +82,8 @@ def _summary_dict(summary: Summary) -> dict[str, Any]:
         "outage": insights.outage,
         "integrity": [_integrity(flag) for flag in insights.integrity],
         "false_greens": [_false_green(green, iteration.number) for green in insights.false_greens],
-        "flaky": [_history(history) for history in insights.flaky],
-        "broken": [_history(history) for history in insights.broken],
+        "flaky": _Printable(_history(history) for history in insights.flaky),
+        "broken": _Printable(_history(history) for history in insights.broken),
         "projection": _projection(insights.projection),
         "trend": _trend(insights.trend),
         "diff": _diff(insights.diff),
@@ -103,7 +103,14 @@ def summary_to_json(summary: Summary) -> str:
     return json.dumps(summary_to_dict(summary), indent=2, ensure_ascii=False) + "\n"
 
 
+class _Printable(list[Any]):
+    """A list made printable as it was built: _printable() leaves it as it is. A long
+    history's flaky tests hold tens of thousands of points, none of them text to escape."""
+
+
 def _printable(value: Any) -> Any:
+    if isinstance(value, _Printable):
+        return value
     if isinstance(value, str):
         return printable(value)
     if isinstance(value, dict):
@@ -182,13 +189,14 @@ def _deployment(deployment: Deployment) -> dict[str, Any]:
 
 
 def _history(history: TestHistory) -> dict[str, Any]:
+    # Made printable here, in a _Printable list: its points are numbers and loop's own words.
     return {
-        "test": history.test,
+        "test": printable(history.test),
         "history": [
             {"iteration": point.iteration, "outcome": point.outcome.value, "attempt": point.attempt}
             for point in history.history
         ],
-        "reason": history.reason,
+        "reason": printable(history.reason),
     }
 
 
