@@ -516,3 +516,36 @@ def _types(value: object) -> object:
     if is_dataclass(value) and not isinstance(value, type):
         return tuple(_types(getattr(value, f.name)) for f in fields(value))
     return type(value)
+
+
+def test_loop_run_keeps_the_summary_it_reported(tmp_path: Path) -> None:
+    from conftest import Project, output
+
+    runner = Project(tmp_path)
+    runner.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "none"
+
+        [[tests.suites]]
+        name = "Main"
+        paths = ["tests/test_main.py"]
+        """)
+    runner.write("tests/test_main.py", "def test_ok():\n    pass\n")
+    result = runner.run("run")
+    assert result.returncode == 0, output(result)
+    store = Store.open(runner.state / "loop.db")
+    record = store.iteration("local")
+    assert record is not None
+    # Kept by the run itself, before any status: the first status is as fast as the next.
+    kept_one = store.kept_summary(record.id)
+    assert kept_one is not None
+    assert summary_from_bytes(kept_one[3]).totals.passed == 1
+    # ... and under the key status computes: marked, it is what status shows.
+    marked = summary_from_bytes(kept_one[3])
+    marked = replace(marked, totals=replace(marked.totals, skipped=4321))
+    store.keep_summary(record.id, kept_one[0], kept_one[1], kept_one[2], summary_to_bytes(marked))
+    store.close()
+    assert "4321 skipped" in runner.run("status").stdout

@@ -329,7 +329,12 @@ def run(
             _settle(store, state_dir, env, own_run=True)
             record = settings.layout.procs_record(env, os.getpid())
             with Children(record, redaction.redactor, umask=user_umask) as children:
-                settings = replace(settings, children=children, redaction=redaction)
+                settings = replace(
+                    settings,
+                    children=children,
+                    redaction=redaction,
+                    config_bytes=_config_bytes(config_path(config_dir, env)),
+                )
                 try:
                     code = _run_guarded(
                         lambda: run_loop(

@@ -7,6 +7,7 @@ every record as it is made, so an interrupted iteration loses nothing. The stage
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from datetime import date
 
@@ -91,10 +92,24 @@ def run_iteration(
     assert finished is not None
     summary = load_summary(store, finished, settings.config, date.today())
     write_reports(settings.layout, summary)
+    _keep(store, summary, settings)
     # The workers end their sessions (JUnit XML, teardown) while loop reports: waited for
     # only now.
     _close(pool)
     return IterationOutcome(finished, summary, deploy_error, interrupted)
+
+
+def _keep(store: Store, summary: Summary, settings: IterationSettings) -> None:
+    """The summary just reported, kept for `loop status` and `loop summarize` (a cache: a
+    store that does not take it now costs them a recomputation, nothing else)."""
+    from deployloop.analysis.kept import keep_summary
+
+    try:
+        keep_summary(
+            store, summary, settings.config_bytes, settings.config.known_issues, date.today()
+        )
+    except (OSError, sqlite3.Error):
+        pass
 
 
 def _close(pool: WorkerPool | None) -> None:

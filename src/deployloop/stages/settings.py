@@ -27,6 +27,9 @@ class IterationSettings:
     # Run only the tests that failed or errored last time, and those never run (the first
     # iteration of this run; the iteration is marked partial).
     failed_only: bool = False
+    # The config file's bytes as loaded: the key of the summaries the run keeps (see
+    # analysis.kept), so `loop status` reads them rather than computing them again.
+    config_bytes: bytes | None = None
     # Starts every child process of the run, so none outlives loop (None: untracked).
     children: Children | None = None
     redaction: Redaction = field(default_factory=Redaction)
