@@ -113,6 +113,7 @@ def test_failed_only_runs_those_and_the_iteration_is_partial(project: Project) -
     assert summary["partial"] is True
     # The 18 that passed before count as not run, never as passed.
     assert summary["totals"]["passed"] == 1 and summary["totals"]["executed"] == 2
+    assert "18 tests not run (--failed-only)" in result.stdout, output(result)
 
 
 def test_failed_only_that_passes_goes_on_to_a_full_iteration(project: Project) -> None:

@@ -302,7 +302,11 @@ def verdict_detail(summary: Summary) -> str:
         parts.extend(_deploy_phrase(summary))
     text = ", ".join(parts)
     remaining = len(summary.remaining_suites)
-    if remaining:
+    if summary.iteration.partial and summary.iteration.status is not IterationStatus.RUNNING:
+        # Only the tests that failed before ran: the others are not run by design.
+        pending = summary.totals.pending
+        text += f"; {plural(pending, 'test')} not run (--failed-only)" if pending else ""
+    elif remaining:
         still = "remaining" if summary.iteration.status is IterationStatus.RUNNING else "not run"
         text += f"; {plural(remaining, 'suite')} {still}"
     resume = resume_hint(summary)
