@@ -631,8 +631,10 @@ def plan(
             store.close()
         try:
             # The tests' interpreter first: nothing else in the plan means much without it.
+            # loop's own has pytest and runs the plugin (as `loop run` assumes too).
             python = resolve_python(config, Path.cwd())
-            check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
+            if python != sys.executable:
+                check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
             show_plan(env, config, Path.cwd(), _console(), next_iteration)
         except (UsageError, DeployError) as exc:
             _fail(str(exc))
