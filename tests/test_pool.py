@@ -5,11 +5,15 @@ in one worker. Real `loop`, real pytest workers, real local services."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
+import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from conftest import Project, output
+from conftest import Project, output, pid_alive, wait_for
 
 FLIPPABLE = """
     import pathlib
@@ -371,3 +375,139 @@ def test_the_plan_reads_the_fork_servers_collection(project: Project) -> None:
     assert result.returncode == 0, output(result)
     assert list((project.iteration_dir(2) / "pytest").glob("collect-*"))
     assert {s["name"]: s["passed"] for s in project.summary()["suites"]} == {"A": 2000, "B": 1500}
+
+
+def _server_pids(project: Project) -> list[int]:
+    """The fork servers of a run in `project`, by their command line."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if any(part.startswith(b"--loop-zygote") for part in cmdline) and cwd == str(
+            project.root
+        ):
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_fork_server_killed_mid_run_costs_only_the_tests_running(project: Project) -> None:
+    # The OOM killer, or a test that kills its process group: loop goes on with a new
+    # server (it used to stop with "read of closed file", exit 4).
+    project.write("tests/test_slow.py", """
+        import time
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range(40))
+        def test_item(i):
+            time.sleep(0.1)
+        """)
+    project.config(config(suite("Slow", "tests/test_slow.py"), workers=2))
+    proc = project.popen("run")
+    first = wait_for(lambda: _server_pids(project), what="a fork server")
+    wait_for(
+        lambda: list((project.iteration_dir(1) / "pytest").glob("worker-*.reportlog.jsonl")),
+        what="workers",
+    )
+    time.sleep(1.0)
+    os.kill(first[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=90)
+    assert proc.returncode in (0, 1), out + err
+    assert "could not go on" not in out + err
+    got = outcomes(project, 1)
+    assert len(got) == 40 and all(o is not None for o, _ in got.values()), got
+    errors = [n for n, (o, _) in got.items() if o == "error"]
+    assert len(errors) <= 2, errors  # at most the test each worker was running
+
+
+def test_a_suite_waiting_behind_others_does_not_time_out(project: Project) -> None:
+    # The queue mixes suites: the time a suite's tests wait behind another suite's is not
+    # its own (this suite timed out with 5 tests never started).
+    project.write("tests/test_a.py", """
+        import time
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range(10))
+        def test_a(i):
+            time.sleep(0.25)
+        """)
+    project.write("tests/test_b.py", """
+        import pathlib
+        import time
+
+        import pytest
+
+        def test_flip():
+            time.sleep(1.0)
+            assert not (pathlib.Path(__file__).parent.parent / "broken").exists()
+
+        @pytest.mark.parametrize("i", range(5))
+        def test_quick(i):
+            pass
+        """)
+    project.config(
+        config(suite("A", "tests/test_a.py", 1) + suite("B", "tests/test_b.py", 2), workers=1)
+        .replace("suite_timeout_s = 60", "suite_timeout_s = 3")
+    )
+    project.write("broken", "")
+    assert project.run("run").returncode == 1
+    (project.root / "broken").unlink()
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    assert project.summary()["totals"]["passed"] == 16
+
+
+def test_a_forked_worker_stopped_for_a_timeout_takes_its_tests_children(
+    project: Project,
+) -> None:
+    project.write("tests/test_hang.py", """
+        import pathlib
+        import subprocess
+        import time
+
+        PIDS = pathlib.Path(__file__).parent.parent / "child.pid"
+
+        def test_hang():
+            child = subprocess.Popen(["sleep", "300"])
+            PIDS.write_text(str(child.pid))
+            time.sleep(300)
+        """)
+    project.config(
+        config(suite("Hang", "tests/test_hang.py"), workers=1, extra="test_timeout_s = 2")
+    )
+    result = project.run("run", timeout=90)
+    assert result.returncode == 1, output(result)
+    child = int((project.root / "child.pid").read_text())
+    assert not pid_alive(child), "the hung test's child outlived its worker"
+
+
+def test_resume_leaves_no_worker_behind(project: Project) -> None:
+    project.write("tests/test_slow.py", """
+        import time
+
+        import pytest
+
+        @pytest.mark.parametrize("i", range(30))
+        def test_item(i):
+            time.sleep(0.2)
+        """)
+    project.config(config(suite("Slow", "tests/test_slow.py"), workers=2))
+    proc = project.popen("run")
+    wait_for(
+        lambda: (project.state / "loop.db").exists()
+        and sum(o is not None for o, _ in outcomes(project, 1).values()) >= 4,
+        what="some results",
+    )
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    result = project.run("run", "--resume")
+    assert result.returncode == 0, output(result)
+    pytest_dir = project.iteration_dir(1) / "pytest"
+    assert not list(pytest_dir.glob("*.fifo")), sorted(p.name for p in pytest_dir.iterdir())
+    assert not _server_pids(project)

@@ -169,6 +169,11 @@ class Children:
         self.forget(-process.pid)
         return code
 
+    def adopt(self, pid: int, stop_signal: int, program: str) -> None:
+        """A process group loop did not start itself but must stop like its own: a pytest
+        worker forked by a fork server, in a group of its own."""
+        self._add(pid, stop_signal, program)
+
     def forget(self, target: int) -> None:
         """`target` (a group id, or -pid) has ended and been reaped."""
         with self._lock:

@@ -15,13 +15,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deployloop.children import Children
 from deployloop.runner.process import INTERRUPT_GRACE_S, PytestProcess
 from deployloop.runner.tail import Tail
 
 
 class ForkServer:
-    def __init__(self, proc: PytestProcess, events: Path, pipe: int, has_env: bool) -> None:
+    def __init__(
+        self,
+        proc: PytestProcess,
+        events: Path,
+        pipe: int,
+        has_env: bool,
+        children: Children | None = None,
+    ) -> None:
         self.proc = proc
+        # Each fork is a process group of its own: tracked like loop's own children, so
+        # a loop killed outright still has them stopped by its watchdog.
+        self.children = children
         self.events = Tail(events)
         self.pipe: int | None = pipe
         self.has_env = has_env  # started with the services' environment
@@ -50,7 +61,7 @@ class ForkServer:
             elif kind == "exit":
                 for fork in self._forks.values():
                     if fork.pid == event.get("pid"):
-                        fork.returncode = int(event.get("code", -9))
+                        fork.ended(int(event.get("code", -9)))
             elif kind == "stale":
                 self.stale = [str(n) for n in event.get("stale") or ()]
                 self._refused(str(event.get("name")))
@@ -58,10 +69,12 @@ class ForkServer:
                 self.nofork = str(event.get("reason"))
                 self._refused(str(event.get("name")))
         if self.proc.poll() is not None:
-            # The server is gone, and its process group with it: so is every fork.
+            # The server is gone: no fork of it is reaped or reported any more. Each is
+            # stopped with what it started, and ends as killed.
             for fork in self._forks.values():
                 if fork.returncode is None:
-                    fork.returncode = -signal.SIGKILL
+                    fork.kill()
+                    fork.ended(-signal.SIGKILL)
             self.events.close()
         self._flush()
 
@@ -88,8 +101,8 @@ class ForkServer:
     def _refused(self, name: str) -> None:
         fork = self._forks.get(name)
         if fork is not None and fork.pid is None:
-            fork.returncode = 0
             fork.refused = True
+            fork.ended(0)
 
     def _flush(self) -> None:
         if self.pipe is None or not self._outbox:
@@ -120,8 +133,23 @@ class ForkedWorker:
 
     def started_as(self, pid: int) -> None:
         self.pid = pid
+        if self._server.children is not None:
+            self._server.children.adopt(pid, signal.SIGINT, "pytest")
         if self._pending is not None:
             self._signal(self._pending)
+
+    def ended(self, code: int) -> None:
+        """It exited (the server reaped it): whatever its tests left in its group goes too."""
+        if self.returncode is not None:
+            return
+        if self.pid is not None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if self._server.children is not None:
+                self._server.children.forget(self.pid)
+        self.returncode = code
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -163,6 +191,6 @@ class ForkedWorker:
         if self.returncode is not None:
             return  # reaped: the pid may be another process's by now
         try:
-            os.kill(self.pid, sig)
+            os.killpg(self.pid, sig)  # its group: the fork and what its test started
         except (ProcessLookupError, PermissionError):
             pass

@@ -77,6 +77,24 @@ def run_on_pool(
     return phase.unplaced
 
 
+class _SuiteClock:
+    """How long a suite's tests have been running: time passes only while one does."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.total = 0.0
+        self.since = 0.0
+
+    def change(self, by: int, now: float) -> None:
+        if self.running > 0:
+            self.total += now - self.since
+        self.since = now
+        self.running = max(0, self.running + by)
+
+    def elapsed(self, now: float) -> float:
+        return self.total + (now - self.since if self.running > 0 else 0.0)
+
+
 def _when(at: object) -> str:
     """The worker's own time of an event, as the store writes times (else now)."""
     if isinstance(at, (int, float)):
@@ -116,7 +134,9 @@ class _Phase:
         self.unplaced: list[PendingTest] = []  # of groups whose workers could not collect
         # Durations seen in this run, per suite and (None) over all: (sum, count).
         self.observed: dict[str | None, tuple[float, int]] = {}
-        self.suite_clock: dict[str, float] = {}
+        # A suite's time: while at least one of its tests runs (the queue mixes suites, so
+        # time spent on other suites' tests is not its own).
+        self.suite_clock: dict[str, _SuiteClock] = {}
         self.timed_out: set[str] = set()
         self.before = {t.nodeid for t in tests if t.nodeid in failed_before}
         self.before_total = len(self.before)
@@ -154,6 +174,10 @@ class _Phase:
                 self._told.add(note)
                 self.display.note(Text(f"  {one_line(note)}", style="yellow"))
 
+    def _clock_running(self, suite: str, change: int) -> None:
+        clock = self.suite_clock.setdefault(suite, _SuiteClock())
+        clock.change(change, time.monotonic())
+
     def _cost(self, test: PendingTest) -> float:
         """What handing `test` out costs a worker: its own recent mean, else what its suite's
         tests (or all tests) take in this run, else the stand-in."""
@@ -173,25 +197,31 @@ class _Phase:
 
     def _start_workers(self) -> None:
         pool = self.pool
+        if pool._env is None:
+            return
         while len(pool._alive) < pool._size:
-            # The group with the most work per worker, if it has more units than workers.
-            best: tuple[float, WorkerGroup] | None = None
-            for group in pool._groups:
+            # The groups with more units than workers, the most work per worker first.
+            wanted: list[tuple[float, int, WorkerGroup]] = []
+            for i, group in enumerate(pool._groups):
                 if pool._collect_failures.get(group, 0) >= 2:
                     continue
                 mine = [
                     w for w in pool._alive if w.group is group and not (w.stop_sent or w.stale)
                 ]
                 left = self._work_left(group)
-                if left > len(mine) and (best is None or left / (len(mine) + 1) > best[0]):
-                    best = (left / (len(mine) + 1), group)
-            if best is None or pool._env is None:
-                return
-            group = best[1]
-            if not pool._fork or group in pool._no_fork:
-                pool._start_worker(group)
-            elif not self._fork_from_server(group):
-                return  # its server is collecting: nothing more to start for now
+                if left > len(mine):
+                    wanted.append((-left / (len(mine) + 1), i, group))
+            started = False
+            for _, _, group in sorted(wanted, key=lambda item: item[:2]):
+                if not pool._fork or group in pool._no_fork:
+                    pool._start_worker(group)
+                    started = True
+                elif self._fork_from_server(group):
+                    started = True
+                if started:
+                    break
+            if not started:
+                return  # the servers of the groups with work are still collecting
 
     def _fork_from_server(self, group: WorkerGroup) -> bool:
         """Fork a worker of `group`; False while its server is not ready for that."""
@@ -211,6 +241,20 @@ class _Phase:
         if server.stale is not None:
             self._stale_note(server.stale)
             pool._retire_server(group)
+            pool._start_server(group)
+            return False
+        if server.proc.poll() is not None and server.ready:
+            # It died after collecting (killed from outside, out of memory): a new one,
+            # twice at most; then the group's workers start one by one.
+            pool._retire_server(group)
+            deaths = pool._server_deaths.get(group, 0) + 1
+            pool._server_deaths[group] = deaths
+            if deaths >= 2:
+                pool._no_fork.add(group)
+                pool.notes.append(
+                    f"the fork server for {group.label} ended twice: workers start one by one"
+                )
+                return True
             pool._start_server(group)
             return False
         if server.proc.poll() is not None and not server.ready:
@@ -249,8 +293,11 @@ class _Phase:
             test = worker.outstanding.pop(result.nodeid, None)
             if test is None:
                 continue  # reported twice: the first report stands
-            worker.outstanding_s = max(0.0, worker.outstanding_s - self._cost(test))
+            worker.outstanding_s -= worker.costs.pop(result.nodeid, 0.0)
             self._observe(test.suite, result.duration_s or 0.0)
+            if result.nodeid in worker.started_tests:
+                worker.started_tests.discard(result.nodeid)
+                self._clock_running(test.suite, -1)
             if worker.current == result.nodeid:
                 worker.current = None
                 self.state.running.pop(worker.name, None)
@@ -270,7 +317,7 @@ class _Phase:
             nodeid = str(event.get("nodeid"))
             test = worker.outstanding.pop(nodeid, None)
             if test is not None:
-                worker.outstanding_s = max(0.0, worker.outstanding_s - self._cost(test))
+                worker.outstanding_s -= worker.costs.pop(nodeid, 0.0)
                 self._error(
                     test,
                     f"{NOT_RUN}the worker's pytest did not collect this test (it was"
@@ -284,7 +331,9 @@ class _Phase:
             worker.current, worker.current_since = nodeid, time.monotonic()
             self.state.running[worker.name] = (nodeid, worker.current_since)
             self._started.append((test.suite, nodeid, _when(event.get("at"))))
-            self.suite_clock.setdefault(test.suite, time.monotonic())
+            if nodeid not in worker.started_tests:
+                worker.started_tests.add(nodeid)
+                self._clock_running(test.suite, +1)
 
     def _queue_for(self, worker: _Worker) -> None:
         group = worker.group
@@ -313,7 +362,8 @@ class _Phase:
                         self._error(test, self._suite_timeout_message())
                         continue
                     worker.outstanding[test.nodeid] = test
-                    worker.outstanding_s += self._cost(test)
+                    worker.costs[test.nodeid] = self._cost(test)
+                    worker.outstanding_s += worker.costs[test.nodeid]
                     self.handouts[test.nodeid] = self.handouts.get(test.nodeid, 0) + 1
                     sent.append(test.nodeid)
                     self._suite_running(test.suite)
@@ -344,10 +394,10 @@ class _Phase:
 
     def _check_suites(self) -> None:
         now = time.monotonic()
-        for suite, since in self.suite_clock.items():
+        for suite, clock in self.suite_clock.items():
             if suite in self.timed_out or not self.left.get(suite):
                 continue
-            if now - since <= self.pool._suite_timeout:
+            if clock.elapsed(now) <= self.pool._suite_timeout:
                 continue
             self.timed_out.add(suite)
             self.state.suites[suite].problem = SuiteStatus.TIMEOUT
@@ -379,6 +429,11 @@ class _Phase:
         assert code is not None
         held = list(worker.outstanding.values())
         worker.outstanding.clear()
+        worker.costs.clear()
+        for test in held:  # stopped, whatever their results
+            if test.nodeid in worker.started_tests:
+                self._clock_running(test.suite, -1)
+        worker.started_tests.clear()
         output = worker.proc.tail(20)
         pool._forget_fifo(worker)
         if worker.stale or (isinstance(worker.proc, ForkedWorker) and worker.proc.refused):

@@ -67,6 +67,8 @@ class _Worker:
     grouped: frozenset[str] = frozenset()
     outstanding: dict[str, PendingTest] = field(default_factory=dict)  # handed out, no result
     outstanding_s: float = 0.0
+    costs: dict[str, float] = field(default_factory=dict)  # what each was handed out as
+    started_tests: set[str] = field(default_factory=set)  # started, not reported yet
     current: str | None = None
     current_since: float = 0.0
     stop_sent: bool = False
@@ -92,6 +94,7 @@ class WorkerPool:
         self._servers: dict[WorkerGroup, ForkServer] = {}
         self._old_servers: list[ForkServer] = []  # retired: they end after their forks
         self._no_fork: set[WorkerGroup] = set()  # groups whose server could not fork
+        self._server_deaths: dict[WorkerGroup, int] = {}  # servers that died after collecting
         self._out_dir = out_dir
         self._groups = list(groups)
         self._size = workers
@@ -266,7 +269,9 @@ class WorkerPool:
         finally:
             os.close(read_end)
         os.set_blocking(write_end, False)
-        server = ForkServer(proc, events, write_end, has_env=self._env is not None)
+        server = ForkServer(
+            proc, events, write_end, has_env=self._env is not None, children=self._setup.children
+        )
         server.inventory = Path(f"{base}.inventory.jsonl")
         self._servers[group] = server
         return server
@@ -312,6 +317,9 @@ class WorkerPool:
             "junit": f"{base}.junit.xml",
             "env": {k: v for k, v in full.items() if self._env_base.get(k) != v},
             "redact": self._setup.redaction.plugin_env(full),
+            # A server started with the services' environment collected with it: a value
+            # that differs now is minted per worker (an ID token), not a stale URL.
+            "check_stale": not server.has_env,
         }
         inbox: list[TestResult] = []
         worker = _Worker(

@@ -14,8 +14,11 @@ class Tail:
         self.path = path
         self._handle: IO[bytes] | None = None
         self._partial = b""
+        self._closed = False  # read to the end: later reads find nothing more
 
     def read(self) -> bytes:
+        if self._closed:
+            return b""
         if self._handle is None:
             try:
                 self._handle = open(self.path, "rb")  # noqa: SIM115 (closed in close())
@@ -35,5 +38,7 @@ class Tail:
         return out
 
     def close(self) -> None:
+        self._closed = True
         if self._handle is not None:
             self._handle.close()
+            self._handle = None

@@ -181,28 +181,33 @@ def run_tests(
                 for s in parallel
                 for n in pending[s.name]
             ]
+            owned = pool is None  # a resume's: started here, closed here
             if pool is None:
                 pool = WorkerPool(
                     setup, plan.pytest_dir, worker_groups(parallel, settings.workdir),
                     settings.workers, plan.job_prefix, settings.config.tests.suite_timeout_s,
                     settings.config.tests.test_timeout_s, settings.config.tests.fork_workers,
                 )
-            pool.deployed(
-                lambda: {**setup.process_env(with_plugin=True), **fresh_env()},
-                recollect=recollected,
-            )
-            groups = {g.markers: g for g in pool.groups}
-            unplaced = run_on_pool(
-                pool,
-                tests,
-                {s.name: groups[s.markers] for s in parallel},
-                {s.name: s.split for s in parallel},
-                recorder,
-                display,
-                state,
-                failed_before=failed_before,
-                on_poll=watch,
-            )
+            try:
+                pool.deployed(
+                    lambda: {**setup.process_env(with_plugin=True), **fresh_env()},
+                    recollect=recollected,
+                )
+                groups = {g.markers: g for g in pool.groups}
+                unplaced = run_on_pool(
+                    pool,
+                    tests,
+                    {s.name: groups[s.markers] for s in parallel},
+                    {s.name: s.split for s in parallel},
+                    recorder,
+                    display,
+                    state,
+                    failed_before=failed_before,
+                    on_poll=watch,
+                )
+            finally:
+                if owned:
+                    pool.close()
             for test in unplaced:
                 serial_pending.setdefault(test.suite, []).append(test.nodeid)
         if serial_pending:

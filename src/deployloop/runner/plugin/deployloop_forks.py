@@ -59,6 +59,7 @@ class ForkServer:
         if session.config.option.collectonly:
             return None
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        spec: dict[str, Any] | None = None
         try:
             spec = self._serve()
         finally:
@@ -75,7 +76,7 @@ class ForkServer:
         # Its session is over by then (reports written, files closed): it leaves at once.
         atexit.register(self._leave)
         self._become_child(spec)
-        commands = open(spec["fifo"], "rb", buffering=0)  # noqa: SIM115 (the session's own)
+        commands = open(spec["fifo"], "rb")  # noqa: SIM115 (the session's own)
         return bool(self._worker.run_tests(session, commands))
 
     def _serve(self) -> dict[str, Any] | None:
@@ -112,7 +113,7 @@ class ForkServer:
 
     def _fork(self, spec: dict[str, Any]) -> bool:
         """True in the forked worker."""
-        stale = stale_names(spec.get("env") or {})
+        stale = stale_names(spec.get("env") or {}) if spec.get("check_stale", True) else []
         if stale:
             self._event({"event": "stale", "stale": stale, "name": spec.get("name")})
             return False
@@ -126,8 +127,15 @@ class ForkServer:
         gc.freeze()
         pid = os.fork()
         if pid == 0:
+            # A group of its own (set on both sides, whichever runs first): loop stops a
+            # fork with whatever its test started, and not the server or the other forks.
+            os.setpgid(0, 0)
             self._children.clear()
             return True
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass  # it has set it itself, or already exited
         self._children.add(pid)
         self._event({"event": "forked", "name": spec.get("name"), "pid": pid})
         return False
@@ -151,6 +159,12 @@ class ForkServer:
                 done, status = pid, 0
             if done:
                 self._children.discard(pid)
-                self._event(
-                    {"event": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)}
-                )
+                self._event({"event": "exit", "pid": pid, "code": _exit_code(status)})
+
+
+def _exit_code(status: int) -> int:
+    """A wait status as an exit code, negative for a signal (os.waitstatus_to_exitcode is
+    Python 3.9+; the tests' interpreter may be older)."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)

@@ -173,7 +173,10 @@ class _ReportLogWriter(_Writer):
             record["wasxfail"] = str(report.wasxfail)
         longrepr = report.longrepr
         if isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, reason)
-            record["skip_reason"] = cap(str(longrepr[2]).removeprefix("Skipped: "), MAX_MESSAGE)
+            reason = str(longrepr[2])
+            if reason.startswith("Skipped: "):  # str.removeprefix is Python 3.9+
+                reason = reason[len("Skipped: "):]
+            record["skip_reason"] = cap(reason, MAX_MESSAGE)
         elif longrepr is not None:
             record["longrepr"] = cap(report.longreprtext, MAX_TEXT)
             crash = getattr(longrepr, "reprcrash", None)

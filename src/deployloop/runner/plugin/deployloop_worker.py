@@ -87,7 +87,7 @@ class Worker:
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
         if session.config.option.collectonly or self._fd is None:
             return None
-        return self.run_tests(session, os.fdopen(self._fd, "rb", buffering=0))
+        return self.run_tests(session, os.fdopen(self._fd, "rb"))
 
     def run_tests(self, session: pytest.Session, pipe: IO[bytes]) -> bool:
         """Run what loop sends through `pipe` until it says stop or closes the pipe."""
