@@ -262,7 +262,7 @@ def run(
             "-w",
             min=1,
             metavar="N",
-            help="pytest processes at once (default: tests.workers).",
+            help="pytest workers running the tests (default: tests.workers).",
         ),
     ] = None,
     resume: Annotated[
