@@ -425,7 +425,10 @@ def test_a_fork_server_killed_mid_run_costs_only_the_tests_running(project: Proj
         what="workers",
     )
     time.sleep(1.0)
-    os.kill(first[0], signal.SIGKILL)
+    try:
+        os.kill(first[0], signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # a fast machine finished first: nothing to recover from, the rest still holds
     out, err = proc.communicate(timeout=90)
     assert proc.returncode in (0, 1), out + err
     assert "could not go on" not in out + err
