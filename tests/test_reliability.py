@@ -565,7 +565,8 @@ def test_a_full_disk_stops_the_run_and_says_what_the_store_holds(
 
         @pytest.mark.parametrize("n", range(40))
         def test_fills_the_disk(n):
-            Path("test.pid").write_text(str(os.getpid()))
+            # A file per worker: several write at once, and one may be stopped mid-write.
+            Path(f"test-{os.getpid()}.pid").touch()
             print("x" * 200_000)  # with -s, into pytest's log on the small disk
         """)
     state = small_disk / "state"
@@ -575,8 +576,9 @@ def test_a_full_disk_stops_the_run_and_says_what_the_store_holds(
     assert "Traceback" not in result.stderr
     (message,) = [ln for ln in lines if ln.startswith("error:")]
     assert "disk is full" in message or "No space left" in message, message
-    pid = int((project.root / "test.pid").read_text())
-    wait_for(lambda: not pid_alive(pid), timeout=10, what="pytest to be stopped")
+    pids = [int(path.stem.split("-")[1]) for path in project.root.glob("test-*.pid")]
+    assert pids
+    wait_for(lambda: not any(map(pid_alive, pids)), timeout=10, what="pytest to be stopped")
 
     # Space comes back; what the message said is what the store says.
     for log in state.rglob("*.log"):
