@@ -190,6 +190,32 @@ class WorkerPool:
         name = f"{self._prefix}worker-{self._count:02d}"
         base = self._out_dir / name
         reportlog, events = Path(f"{base}.reportlog.jsonl"), Path(f"{base}.events.jsonl")
+        proc, pipe = self._spawn(group, base, "--loop-worker")
+        return self._add_worker(name, group, proc, pipe, reportlog, events, self._env is not None)
+
+    def _start_server(self, group: WorkerGroup) -> ForkServer:
+        self._server_count += 1
+        base = self._out_dir / f"{self._prefix}server-{self._server_count:02d}"
+        inventory = Path(f"{base}.inventory.jsonl")
+        proc, pipe = self._spawn(group, base, "--loop-zygote", [f"--loop-inventory={inventory}"])
+        server = ForkServer(
+            proc,
+            Path(f"{base}.events.jsonl"),
+            pipe,
+            has_env=self._env is not None,
+            children=self._setup.children,
+        )
+        server.inventory = inventory
+        self._servers[group] = server
+        return server
+
+    def _spawn(
+        self, group: WorkerGroup, base: Path, pipe_option: str, more: Sequence[str] = ()
+    ) -> tuple[PytestProcess, int]:
+        """A pytest of `group` with loop's plugin, its files named after `base`, reading
+        loop's messages through a pipe given as `pipe_option`; returns it and loop's
+        (non-blocking) end of that pipe."""
+        reportlog, events = Path(f"{base}.reportlog.jsonl"), Path(f"{base}.events.jsonl")
         reportlog.unlink(missing_ok=True)
         events.unlink(missing_ok=True)
         read_end, write_end = os.pipe()
@@ -202,32 +228,47 @@ class WorkerPool:
                 f"--loop-reportlog={reportlog}",
                 f"--loop-events={events}",
                 f"--junitxml={base}.junit.xml",
-                f"--loop-worker={read_end}",
+                *more,
+                f"{pipe_option}={read_end}",
             ],
         )
         env = dict(self._env_base)
         if self._env is not None:
             env.update(self._env())
         try:
-            proc = self._setup.start(argv, env, self._out_dir / f"{name}.log", (read_end,))
+            proc = self._setup.start(argv, env, Path(f"{base}.log"), (read_end,))
         except BaseException:
             os.close(write_end)
             raise
         finally:
             os.close(read_end)
         os.set_blocking(write_end, False)
+        return proc, write_end
+
+    def _add_worker(
+        self,
+        name: str,
+        group: WorkerGroup,
+        proc: PytestProcess | ForkedWorker,
+        pipe: int,
+        reportlog: Path,
+        events: Path,
+        has_env: bool,
+        fifo: Path | None = None,
+    ) -> _Worker:
         inbox: list[TestResult] = []
         worker = _Worker(
             name=name,
             group=group,
             proc=proc,
-            pipe=write_end,
+            pipe=pipe,
             reportlog=Tail(reportlog),
             events=Tail(events),
             reader=ReportLogReader(lambda nodeid: None, inbox.append),
             started=time.monotonic(),
-            has_env=self._env is not None,
+            has_env=has_env,
             inbox=inbox,
+            fifo=fifo,
         )
         # Only the tests handed to this worker count: a collection error of a module
         # loop did not send is the inventory's business.
@@ -237,44 +278,6 @@ class WorkerPool:
         )
         self._alive.append(worker)
         return worker
-
-    def _start_server(self, group: WorkerGroup) -> ForkServer:
-        self._server_count += 1
-        name = f"{self._prefix}server-{self._server_count:02d}"
-        base = self._out_dir / name
-        events = Path(f"{base}.events.jsonl")
-        events.unlink(missing_ok=True)
-        read_end, write_end = os.pipe()
-        argv = self._setup.argv(
-            list(group.paths),
-            group.markers,
-            [
-                "-p",
-                "deployloop_plugin",
-                f"--loop-reportlog={base}.reportlog.jsonl",
-                f"--loop-events={events}",
-                f"--junitxml={base}.junit.xml",
-                f"--loop-inventory={base}.inventory.jsonl",
-                f"--loop-zygote={read_end}",
-            ],
-        )
-        env = dict(self._env_base)
-        if self._env is not None:
-            env.update(self._env())
-        try:
-            proc = self._setup.start(argv, env, self._out_dir / f"{name}.log", (read_end,))
-        except BaseException:
-            os.close(write_end)
-            raise
-        finally:
-            os.close(read_end)
-        os.set_blocking(write_end, False)
-        server = ForkServer(
-            proc, events, write_end, has_env=self._env is not None, children=self._setup.children
-        )
-        server.inventory = Path(f"{base}.inventory.jsonl")
-        self._servers[group] = server
-        return server
 
     def shared_collection(
         self, markers: str | None, paths: tuple[str, ...]
@@ -309,49 +312,36 @@ class WorkerPool:
         # Read and write: opening never waits for the worker, and the worker sees the end
         # of its commands when loop closes this (or exits).
         pipe = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-        full = {**self._env_base, **self._env()}
+        changed, redact = self._services_env()
         spec = {
             "fifo": str(fifo),
             "reportlog": str(reportlog),
             "events": str(events),
             "junit": f"{base}.junit.xml",
-            "env": {k: v for k, v in full.items() if self._env_base.get(k) != v},
-            "redact": self._setup.redaction.plugin_env(full),
+            "env": changed,
+            "redact": redact,
             # A server started with the services' environment collected with it: a value
             # that differs now is minted per worker (an ID token), not a stale URL.
             "check_stale": not server.has_env,
         }
-        inbox: list[TestResult] = []
-        worker = _Worker(
-            name=name,
-            group=group,
-            proc=server.fork(name, spec),
-            pipe=pipe,
-            reportlog=Tail(reportlog),
-            events=Tail(events),
-            reader=ReportLogReader(lambda nodeid: None, inbox.append),
-            started=time.monotonic(),
-            has_env=True,
-            inbox=inbox,
-            fifo=fifo,
-        )
-        worker.reader = ReportLogReader(
-            lambda nodeid: t.suite if (t := worker.outstanding.get(nodeid)) else None,
-            inbox.append,
-        )
-        self._alive.append(worker)
-        return worker
+        proc = server.fork(name, spec)
+        return self._add_worker(name, group, proc, pipe, reportlog, events, True, fifo)
 
     def _forget_fifo(self, worker: _Worker) -> None:
         if worker.fifo is not None:
             worker.fifo.unlink(missing_ok=True)
 
-    def _send_env(self, worker: _Worker) -> None:
+    def _services_env(self) -> tuple[dict[str, str], str]:
+        """What the deploy added to the tests' environment (fresh ID tokens included), and
+        LOOP_REDACT for the whole of it: loop's redactor learns the new values too."""
         assert self._env is not None
         full = {**self._env_base, **self._env()}
         changed = {k: v for k, v in full.items() if self._env_base.get(k) != v}
-        # LOOP_REDACT of the whole environment: loop's redactor learns the new values too.
-        self._send(worker, {"env": changed, "redact": self._setup.redaction.plugin_env(full)})
+        return changed, self._setup.redaction.plugin_env(full)
+
+    def _send_env(self, worker: _Worker) -> None:
+        changed, redact = self._services_env()
+        self._send(worker, {"env": changed, "redact": redact})
         worker.has_env = True
 
     def _send(self, worker: _Worker, message: dict[str, Any]) -> None:
