@@ -1051,7 +1051,7 @@ def _history(tmp: Path, table: Table, quick: bool, startup_reps: int) -> None:
                  "history_fixture.py")
     say(f"  fixture written in {made.wall_s:.1f} s")
     for command, target in HISTORY_TARGETS.items():
-        med, times, cpu = median_wall([LOOP, command], root, max(3, startup_reps // 3))
+        med, times, cpu = median_wall([LOOP, command], root, startup_reps)
         say(f"  loop {command:<10} median {med:.3f} s  (min {min(times):.3f},"
             f" max {max(times):.3f}; cpu {cpu:.3f} s)")
         note = (f"target < {target:.2f} s   {verdict(med < target)}" if target is not None

@@ -12,9 +12,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deployloop.children import live_runs, reap_orphans
 from deployloop.layout import StateLayout
-from deployloop.lock import unless_running
 from deployloop.store import Store
 
 CRASHED_REASON = "killed mid-iteration: kill -9, out of memory, a closed terminal or a reboot"
@@ -33,11 +31,27 @@ def settle(store: Store, state_dir: Path, env: str, *, own_run: bool = False) ->
     holds the lock itself (it then only checks records for a run with another lock)."""
     if own_run:
         return _settle(store, state_dir, env, own_run=True)
+    if not store.has_running(env) and not _has_records(StateLayout(state_dir).procs_dir(env)):
+        return Settled()  # the usual case, for every read command: nothing was left
+    # Imported here: `loop status` need not pay for process control it does not use.
+    from deployloop.lock import unless_running
+
     with unless_running(state_dir, env) as free:
         return _settle(store, state_dir, env, own_run=False) if free else Settled()
 
 
+def _has_records(procs: Path) -> bool:
+    try:
+        return any(name.endswith(".json") for name in os.listdir(procs))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # cannot tell: look closer
+
+
 def _settle(store: Store, state_dir: Path, env: str, *, own_run: bool) -> Settled:
+    from deployloop.children import live_runs, reap_orphans
+
     procs = StateLayout(state_dir).procs_dir(env)
     live = [pid for pid in live_runs(procs) if pid != os.getpid()]
     if live:

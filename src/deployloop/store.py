@@ -450,10 +450,7 @@ class Store:
         """Mark env's iterations still `running` as `crashed` (or `status`); call only when
         no `loop run` holds the env, or from the run that stops. What they recorded stays;
         their suites still running become interrupted. Returns the iteration numbers marked."""
-        if not self._conn.execute(
-            "SELECT 1 FROM iterations WHERE env = ? AND status = ? LIMIT 1",
-            (env, IterationStatus.RUNNING),
-        ).fetchone():
+        if not self.has_running(env):
             return []  # the usual case: no write, so a read-only store reads on
         with self._tx() as tx:
             rows = tx.execute(
@@ -474,6 +471,16 @@ class Store:
                     (SuiteStatus.INTERRUPTED, iteration_id, SuiteStatus.RUNNING),
                 )
         return [number for _, number in rows]
+
+    def has_running(self, env: str) -> bool:
+        """Whether an iteration of env is still marked `running`."""
+        return (
+            self._conn.execute(
+                "SELECT 1 FROM iterations WHERE env = ? AND status = ? LIMIT 1",
+                (env, IterationStatus.RUNNING),
+            ).fetchone()
+            is not None
+        )
 
     def iteration_by_id(self, iteration_id: int) -> IterationRecord | None:
         row = self._conn.execute(

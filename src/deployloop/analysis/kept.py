@@ -15,10 +15,10 @@ equal Summary (the tests check `==`).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
-import types
 import typing
 import zlib
 from collections.abc import Callable, Sequence
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployloop import __version__
 from deployloop.models import IterationRecord, IterationStatus, Summary
+from deployloop.record_types import UNIONS, field_types
 
 if TYPE_CHECKING:  # the config's pydantic models cost ~0.3 s to import
     from deployloop.config import KnownIssue
@@ -156,7 +157,15 @@ def summary_from_bytes(data: bytes) -> Summary:
         text = zlib.decompress(data)
     except zlib.error as exc:
         raise ValueError(f"not a kept summary: {exc}") from None
-    value = decode(json.loads(text))
+    # Tens of thousands of lists and records in a row, none of them in a cycle: the cyclic
+    # collector would scan them over and over while they are made (a third of json.loads).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        value = decode(json.loads(text))
+    finally:
+        if enabled:
+            gc.enable()
     assert isinstance(value, Summary)
     return value
 
@@ -198,7 +207,7 @@ def _make_decoder(kind: object) -> Decoder | None:
         return _dataclass_decoder(kind)
     origin = typing.get_origin(kind)
     args = typing.get_args(kind)
-    if origin in (types.UnionType, typing.Union):
+    if origin in UNIONS:
         others = [arg for arg in args if arg is not type(None)]
         if len(others) != 1:
             raise TypeError(f"cannot read back a {kind}")
@@ -220,7 +229,45 @@ def _make_decoder(kind: object) -> Decoder | None:
 
 
 def _dataclass_decoder(kind: type) -> Decoder:
-    hints = typing.get_type_hints(kind)
+    hints = field_types(kind)
+    if _shareable(kind, hints):
+        return _shared_decoder(_decoder_of_fields(kind, hints))
+    return _decoder_of_fields(kind, hints)
+
+
+def _shareable(kind: type, hints: dict[str, Any]) -> bool:
+    """Whether equal kept forms of `kind` may read back as one shared record: a frozen one
+    of ints, strings and enum members only (a float or a bool would compare equal to an int
+    of another type: 1.0 == 1 == True)."""
+    params = getattr(kind, "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        return False
+    for f in fields(kind):
+        hint = hints[f.name]
+        args = typing.get_args(hint) if typing.get_origin(hint) in UNIONS else (hint,)
+        for arg in args:
+            if not (arg in (int, str, type(None)) or (isinstance(arg, type) and
+                                                     issubclass(arg, Enum))):
+                return False
+    return True
+
+
+def _shared_decoder(decode: Decoder) -> Decoder:
+    # A long history's points repeat (20 iterations x a few outcomes): each distinct one is
+    # made once and shared, which reads a 10,000-test history several times faster.
+    made: dict[tuple[object, ...], object] = {}
+
+    def shared(value: Any) -> object:
+        key = tuple(value)
+        record = made.get(key)
+        if record is None:
+            record = made[key] = decode(value)
+        return record
+
+    return shared
+
+
+def _decoder_of_fields(kind: type, hints: dict[str, Any]) -> Decoder:
     width = len(fields(kind))
     # Only the fields that are not plain values are converted, in the list json.loads just
     # made: the tens of thousands of history points cost a call and one lookup each.

@@ -35,6 +35,7 @@ from deployloop.models import (
     TestRow,
     Trend,
 )
+from deployloop.record_types import text_fields
 from deployloop.safetext import one_line as inline
 from deployloop.safetext import printable
 
@@ -73,22 +74,16 @@ def partial_note(summary: Summary) -> str | None:
     return "partial iteration: " + ("; ".join(parts) or "only some tests were run")
 
 
-# Records that hold no text: kept as they are (a long history has tens of thousands of
-# points, and rebuilding each one costs a report most of its time).
-_NO_TEXT = HistoryPoint | Figures
-
-
 def _safe(value: object, field: str) -> object:
     # What holds no unsafe text comes back as the same object (printable() and one_line()
     # return their argument then), so that a summary of safe text is not rebuilt record by
-    # record: a report of a long history made its thousands of records anew otherwise.
-    if value is None or isinstance(value, Enum | int | float | _NO_TEXT):
+    # record; and only the fields whose type may hold text are looked at: a long history has
+    # tens of thousands of points of no text.
+    if value is None or isinstance(value, Enum | int | float):
         return value  # a status is one of loop's own words
     if isinstance(value, str):
         return printable(value) if field in _MULTILINE_FIELDS else inline(value)
     if isinstance(value, tuple):
-        if all(isinstance(item, _NO_TEXT) for item in value):
-            return value  # a test's history: thousands of points of no text
         items = tuple(_safe(item, field) for item in value)
         return value if _same(items, value) else items
     if isinstance(value, TestRow):
@@ -102,7 +97,10 @@ def _safe(value: object, field: str) -> object:
             longrepr=None,
         )
     if is_dataclass(value) and not isinstance(value, type):
-        names = [f.name for f in fields(value)]
+        kind = type(value)
+        names = text_fields(kind)
+        if names is None:
+            names = tuple(f.name for f in fields(value))
         before = [getattr(value, name) for name in names]
         after = [_safe(item, name) for item, name in zip(before, names, strict=True)]
         if _same(after, before):
