@@ -282,7 +282,7 @@ def test_plan_escapes_names_and_collection_errors(tmp_path: Path) -> None:
         }
     )
     console, raw = terminal()
-    show_plan("staging [/red]", config, tmp_path, console, 1)
+    show_plan("staging [/red]", config, tmp_path, lambda: console, 1)
     text = shown(raw)
     assert_safe(text, styled=True)
     assert "Suite [/red] [bold]é" in text and "staging [/red]" in text

@@ -13,7 +13,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Project, output, pid_alive, wait_for
+
+from deployloop.runner.inventory import INVENTORY_END
+from deployloop.runner.process import PLUGIN_DIR
 
 FLIPPABLE = """
     import pathlib
@@ -385,6 +389,51 @@ def test_the_plan_reads_the_fork_servers_collection(project: Project) -> None:
     assert result.returncode == 0, output(result)
     assert list((project.iteration_dir(2) / "pytest").glob("collect-*"))
     assert {s["name"]: s["passed"] for s in project.summary()["suites"]} == {"A": 2000, "B": 1500}
+
+
+def test_the_plan_is_shown_while_pytest_ends_and_loop_waits_for_that_end(
+    project: Project,
+) -> None:
+    # pytest takes a while to end once it has listed its tests (a second after 10,000): here
+    # its clean-up takes 3 s, then leaves a mark. The plan's table is out before the mark
+    # (the inventory was read as soon as it was whole), and `loop plan` ends after it: pytest
+    # was waited for, not stopped, so the project's own clean-up ran.
+    project.write(
+        "conftest.py",
+        """
+        import pathlib
+        import time
+
+        def pytest_unconfigure(config):
+            time.sleep(3)
+            (pathlib.Path(__file__).parent / "ended.txt").write_text("ok")
+        """,
+    )
+    project.write("tests/test_a.py", FLIPPABLE.format(count=5))
+    project.config(config(suite("A", "tests/test_a.py")))
+    proc = project.popen("plan", env={"PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    shown_before_the_end = None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "5 tests in 1 suite" in line:
+            shown_before_the_end = not (project.root / "ended.txt").exists()
+            break
+    proc.wait(60)
+    assert proc.returncode == 0, "".join(lines) + proc.stdout.read()
+    assert shown_before_the_end is True, "".join(lines)
+    assert (project.root / "ended.txt").read_text() == "ok"
+
+
+def test_the_plugin_and_loop_agree_on_the_inventorys_last_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The plugin runs in the tests' interpreter, by its top-level name; loop cannot import it.
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    import deployloop_plugin
+
+    assert deployloop_plugin.INVENTORY_END == INVENTORY_END + "\n"
 
 
 def _server_pids(project: Project) -> list[int]:

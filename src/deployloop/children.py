@@ -237,9 +237,13 @@ class Children:
         pid = abs(target)
         entry = _Entry(target, int(stop), _start_time(pid), _boot_id(), Path(program).name)
         with self._lock:
-            self._entries[target] = entry
-            self._tell(f"add {target} {int(stop)}")
-            self._write_record()
+            late = self._closed
+            if not late:
+                self._entries[target] = entry
+                self._tell(f"add {target} {int(stop)}")
+                self._write_record()
+        if late:  # started by another thread while close() ran: it must not outlive loop
+            watchdog.stop({target: int(stop)}, STOP_GRACE_S)
 
     def _tell(self, line: str) -> None:
         if self._pipe is None:

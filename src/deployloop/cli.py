@@ -618,10 +618,6 @@ def plan(
         from deployloop.stages.settings import UsageError
 
         config = _load_config(config_dir, env)
-        try:
-            check_markers(config, str(config_path(config_dir, env)))
-        except ConfigError as exc:
-            _fail(str(exc))
         next_iteration = 1
         if StateLayout(state_dir).db.exists():
             store = _open_store(state_dir, create=False)
@@ -629,13 +625,21 @@ def plan(
             last = store.iteration(env)
             next_iteration = last.number + 1 if last else 1
             store.close()
-        try:
-            # The tests' interpreter first: nothing else in the plan means much without it.
-            # loop's own has pytest and runs the plugin (as `loop run` assumes too).
-            python = resolve_python(config, Path.cwd())
+
+        def checks() -> None:
+            # Beside the collection, before anything is shown: nothing in the plan means much
+            # with a bad -m expression or without the tests' interpreter. loop's own has
+            # pytest and runs the plugin (as `loop run` assumes too).
+            try:
+                check_markers(config, str(config_path(config_dir, env)))
+            except ConfigError as exc:
+                _fail(str(exc))
             if python != sys.executable:
                 check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
-            show_plan(env, config, Path.cwd(), _console(), next_iteration)
+
+        try:
+            python = resolve_python(config, Path.cwd())
+            show_plan(env, config, Path.cwd(), _console, next_iteration, checks)
         except (UsageError, DeployError) as exc:
             _fail(str(exc))
 

@@ -10,28 +10,118 @@ import os
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from deployloop.children import Children
-from deployloop.config import Config, deploy_waves
-from deployloop.deploy import DeployContext, make_target
-from deployloop.gitinfo import git_sha
-from deployloop.report._format import plural
+from deployloop.config import Config
 from deployloop.runner.inventory import collect_inventory
-from deployloop.runner.process import PytestSetup
+from deployloop.runner.process import PytestProcess, PytestSetup
 from deployloop.runner.suite_paths import tests_root
 from deployloop.safetext import one_line
 from deployloop.stages.plan import configured_urls
 from deployloop.stages.pytest_setup import redaction_for, resolve_python, test_environment
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from deployloop.models import InventoryItem
+
 
 def show_plan(
+    env: str,
+    config: Config,
+    workdir: Path,
+    make_console: Callable[[], Console],
+    next_iteration: int,
+    checks: Callable[[], None] = lambda: None,
+) -> None:
+    """Print the plan. The tests are collected from the start, beside `checks` (what must
+    hold before a plan means anything; they raise to stop it) and the deploy target's plan:
+    collection is most of a plan's time, and the rest need not wait for it. What only shows
+    the plan (rich, the deploy targets) is imported once the collection runs."""
+    # Collection output goes to a throwaway folder: plan leaves no trace in the state dir.
+    # Its pytest processes die with it (a watchdog, but no record: plan writes no state).
+    # Children closes first on the way out, so a collection still running when a check fails
+    # (or on Ctrl-C) is stopped before its thread is waited for.
+    redaction = redaction_for(config, os.environ)
+    with (
+        tempfile.TemporaryDirectory(prefix="loop-plan-") as tmp,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="loop-plan-collect") as pool,
+        Children(redactor=redaction.redactor) as children,
+    ):
+        setup = PytestSetup(
+            python=resolve_python(config, workdir),
+            workdir=workdir,
+            pytest_args=tuple(config.tests.pytest_args),
+            env=test_environment(config, env, next_iteration, configured_urls(config)),
+            rootdir=tests_root(config.tests.suites, workdir),
+            children=children,
+            redaction=redaction,
+        )
+        # A pytest that has listed every test takes a while longer to end: the plan is
+        # shown meanwhile, and it is waited for before loop ends.
+        ending: list[PytestProcess] = []
+        collecting = pool.submit(
+            collect_inventory, config.tests.suites, setup, Path(tmp),
+            config.tests.suite_timeout_s, ending=ending.append,
+        )
+        checks()
+        console = make_console()
+        _show_deploy(env, config, workdir, console, next_iteration)
+        _show_suites(config, collecting.result(), console)
+        for process in ending:
+            process.wait(config.tests.suite_timeout_s)
+
+
+def _show_suites(config: Config, inventory: Sequence[InventoryItem], console: Console) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from deployloop.report._format import plural
+
+    counts = Counter(item.suite for item in inventory if not item.collect_error)
+    errors = Counter(item.suite for item in inventory if item.collect_error)
+    suites = Table("priority", "suite", "tests", "collection errors", "paths")
+    for suite in sorted(config.tests.suites, key=lambda s: s.priority):
+        markers = f"  -m '{suite.markers}'" if suite.markers else ""
+        suites.add_row(
+            Text(str(suite.priority)), Text(one_line(suite.name)), Text(str(counts[suite.name])),
+            Text(str(errors[suite.name]), style="red" if errors[suite.name] else ""),
+            Text(one_line(" ".join(suite.paths) + markers)),
+        )
+    console.print(suites)
+    console.print(
+        Text(
+            f"{plural(sum(counts.values()), 'test')} in"
+            f" {plural(len(config.tests.suites), 'suite')};"
+            f" {plural(config.tests.workers, 'pytest process', 'pytest processes')} at once;"
+            f" target pass rate {config.loop.target_pass_rate:g}%,"
+            f" at most {plural(config.loop.max_iterations, 'iteration')}."
+        )
+    )
+    for item in inventory:
+        if item.collect_error:
+            console.print(
+                Text.assemble(
+                    ("cannot collect", "red"),
+                    f" {one_line(item.nodeid)}: {one_line(item.collect_error)}",
+                )
+            )
+
+
+def _show_deploy(
     env: str, config: Config, workdir: Path, console: Console, next_iteration: int
 ) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from deployloop.config import deploy_waves
+    from deployloop.deploy import DeployContext, make_target
+    from deployloop.gitinfo import git_sha
+
     console.print(Text.assemble((f"Plan for env '{one_line(env)}'", "bold"), ": config is valid"))
     deploy = config.deploy
     console.print(Text(f"\nDeploy target: {deploy.target}  (next iteration: {next_iteration})"))
@@ -70,51 +160,3 @@ def show_plan(
                 Text("\n".join(one_line(change) for change in what.changes) if what else ""),
             )
     console.print(services)
-
-    # Collection output goes to a throwaway folder: plan leaves no trace in the state dir.
-    # Its pytest processes die with it (a watchdog, but no record: plan writes no state).
-    redaction = redaction_for(config, os.environ)
-    with (
-        tempfile.TemporaryDirectory(prefix="loop-plan-") as tmp,
-        Children(redactor=redaction.redactor) as children,
-    ):
-        setup = PytestSetup(
-            python=resolve_python(config, workdir),
-            workdir=workdir,
-            pytest_args=tuple(config.tests.pytest_args),
-            env=test_environment(config, env, next_iteration, configured_urls(config)),
-            rootdir=tests_root(config.tests.suites, workdir),
-            children=children,
-            redaction=redaction,
-        )
-        inventory = collect_inventory(
-            config.tests.suites, setup, Path(tmp), config.tests.suite_timeout_s
-        )
-    counts = Counter(item.suite for item in inventory if not item.collect_error)
-    errors = Counter(item.suite for item in inventory if item.collect_error)
-    suites = Table("priority", "suite", "tests", "collection errors", "paths")
-    for suite in sorted(config.tests.suites, key=lambda s: s.priority):
-        markers = f"  -m '{suite.markers}'" if suite.markers else ""
-        suites.add_row(
-            Text(str(suite.priority)), Text(one_line(suite.name)), Text(str(counts[suite.name])),
-            Text(str(errors[suite.name]), style="red" if errors[suite.name] else ""),
-            Text(one_line(" ".join(suite.paths) + markers)),
-        )
-    console.print(suites)
-    console.print(
-        Text(
-            f"{plural(sum(counts.values()), 'test')} in"
-            f" {plural(len(config.tests.suites), 'suite')};"
-            f" {plural(config.tests.workers, 'pytest process', 'pytest processes')} at once;"
-            f" target pass rate {config.loop.target_pass_rate:g}%,"
-            f" at most {plural(config.loop.max_iterations, 'iteration')}."
-        )
-    )
-    for item in inventory:
-        if item.collect_error:
-            console.print(
-                Text.assemble(
-                    ("cannot collect", "red"),
-                    f" {one_line(item.nodeid)}: {one_line(item.collect_error)}",
-                )
-            )

@@ -97,6 +97,8 @@ def check_markers(config: Config, source: str) -> None:
     Not part of load_config: pytest's parser costs ~0.18 s to import, and `loop status`
     loads configs and must start fast. `loop run` and `loop plan` call it.
     """
+    if all(suite.markers is None for suite in config.tests.suites):
+        return  # nothing to check: pytest's parser is not imported
     from _pytest.mark.expression import Expression
 
     lines = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,8 @@ from deployloop.runner.reportlog import COLLECTION_ERROR, crash_line
 from deployloop.runner.suite_paths import SuitePaths, file_of, tests_root
 
 _EXIT_NO_TESTS = 5
+# The plugin's INVENTORY_END: its last line once the inventory is whole.
+INVENTORY_END = '{"inventory": "complete"}'
 
 
 @dataclass(frozen=True)
@@ -49,16 +52,20 @@ def collect_inventory(
     timeout_s: float,
     name: str = "collect",
     shared: Callable[[str | None, tuple[str, ...]], SharedCollection | None] | None = None,
+    ending: Callable[[PytestProcess], None] | None = None,
 ) -> list[InventoryItem]:
     """The tests of `suites`, in suite order, each item in exactly one suite. `shared`
-    offers collections already under way, by `-m` expression and paths."""
+    offers collections already under way, by `-m` expression and paths. `ending` takes a
+    pytest that has listed its whole inventory and is still ending (after 10,000 tests that
+    is another second): its caller waits for it once done with the items. Without `ending`,
+    each is waited for here."""
     groups: dict[str | None, list[SuiteConfig]] = {}
     for suite in suites:
         groups.setdefault(suite.markers, []).append(suite)
     by_suite: dict[str, list[InventoryItem]] = {s.name: [] for s in suites}
     jobs = [(f"{name}-{i + 1}", members) for i, members in enumerate(groups.values())]
     for (job, members), collected in zip(
-        jobs, _run_all(jobs, setup, out_dir, timeout_s, shared), strict=True
+        jobs, _run_all(jobs, setup, out_dir, timeout_s, shared, ending), strict=True
     ):
         if _failed_as_a_whole(collected) and len(members) > 1:
             singles = [(f"{job}-{j + 1}", [s]) for j, s in enumerate(members)]
@@ -82,6 +89,8 @@ def _one_suite_each(
     for suite in suites:
         for item in by_suite[suite.name]:
             homes.setdefault(item.nodeid, []).append(suite)
+    if len(homes) == sum(len(items) for items in by_suite.values()):
+        return [item for suite in suites for item in by_suite[suite.name]]  # none twice
     paths = SuitePaths(suites, workdir, tests_root(suites, workdir))
     out = []
     for suite in suites:
@@ -114,9 +123,11 @@ def _run_all(
     out_dir: Path,
     timeout_s: float,
     shared: Callable[[str | None, tuple[str, ...]], SharedCollection | None] | None = None,
+    ending: Callable[[PytestProcess], None] | None = None,
 ) -> list[_Collected]:
     """Collect every job at once: collection is mostly waiting on imports."""
     procs: list[tuple[PytestProcess | SharedCollection, Path]] = []
+    handed: list[PytestProcess] = []
     try:
         for name, members in jobs:
             inventory = out_dir / f"{name}.jsonl"
@@ -138,10 +149,18 @@ def _run_all(
         results = []
         for i, (source, inventory) in enumerate(procs):
             if isinstance(source, PytestProcess):
-                code = source.wait(timeout_s)
+                code = _wait_for_inventory(source, inventory, timeout_s, early=ending is not None)
+                items = _read_inventory(inventory)
+                if code is None and not items:  # its exit code says why there are none
+                    code = source.wait(timeout_s)
+                if code is None:
+                    assert ending is not None
+                    handed.append(source)
+                    ending(source)
+                    code = 0  # it listed every test: what it does while ending changes none
                 results.append(
                     _Collected(
-                        _read_inventory(inventory), code, source.tail(30),
+                        items, code, source.tail(30),
                         timeout_s if source.was_interrupted else None,
                     )
                 )
@@ -155,8 +174,37 @@ def _run_all(
         return results
     finally:
         for source, _ in procs:
-            if isinstance(source, PytestProcess) and source.poll() is None:
+            if (
+                isinstance(source, PytestProcess)
+                and source not in handed
+                and source.poll() is None
+            ):
                 source.stop()
+
+
+def _wait_for_inventory(
+    proc: PytestProcess, inventory: Path, timeout_s: float, *, early: bool
+) -> int | None:
+    """pytest's exit code; None when `early` and its inventory is whole while it still runs.
+    Stopped after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while (code := proc.poll()) is None:
+        if early and _is_whole(inventory):
+            return None
+        if time.monotonic() > deadline:
+            return proc.stop()
+        time.sleep(0.02)
+    return code
+
+
+def _is_whole(inventory: Path) -> bool:
+    try:
+        with inventory.open("rb") as file:
+            size = file.seek(0, os.SEEK_END)
+            file.seek(max(0, size - len(INVENTORY_END) - 1))
+            return file.read().rstrip(b"\n").endswith(INVENTORY_END.encode())
+    except OSError:
+        return False
 
 
 def _read_inventory(path: Path) -> list[dict[str, str]]:
@@ -165,9 +213,11 @@ def _read_inventory(path: Path) -> list[dict[str, str]]:
     items = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            items.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and "nodeid" in record:  # not the end line
+            items.append(record)
     return items
 
 
@@ -226,8 +276,9 @@ def _relative_file(path: str, nodeid: str, workdir: Path, known: dict[str, str])
     """The test's file relative to the working directory (where `loop` digests it), which is
     not its node id's file when the node id is relative to a rootdir above it. Worked out
     once per file (`known`): relpath costs more than all the rest of assigning a test."""
+    if path in known:
+        return known[path]
     if not path or not os.path.isabs(path):
         return file_of(nodeid)
-    if path not in known:
-        known[path] = os.path.relpath(path, workdir)
+    known[path] = os.path.relpath(path, workdir)
     return known[path]

@@ -54,6 +54,8 @@ class SuitePaths:
                 self._plain.setdefault(spec.target, []).append(spec)
         # Per file as pytest reports it: the file resolved, and what its plain paths score.
         self._files: dict[str, tuple[Path, list[_Match]]] = {}
+        # The owner of every test of a file that no node-id path points into: its file's.
+        self._file_owners: dict[str, str | None] = {}
 
     def scores(self, nodeid: str, path: str = "") -> dict[str, int]:
         """Per suite whose paths hold the test, how specifically (higher: more); in the order
@@ -73,8 +75,14 @@ class SuitePaths:
 
     def owner(self, nodeid: str, path: str = "") -> str | None:
         """The suite that names the test most specifically (the first such, on a tie)."""
+        key = path or os.path.join(self._rootdir, file_of(nodeid))
+        if key in self._file_owners:
+            return self._file_owners[key]
         scores = self.scores(nodeid, path)
-        return max(scores, key=lambda name: scores[name]) if scores else None
+        best = max(scores, key=lambda name: scores[name]) if scores else None
+        if self._files[key][0] not in self._node_files:
+            self._file_owners[key] = best
+        return best
 
     def _file(self, path: str) -> tuple[Path, list[_Match]]:
         if path not in self._files:

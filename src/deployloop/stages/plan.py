@@ -7,8 +7,7 @@ import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from deployloop.config import Config, SuiteConfig
 from deployloop.gitinfo import file_digests
@@ -25,6 +24,9 @@ from deployloop.runner.inventory import SharedCollection, collect_inventory
 from deployloop.stages.pytest_setup import pytest_setup
 from deployloop.stages.settings import IterationSettings, UsageError
 from deployloop.store import Store
+
+if TYPE_CHECKING:  # rich is imported by whoever makes the console
+    from rich.console import Console
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,8 @@ from deployloop_redact import (  # type: ignore[import-not-found]
 )
 
 MAX_TEXT = 20_000
+# The last line of a whole inventory (loop reads it before pytest has ended).
+INVENTORY_END = '{"inventory": "complete"}\n'
 MAX_MESSAGE = 4_000
 MAX_SECTION = 10_000
 
@@ -218,12 +220,16 @@ class _InventoryWriter(_Writer):
             self.write({"nodeid": report.nodeid, "path": path, "error": error})
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        # One write: a flush per item costs a system call each, for tens of thousands.
+        # One write: a flush per item costs a system call each, for tens of thousands. It
+        # ends with a line saying the inventory is whole: pytest takes another second to end
+        # after 10,000 tests (its summary, a gc, freeing every item), which loop need not
+        # wait for before reading.
         self._out.write(
             "".join(
                 json.dumps({"nodeid": item.nodeid, "path": str(item.path)}) + "\n"
                 for item in session.items
             )
+            + INVENTORY_END
         )
         self._out.flush()
 
