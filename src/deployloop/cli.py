@@ -341,7 +341,7 @@ def run(
                             settings,
                             RunOptions(max_iterations or config.loop.max_iterations, resume),
                             store,
-                            _console(),
+                            _console,
                         )
                     )
                 except KeyboardInterrupt:
@@ -375,14 +375,15 @@ def _interrupted_late(store: Store, env: str) -> int:
 def _run_guarded(run: Callable[[], int]) -> int:
     """The loop's exit code; a failure of loop itself (the state database, the disk, a bug)
     is one line and exit 4, with the traceback when LOOP_DEBUG is set."""
-    from deployloop.iteration import IterationError
-    from deployloop.safetext import one_line
-
     try:
         return run()
     except Exception as exc:
         if os.environ.get("LOOP_DEBUG"):
             raise
+        # Imported only now: the iteration's modules load while its workers start.
+        from deployloop.iteration import IterationError
+        from deployloop.safetext import one_line
+
         if isinstance(exc, IterationError):
             state = (
                 "the iteration is marked 'error'"

@@ -24,7 +24,7 @@ from deployloop.stages.plan import plan_iteration
 from deployloop.stages.report import write_reports
 from deployloop.stages.rollback import roll_back_if_worse
 from deployloop.stages.settings import IterationSettings
-from deployloop.stages.test import run_tests, start_workers
+from deployloop.stages.test import run_tests
 from deployloop.store import Store
 
 
@@ -52,20 +52,20 @@ def run_iteration(
     store: Store,
     console: Console,
     record: IterationRecord,
+    pool: WorkerPool | None,
     resume: bool = False,
 ) -> IterationOutcome:
     """Plan, deploy, test, analyze and report one iteration; never raises on Ctrl-C.
 
+    `pool`: its test workers, started by the caller before anything else (stages.workers),
+    collecting while the plan and the deploy run; None: the test stage starts its own.
     Any other failure (the state database, the disk) marks the iteration `error` with the
     reason, where the store still takes it, and raises IterationError.
     """
     deploy_error: str | None = None
     interrupted = False
     target = make_target(settings.config)
-    pool: WorkerPool | None = None
     try:
-        # The test workers start first: they collect while the plan and the deploy run.
-        pool = None if resume else start_workers(settings, record)
         plan = plan_iteration(
             settings, store, console, record, resume,
             shared=pool.shared_collection if pool is not None else None,

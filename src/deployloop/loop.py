@@ -5,17 +5,16 @@ from __future__ import annotations
 import signal
 import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
-
-from rich.console import Console
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from deployloop.config import Config
 from deployloop.gitinfo import code_state, git_sha
-from deployloop.iteration import IterationOutcome, run_iteration
 from deployloop.models import IterationRecord, IterationStatus
+from deployloop.runner.pool import WorkerPool
 from deployloop.safetext import shown_text
 from deployloop.stages.between import HookError, run_between_iterations
 from deployloop.stages.decide import (
@@ -26,7 +25,13 @@ from deployloop.stages.decide import (
     decide,
 )
 from deployloop.stages.settings import IterationSettings
+from deployloop.stages.workers import start_workers
 from deployloop.store import Store
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from deployloop.iteration import IterationOutcome
 
 
 @dataclass(frozen=True)
@@ -36,16 +41,27 @@ class RunOptions:
 
 
 def run_loop(
-    settings: IterationSettings, options: RunOptions, store: Store, console: Console
+    settings: IterationSettings,
+    options: RunOptions,
+    store: Store,
+    make_console: Callable[[], Console],
 ) -> int:
     """Run iterations; return the exit code of `loop run`."""
     config = settings.config
     results: list[IterationResult] = []
     resume = options.resume
     with _sigterm_as_interrupt():
+        record, note = _next_record(settings, store, resume)
+        record, pool = _start_workers(settings, store, record, resume)
+        # The rest of an iteration (its stages, the analysis, the display: ~0.2 s of imports)
+        # loads while the first one's workers collect, on another core.
+        from deployloop.iteration import run_iteration
+
+        console = make_console()
+        if note:
+            console.print(note)
         while True:
-            record = _next_record(settings, store, console, resume)
-            outcome = run_iteration(settings, store, console, record, resume=resume)
+            outcome = run_iteration(settings, store, console, record, pool, resume=resume)
             resume = False
             # --failed-only is for the first iteration: the next ones run every test.
             settings = replace(settings, failed_only=False)
@@ -65,39 +81,65 @@ def run_loop(
                 _print_decision(console, decision, outcome)
                 return decision.exit_code
             if outcome.record.partial and outcome.record.status == IterationStatus.PASSED:
+                # nothing to fix
                 console.print("\nEvery test that failed before passes: a full iteration next.")
-                continue  # nothing to fix
-            code = _between_iterations(settings, config, console, outcome)
-            if code is not None:
-                return code
+            else:
+                code = _between_iterations(settings, config, console, outcome)
+                if code is not None:
+                    return code
+            record, _ = _next_record(settings, store, resume=False)
+            record, pool = _start_workers(settings, store, record, resume=False)
 
 
 def _next_record(
-    settings: IterationSettings, store: Store, console: Console, resume: bool
-) -> IterationRecord:
+    settings: IterationSettings, store: Store, resume: bool
+) -> tuple[IterationRecord, str | None]:
+    """The iteration to run, and what to say about it."""
+    note = None
     if resume:
         last = store.iteration(settings.env)
         if last is not None and last.status in (
             IterationStatus.INTERRUPTED, IterationStatus.CRASHED, IterationStatus.RUNNING
         ):
             store.reopen_iteration(last.id)
-            console.print(f"Resuming iteration {last.number} ({settings.env})")
             reopened = store.iteration_by_id(last.id)
             assert reopened is not None
-            return reopened
-        console.print("Nothing to resume: the last iteration finished; starting a new one.")
-    return store.start_iteration(
+            return reopened, f"Resuming iteration {last.number} ({settings.env})"
+        note = "Nothing to resume: the last iteration finished; starting a new one."
+    record = store.start_iteration(
         settings.env,
         git_sha(settings.workdir),
         settings.target_pass_rate,
         settings.workers,
-        code_key=_code_key(settings),
         partial=settings.failed_only,
     )
+    return record, note
+
+
+def _start_workers(
+    settings: IterationSettings, store: Store, record: IterationRecord, resume: bool
+) -> tuple[IterationRecord, WorkerPool | None]:
+    """The new iteration's test workers, started before anything else of it; then the code
+    it tests is keyed (hashing a large tree takes a while: the workers need not wait), and
+    the record read again with its key. No workers on a resume (the test stage starts what
+    its rest needs), nor when they cannot start (a process limit, a missing interpreter):
+    the test stage starts its own then, and says what fails if it fails again."""
+    if resume:
+        return record, None
+    try:
+        pool = start_workers(settings, record)
+    except OSError:
+        pool = None
+    store.set_code_key(record.id, _code_key(settings))
+    keyed = store.iteration_by_id(record.id)
+    assert keyed is not None
+    return keyed, pool
 
 
 def _backup(store: Store, console: Console) -> None:
     """The last good database, for when the store gets damaged (see `restore_hint`)."""
+    from rich.text import Text
+
     try:
         store.backup()
     except (OSError, sqlite3.Error) as exc:
@@ -106,6 +148,8 @@ def _backup(store: Store, console: Console) -> None:
 
 def _tidy(settings: IterationSettings, number: int, console: Console) -> None:
     """Older iterations' raw pytest files: gzipped, or dropped ([state] keep_raw_iterations)."""
+    from rich.text import Text
+
     from deployloop.state_files import tidy_raw_files
 
     try:

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
-from deployloop.config import SuiteConfig
 from deployloop.deploy.base import DeployTarget
 from deployloop.models import (
     NOT_RUN,
     WHILE_RUNNING,
     Deployment,
-    IterationRecord,
     Outcome,
     SuiteStatus,
     TestResult,
@@ -32,14 +29,15 @@ from deployloop.runner.execute import (
 from deployloop.runner.inventory import collect_inventory, suites_covering_others
 from deployloop.runner.jobs import plan_jobs
 from deployloop.runner.phase import run_on_pool
-from deployloop.runner.pool import WorkerGroup, WorkerPool
+from deployloop.runner.pool import WorkerPool
 from deployloop.runner.process import PytestSetup
 from deployloop.runner.reportlog import COLLECTION_ERROR
 from deployloop.runner.schedule import PendingTest, expected_durations
 from deployloop.safetext import one_line
-from deployloop.stages.plan import Plan, configured_urls, select_suites
+from deployloop.stages.plan import Plan
 from deployloop.stages.pytest_setup import pytest_setup
 from deployloop.stages.settings import IterationSettings
+from deployloop.stages.workers import worker_groups
 from deployloop.store import Store
 
 
@@ -63,41 +61,6 @@ class _StoreRecorder:
             started=status == SuiteStatus.RUNNING,
             finished=status not in (SuiteStatus.RUNNING, SuiteStatus.PENDING),
         )
-
-
-def start_workers(settings: IterationSettings, record: IterationRecord) -> WorkerPool | None:
-    """The test workers of a new iteration, started now so that they collect while the
-    services deploy; None when no suite runs on them."""
-    suites = [s for s in select_suites(settings.config, settings.suite_globs) if not s.serial]
-    if not suites:
-        return None
-    setup = pytest_setup(settings, record, configured_urls(settings.config))
-    pool = WorkerPool(
-        setup,
-        settings.layout.pytest_dir(settings.env, record.number),
-        worker_groups(suites, settings.workdir),
-        settings.workers,
-        prefix="",
-        suite_timeout_s=settings.config.tests.suite_timeout_s,
-        test_timeout_s=settings.config.tests.test_timeout_s,
-        fork=settings.config.tests.fork_workers,
-    )
-    pool.start()
-    return pool
-
-
-def worker_groups(suites: Sequence[SuiteConfig], workdir: Path) -> list[WorkerGroup]:
-    """One group per `-m` expression: its workers collect the files and folders of those
-    suites. Whole files, not node ids, and only paths that exist: pytest stops at once on
-    a path or node id it cannot find (the inventory names those), and loop sends the node
-    ids to run anyway."""
-    paths: dict[str | None, dict[str, None]] = {}
-    counts: dict[str | None, int] = {}
-    for suite in suites:
-        found = [p.split("::")[0] for p in suite.paths if (workdir / p.split("::")[0]).exists()]
-        paths.setdefault(suite.markers, {}).update(dict.fromkeys(found))
-        counts[suite.markers] = counts.get(suite.markers, 0) + 1
-    return [WorkerGroup(markers, tuple(p), counts[markers]) for markers, p in paths.items()]
 
 
 def run_tests(
