@@ -1050,13 +1050,28 @@ def _history(tmp: Path, table: Table, quick: bool, startup_reps: int) -> None:
                       str(iterations), "--tests", str(tests), "--env", "local"], root),
                  "history_fixture.py")
     say(f"  fixture written in {made.wall_s:.1f} s")
+    # What any `loop` read command pays before it reads anything: Python, typer, rich and
+    # loop's records imported. Measured beside each command, as it moves with the machine's
+    # load as much as they do; "own" is what a command adds to it.
+    floor_argv = [PYTHON, "-c", FLOOR_IMPORTS]
     for command, target in HISTORY_TARGETS.items():
-        med, times, cpu = median_wall([LOOP, command], root, startup_reps)
-        say(f"  loop {command:<10} median {med:.3f} s  (min {min(times):.3f},"
-            f" max {max(times):.3f}; cpu {cpu:.3f} s)")
+        check(run([LOOP, command], root), f"loop {command}")  # warm-up: page cache, .pyc
+        walls, floors = [], []
+        for _ in range(startup_reps):
+            walls.append(check(run([LOOP, command], root), f"loop {command}").wall_s)
+            floors.append(check(run(floor_argv, root), "imports floor").wall_s)
+        med = statistics.median(walls)
+        own = statistics.median(w - f for w, f in zip(walls, floors, strict=True))
+        say(f"  loop {command:<10} median {med:.3f} s  (min {min(walls):.3f},"
+            f" max {max(walls):.3f}); imports floor {statistics.median(floors):.3f} s,"
+            f" loop's own {own:.3f} s")
         note = (f"target < {target:.2f} s   {verdict(med < target)}" if target is not None
                 else "info")
+        note += f"  (floor {statistics.median(floors):.2f} s + own {own:.2f} s)"
         table.add(f"loop {command} ({iterations}x{tests // 1000}k)", f"{med:.2f} s", note)
+
+
+FLOOR_IMPORTS = "import typer, rich.console, rich.table, sqlite3, deployloop.models"
 
 
 # --- plan -------------------------------------------------------------------------------------
