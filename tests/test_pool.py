@@ -132,6 +132,12 @@ def test_failed_only_runs_those_and_the_iteration_is_partial(project: Project) -
     # The 18 that passed before count as not run, never as passed.
     assert summary["totals"]["passed"] == 1 and summary["totals"]["executed"] == 2
     assert "18 tests not run (--failed-only)" in result.stdout, output(result)
+    # Once more: only what still fails runs. The 18 passed in iteration 1 (the partial one
+    # did not run them: not news), item 3 passed in iteration 2.
+    again = project.run("run", "--failed-only")
+    assert again.returncode == 1, output(again)
+    ran = {n: o for n, (o, _) in outcomes(project, 3).items() if o is not None}
+    assert ran == {"tests/test_main.py::test_item[4]": "failed"}, output(again)
 
 
 def test_failed_only_that_passes_goes_on_to_a_full_iteration(project: Project) -> None:

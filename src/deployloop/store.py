@@ -852,24 +852,30 @@ class Store:
         self, env: str, before_number: int
     ) -> tuple[int, dict[str, Outcome | None]] | None:
         """The newest earlier iteration of env whose tests ran (not a setup failure: its
-        deploy did not fail and pytest executed a test), and each test's outcome in it
-        (None: it was not run)."""
-        row = self._conn.execute(
-            "SELECT i.id, i.number FROM iterations i WHERE i.env = ? AND i.number < ?"
-            " AND i.status != ? AND EXISTS (SELECT 1 FROM tests t WHERE t.iteration_id = i.id"
-            " AND t.outcome IN (?, ?, ?))"
-            " ORDER BY i.number DESC LIMIT 1",
+        deploy did not fail and pytest executed a test), and each test's latest outcome
+        (None: not run). A partial iteration (--failed-only) ran some tests only: the others'
+        outcomes come from the iterations before it, back to a full one."""
+        rows = self._conn.execute(
+            "SELECT i.id, i.number, i.partial FROM iterations i WHERE i.env = ?"
+            " AND i.number < ? AND i.status != ? AND EXISTS (SELECT 1 FROM tests t"
+            " WHERE t.iteration_id = i.id AND t.outcome IN (?, ?, ?))"
+            " ORDER BY i.number DESC",
             (env, before_number, IterationStatus.DEPLOY_FAILED,
              Outcome.PASSED, Outcome.FAILED, Outcome.ERROR),
-        ).fetchone()
-        if row is None:
-            return None
-        outcomes = self._conn.execute(
-            "SELECT nodeid, outcome FROM tests WHERE iteration_id = ?", (row[0],)
-        ).fetchall()
-        return int(row[1]), {
-            _unkey(r[0]): Outcome(r[1]) if r[1] else None for r in outcomes
-        }
+        )
+        newest: int | None = None
+        outcomes: dict[str, Outcome | None] = {}
+        for iteration_id, number, partial in rows.fetchall():
+            newest = int(number) if newest is None else newest
+            for nodeid, outcome in self._conn.execute(
+                "SELECT nodeid, outcome FROM tests WHERE iteration_id = ?", (iteration_id,)
+            ):
+                key = _unkey(nodeid)
+                if outcomes.get(key) is None:
+                    outcomes[key] = Outcome(outcome) if outcome else None
+            if not partial:
+                break
+        return None if newest is None else (newest, outcomes)
 
     # --- kept summaries ---------------------------------------------------------------------
 
