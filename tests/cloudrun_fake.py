@@ -17,8 +17,12 @@ vars of that revision; secrets as "secret:<name>:<version>", since the fake has 
 
 Knobs: `fail_next_rollout` (the next new revision of a service fails, as a FAILED terminal
 condition or as an operation error), `deny` (PERMISSION_DENIED), `unavailable` (UNAVAILABLE
-N times), `lose_answer` (the work is done, the answer lost), `unhealthy`. Every RPC is
-recorded in `calls`, before any knob answers it.
+N times), `lose_answer` (the work is done, the answer lost), `unhealthy`; `seed` and
+`set_traffic` put in place what a team deployed some other way. Every RPC is recorded in
+`calls`, before any knob answers it.
+
+Like the real UpdateService, an update replaces the whole service with what it is sent:
+whatever the client leaves out of it is gone.
 """
 
 from __future__ import annotations
@@ -209,6 +213,31 @@ class FakeCloudRun:
     def unhealthy(self, service: str, status: int = 503) -> None:
         with self._lock:
             self.services[service].health_status = status
+
+    def seed(self, name: str, service: run_v2.Service) -> str:
+        """A service deployed by someone else (`name`: its full resource name), with its
+        first revision ready and serving; returns that revision's name."""
+        with self._lock:
+            service_id = _service_id(name)
+            svc = _copy(service)
+            svc.name = name
+            svc.uid = str(uuid.uuid4())
+            svc.generation = 1
+            http = self._start_http(service_id)
+            svc.uri = f"http://127.0.0.1:{http.server_address[1]}"
+            svc.urls = [svc.uri]
+            fake = FakeService(svc, http)
+            self.services[service_id] = fake
+            self._roll_out(fake, new_template=True)
+            return fake.service.latest_created_revision.rsplit("/", 1)[-1]
+
+    def set_traffic(self, service: str, traffic: list[run_v2.TrafficTarget]) -> None:
+        """Traffic set by someone else (a revision tag, a pinned revision)."""
+        with self._lock:
+            fake = self.services[service]
+            fake.service.traffic = traffic
+            fake.service.traffic_statuses = self._traffic_statuses(fake)
+            fake.service.etag = uuid.uuid4().hex
 
     # --- inspection ------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import pytest  # noqa: E402
-from cloudrun_fake import FakeCloudRun  # noqa: E402
+from cloudrun_fake import LATEST, REVISION, FakeCloudRun  # noqa: E402
 from conftest import Project, output  # noqa: E402
 
 from deployloop.config import Config, parse_config  # noqa: E402
@@ -461,6 +461,154 @@ def test_plan_shows_changes_and_changes_nothing(fake: FakeCloudRun, target: Clou
     planned = by_plan(target.plan(config(), ctx(1)))
     assert planned["auth"] == ("traffic 100% on auth-00001-abc -> 100% on the new revision",)
     assert {c.method for c in fake.calls[calls:]} == {"GetService", "GetIamPolicy"}
+
+
+# --- what loop does not manage ---------------------------------------------------------------
+
+BACKEND = "projects/demo-proj/locations/europe-west1/services/backend"
+
+
+def team_backend() -> Any:
+    """The backend as a team runs it on shared staging, set up with gcloud and the console:
+    port 8000, a VPC connector, Cloud SQL, a secret volume, probes, gen2, a sidecar, its own
+    annotation and env var. None of it is in loop's config."""
+    from google.cloud import run_v2
+
+    main = run_v2.Container(
+        name="app",
+        image="europe-docker.pkg.dev/demo-proj/shop/backend:old",
+        ports=[run_v2.ContainerPort(container_port=8000)],
+        env=[run_v2.EnvVar(name="FEATURE_X", value="on"),
+             run_v2.EnvVar(name="MODE", value="manual")],
+        volume_mounts=[run_v2.VolumeMount(name="cloudsql", mount_path="/cloudsql"),
+                       run_v2.VolumeMount(name="certs", mount_path="/certs")],
+        startup_probe=run_v2.Probe(http_get=run_v2.HTTPGetAction(path="/ready"),
+                                   period_seconds=5, failure_threshold=10),
+        liveness_probe=run_v2.Probe(http_get=run_v2.HTTPGetAction(path="/live")),
+        resources=run_v2.ResourceRequirements(limits={"cpu": "2", "memory": "1Gi"}),
+    )
+    sidecar = run_v2.Container(name="otel", image="otel/collector:0.99")
+    template = run_v2.RevisionTemplate(
+        containers=[main, sidecar],
+        vpc_access=run_v2.VpcAccess(
+            connector="projects/demo-proj/locations/europe-west1/connectors/staging",
+            egress=run_v2.VpcAccess.VpcEgress.PRIVATE_RANGES_ONLY,
+        ),
+        volumes=[
+            run_v2.Volume(name="cloudsql", cloud_sql_instance=run_v2.CloudSqlInstance(
+                instances=["demo-proj:europe-west1:shop-db"])),
+            run_v2.Volume(name="certs", secret=run_v2.SecretVolumeSource(secret="tls-certs")),
+        ],
+        execution_environment=run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2,
+        annotations={"team.example.com/owner": "payments"},
+        labels={"cost-center": "shop"},
+    )
+    return run_v2.Service(template=template, labels={"cost-center": "shop"})
+
+
+def test_an_update_keeps_every_setting_the_config_does_not_manage(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    from google.cloud import run_v2
+
+    first = fake.seed(BACKEND, team_backend())
+    fake.set_traffic("backend", [
+        run_v2.TrafficTarget(type_=LATEST, percent=100),
+        run_v2.TrafficTarget(type_=REVISION, revision=first, tag="stable", percent=0),
+    ])
+    records = by_name(target.deploy(config(), ctx(1)))
+    assert records["backend"].status is DeployStatus.READY, records["backend"].error
+    svc = fake.service("backend")
+    template = svc.template
+    app, otel = template.containers
+    # What the config sets, set:
+    assert app.image == f"europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i1"
+    env = {v.name: v.value or v.value_source.secret_key_ref.secret for v in app.env}
+    assert env["MODE"] == "staging" and env["DB_PASSWORD"] == "db-password"
+    assert env["LOOP_AUTH_URL"].startswith("http://127.0.0.1:")
+    # and everything else as the team left it:
+    assert env["FEATURE_X"] == "on"
+    assert [p.container_port for p in app.ports] == [8000]
+    assert [m.mount_path for m in app.volume_mounts] == ["/cloudsql", "/certs"]
+    assert app.startup_probe.http_get.path == "/ready"
+    assert app.startup_probe.failure_threshold == 10
+    assert app.liveness_probe.http_get.path == "/live"
+    assert dict(app.resources.limits) == {"cpu": "2", "memory": "1Gi"}
+    assert (otel.name, otel.image) == ("otel", "otel/collector:0.99")
+    assert template.vpc_access.connector.endswith("/connectors/staging")
+    assert template.vpc_access.egress == run_v2.VpcAccess.VpcEgress.PRIVATE_RANGES_ONLY
+    assert [v.name for v in template.volumes] == ["cloudsql", "certs"]
+    assert template.volumes[0].cloud_sql_instance.instances == ["demo-proj:europe-west1:shop-db"]
+    assert template.execution_environment == run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2
+    assert template.annotations["team.example.com/owner"] == "payments"
+    assert template.labels["cost-center"] == "shop" and svc.labels["cost-center"] == "shop"
+    # The new revision takes the traffic; the team's tag stays on its revision.
+    assert fake.serving_revision("backend") == records["backend"].revision
+    tags = [(t.tag, t.revision, t.percent) for t in svc.traffic if t.tag]
+    assert tags == [("stable", first, 0)]
+
+
+def test_an_env_var_loop_set_goes_when_the_config_drops_it_and_no_other(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    fake.seed(BACKEND, team_backend())
+    target.deploy(config(), ctx(1))
+    dropped = config(backend_extra="")
+    backend = dropped.deploy.services[1].model_copy(update={"env": {}})
+    dropped = dropped.model_copy(update={"deploy": dropped.deploy.model_copy(
+        update={"services": [dropped.deploy.services[0], backend]})})
+    planned = by_plan(target.plan(dropped, ctx(2)))
+    assert planned["backend"][:2] == (
+        f"image europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i1"
+        f" -> europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i2",
+        "env MODE removed",
+    ), planned["backend"]
+    target.deploy(dropped, ctx(2))
+    names = [v.name for v in fake.service("backend").template.containers[0].env]
+    assert "MODE" not in names  # loop set it; the config no longer does
+    assert "FEATURE_X" in names  # the team's, never loop's
+
+
+def test_plan_shows_what_a_deploy_keeps_and_changes_only_what_the_config_sets(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    from google.cloud import run_v2
+
+    first = fake.seed(BACKEND, team_backend())
+    fake.set_traffic("backend", [
+        run_v2.TrafficTarget(type_=LATEST, percent=100),
+        run_v2.TrafficTarget(type_=REVISION, revision=first, tag="stable", percent=0),
+    ])
+    changes = by_plan(target.plan(config(), ctx(1)))["backend"]
+    assert changes == (
+        "image europe-docker.pkg.dev/demo-proj/shop/backend:old"
+        f" -> europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i1",
+        "env MODE changed",  # LOOP_AUTH_URL: unknown until auth is deployed
+        "secret API_KEY added (api-key:latest)",
+        "secret DB_PASSWORD added (db-password:3)",
+        "kept as deployed: port 8000; startup probe; liveness probe;"
+        " volume mounts /cloudsql, /certs; sidecar otel;"
+        " VPC access projects/demo-proj/locations/europe-west1/connectors/staging;"
+        " Cloud SQL volume cloudsql; secret volume certs;"
+        " execution environment EXECUTION_ENVIRONMENT_GEN2;"
+        " annotations team.example.com/owner; tag stable",
+    ), changes
+    assert fake.mutating_calls() == []
+
+
+def test_a_rollback_keeps_the_teams_tags(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    from google.cloud import run_v2
+
+    first = fake.seed(BACKEND, team_backend())
+    fake.set_traffic("backend", [
+        run_v2.TrafficTarget(type_=LATEST, percent=100),
+        run_v2.TrafficTarget(type_=REVISION, revision=first, tag="stable", percent=0),
+    ])
+    target.deploy(config(), ctx(1))
+    target.rollback(config(), {"backend": first}, "test")
+    assert fake.serving_revision("backend") == first
+    tags = [(t.tag, t.revision) for t in fake.service("backend").traffic if t.tag]
+    assert tags == [("stable", first)]
 
 
 def by_plan(planned: list[Any]) -> dict[str, tuple[str, ...]]:

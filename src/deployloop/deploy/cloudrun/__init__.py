@@ -32,6 +32,7 @@ errors: transient or not, one-line messages).
 
 from deployloop.deploy.cloudrun.changes import describe_changes
 from deployloop.deploy.cloudrun.errors import describe_api_error
+from deployloop.deploy.cloudrun.merge import merge_for_update, unmanaged_settings
 from deployloop.deploy.cloudrun.spec import (
     ANNOTATION_DEPLOY_ID,
     ANNOTATION_GIT_SHA,
@@ -44,7 +45,6 @@ from deployloop.deploy.cloudrun.spec import (
     image_for,
     image_sha,
     label_value,
-    merge_for_update,
     parent_path,
     service_path,
     serving_share,
@@ -82,4 +82,5 @@ __all__ = [
     "serving_share",
     "short_name",
     "token_env_var",
+    "unmanaged_settings",
 ]

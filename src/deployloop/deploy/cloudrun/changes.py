@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from deployloop.config import ServiceConfig
+from deployloop.deploy.cloudrun.merge import main_container, unmanaged_settings
 from deployloop.deploy.cloudrun.spec import INGRESS, short_name
 
 if TYPE_CHECKING:
@@ -18,14 +19,15 @@ def describe_changes(
     service: ServiceConfig,
     unknown_vars: set[str],
 ) -> tuple[str, ...]:
-    """What deploying `desired` would change, one short phrase each; values of env vars are
-    not shown. Fields the config leaves out count only when they differ from Cloud Run's
-    default (which GetService reports filled in)."""
+    """What deploying `desired` (the live service with the config applied: merge.py) would
+    change, one short phrase each, values of env vars not shown; then what the live service
+    holds that the config does not manage, which the deploy keeps. A field the config leaves
+    out is kept as it is."""
     from google.cloud import run_v2
 
     changes: list[str] = []
-    now = current.template.containers[0] if current.template.containers else run_v2.Container()
-    new = desired.template.containers[0]
+    now = main_container(current.template) or run_v2.Container()
+    new = main_container(desired.template) or run_v2.Container()
     if now.image != new.image:
         changes.append(f"image {now.image or '(none)'} -> {new.image}")
     now_env, now_secrets = _split_env(now.env)
@@ -81,14 +83,15 @@ def describe_changes(
     if pinned:
         where = ", ".join(f"{t.percent}% on {t.revision}" for t in pinned)
         changes.append(f"traffic {where} -> 100% on the new revision")
+    kept = unmanaged_settings(current)
+    if kept:
+        changes.append("kept as deployed: " + "; ".join(kept))
     return tuple(changes)
 
 
 def _field_change(label: str, before: str | None, after: str | None, defaults: set[str]) -> str:
-    if after is None:  # the config leaves it to Cloud Run
-        if before is None or before in defaults:
-            return ""
-        return f"{label} {before} -> default"
+    if after is None:  # the config leaves it as deployed
+        return ""
     if before == after or (before is None and after in defaults):
         return ""
     return f"{label} {before or 'default'} -> {after}"

@@ -1,5 +1,6 @@
-"""The run_v2.Service a deploy sends, built from the config; merging it into the deployed one
-for an update; and reading a rollout's outcome back from the service Cloud Run reports."""
+"""The run_v2.Service a deploy sends, built from the config (merge.py applies it to the
+deployed one for an update); and reading a rollout's outcome back from the service Cloud Run
+reports."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 from deployloop.config import Config, ServiceConfig, url_env_var
 from deployloop.deploy.base import DeployContext
 from deployloop.deploy.cloudrun.errors import Failed, one_line, strip_redundant
+from deployloop.deploy.cloudrun.merge import ANNOTATION_MANAGED_ENV
 from deployloop.deploy.local import fill
 
 if TYPE_CHECKING:
@@ -72,7 +74,8 @@ def build_service(
     dependency_urls: Mapping[str, str],
     deploy_id: str,
 ) -> run_v2.Service:
-    """The Service that deploy() sends: the whole revision template comes from the config."""
+    """The Service the config describes: what a create sends; an update applies it to the
+    live service (merge.py)."""
     from google.cloud import run_v2
 
     values: dict[str, str] = dict(service.env)
@@ -97,7 +100,11 @@ def build_service(
     template = run_v2.RevisionTemplate(
         containers=[container],
         labels={**service.labels, LABEL_ITERATION: str(ctx.iteration)},
-        annotations={ANNOTATION_DEPLOY_ID: deploy_id, ANNOTATION_GIT_SHA: ctx.git_sha or ""},
+        annotations={
+            ANNOTATION_DEPLOY_ID: deploy_id,
+            ANNOTATION_GIT_SHA: ctx.git_sha or "",
+            ANNOTATION_MANAGED_ENV: ",".join(sorted(var.name for var in env)),
+        },
     )
     if service.service_account:
         template.service_account = service.service_account
@@ -123,21 +130,6 @@ def build_service(
     if service.ingress is not None:
         svc.ingress = getattr(run_v2.IngressTraffic, INGRESS[service.ingress])
     return svc
-
-
-def merge_for_update(current: run_v2.Service, desired: run_v2.Service) -> run_v2.Service:
-    """`current` with the template, traffic, labels and ingress of `desired`.
-
-    Starting from what is deployed keeps the etag (a concurrent change fails instead of
-    being overwritten) and the service-level settings the config does not manage.
-    """
-    current.template = desired.template
-    current.traffic = desired.traffic
-    for key, value in desired.labels.items():
-        current.labels[key] = value
-    if desired.ingress:
-        current.ingress = desired.ingress
-    return current
 
 
 def check_rollout(svc: run_v2.Service, previous: str | None) -> str:

@@ -33,13 +33,13 @@ from deployloop.deploy.cloudrun.errors import (
     strip_redundant,
     transient_types,
 )
+from deployloop.deploy.cloudrun.merge import copy_of, merge_for_update, tags_kept
 from deployloop.deploy.cloudrun.spec import (
     build_service,
     check_rollout,
     condition_message,
     condition_state,
     image_for,
-    merge_for_update,
     parent_path,
     service_path,
     serving_share,
@@ -211,7 +211,8 @@ class CloudRunTarget:
                 known = {d: urls[d] for d in s.depends_on if d in urls}
                 unknown_vars = {url_env_var(d) for d in s.depends_on if d not in urls}
                 desired = build_service(s, ctx, images[s.name], known, deploy_id="plan")
-                changes = describe_changes(now, desired, s, unknown_vars)
+                merged = merge_for_update(copy_of(now), desired, s)
+                changes = describe_changes(now, merged, s, unknown_vars)
                 changes += self._public_change(
                     client, service_path(config, s), s.allow_unauthenticated
                 )
@@ -298,7 +299,7 @@ class CloudRunTarget:
                 return _Started(operation, previous)
             action = "update"
             operation = client.update_service(
-                service=merge_for_update(current, new),
+                service=merge_for_update(current, new, service),
                 retry=None, timeout=self.settings.rpc_timeout_s,
             )
             return _Started(operation, previous)
@@ -463,7 +464,8 @@ class CloudRunTarget:
                     type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
                     revision=revision,
                     percent=100,
-                )
+                ),
+                *tags_kept(current.traffic),
             ]
             action = "update"
             operation = client.update_service(

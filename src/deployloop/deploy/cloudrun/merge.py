@@ -1,0 +1,178 @@
+"""An update changes only what the config manages, on top of the service as deployed.
+
+Cloud Run's UpdateService replaces the whole resource with what it is sent: a template built
+from the config alone would wipe whatever a team set some other way (a port, a VPC connector,
+Cloud SQL, volumes, probes, the execution environment, sidecars, annotations, revision
+tags). So an update starts from the live service (its etag too: a concurrent change fails
+rather than being overwritten) and sets, field by field, what the config sets, as `gcloud run
+deploy` does.
+
+Env vars are the one list loop also removes from: the names it set are kept in an annotation
+of the template, so a var dropped from the config is removed at the next deploy, while a var
+someone else set stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from deployloop.config import ServiceConfig
+
+if TYPE_CHECKING:
+    from google.cloud import run_v2
+
+ANNOTATION_MANAGED_ENV = "deployloop/env"  # the env vars loop set, comma-separated
+
+def copy_of(service: run_v2.Service) -> run_v2.Service:
+    """A copy to merge into, leaving `service` as it was (the plan compares the two)."""
+    from google.cloud import run_v2
+
+    copy = run_v2.Service()
+    run_v2.Service.pb(copy).CopyFrom(run_v2.Service.pb(service))
+    return copy
+
+
+def main_container(template: run_v2.RevisionTemplate) -> run_v2.Container | None:
+    """The container that serves requests: with several (sidecars), the one with a port."""
+    index = _main_index(template)
+    return None if index is None else template.containers[index]
+
+
+def _main_index(template: run_v2.RevisionTemplate) -> int | None:
+    containers = list(template.containers)
+    for index, container in enumerate(containers):
+        if container.ports:
+            return index
+    return 0 if containers else None
+
+
+def managed_env(template: run_v2.RevisionTemplate) -> set[str]:
+    """The env vars a deploy of loop set in this template."""
+    names = template.annotations.get(ANNOTATION_MANAGED_ENV, "")
+    return {name for name in names.split(",") if name}
+
+
+def merge_for_update(
+    current: run_v2.Service, desired: run_v2.Service, service: ServiceConfig
+) -> run_v2.Service:
+    """`current`, changed only where the config (through `desired`, built from it) says."""
+    from google.cloud import run_v2
+
+    template = current.template
+    new = desired.template
+    wanted = new.containers[0]
+    container = main_container(template)
+    if container is None:
+        template.containers = [wanted]
+    else:
+        container.image = wanted.image
+        container.env = _merged_env(container.env, wanted.env, managed_env(template))
+        for key, value in wanted.resources.limits.items():
+            container.resources.limits[key] = value
+    for key, value in new.labels.items():
+        template.labels[key] = value
+    for key, value in new.annotations.items():  # the managed env vars' names among them
+        template.annotations[key] = value
+    if service.service_account:
+        template.service_account = service.service_account
+    if service.min_instances is not None:
+        template.scaling.min_instance_count = service.min_instances
+    if service.max_instances is not None:
+        template.scaling.max_instance_count = service.max_instances
+    if service.concurrency is not None:
+        template.max_instance_request_concurrency = service.concurrency
+    if service.timeout_s is not None:
+        template.timeout = new.timeout
+    for key, value in desired.labels.items():
+        current.labels[key] = value
+    if service.ingress is not None:
+        current.ingress = desired.ingress
+    current.traffic = [
+        run_v2.TrafficTarget(
+            type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST,
+            percent=100,
+        ),
+        *tags_kept(current.traffic),
+    ]
+    return current
+
+
+def tags_kept(traffic: Sequence[run_v2.TrafficTarget]) -> list[run_v2.TrafficTarget]:
+    """The revision tags of `traffic`, with no share of it: a deploy or a rollback moves the
+    traffic, and leaves every tag (and its URL) where it was."""
+    from google.cloud import run_v2
+
+    kept = []
+    for target in traffic:
+        if target.tag:
+            kept.append(
+                run_v2.TrafficTarget(
+                    type_=target.type_, revision=target.revision, tag=target.tag, percent=0
+                )
+            )
+    return kept
+
+
+def unmanaged_settings(current: run_v2.Service) -> tuple[str, ...]:
+    """What the live service holds that the config does not manage and a team set on
+    purpose (Cloud Run's own defaults, which GetService reports filled in, are left out): a
+    deploy keeps each of them, and `loop plan` says so."""
+    from google.cloud import run_v2
+
+    template = current.template
+    kept: list[str] = []
+    container = main_container(template)
+    if container is not None:
+        ports = [p.container_port for p in container.ports]
+        if ports and ports != [8080]:
+            kept.append("port " + ", ".join(str(p) for p in ports))
+        if container.command or container.args:
+            kept.append("command/args")
+        for probe_name in ("startup_probe", "liveness_probe"):
+            probe = getattr(container, probe_name)
+            pb = run_v2.Probe.pb(probe)
+            if pb.HasField("http_get") or pb.HasField("grpc"):
+                kept.append(probe_name.replace("_", " "))
+        if container.volume_mounts:
+            kept.append("volume mounts " + ", ".join(m.mount_path for m in container.volume_mounts))
+    main = _main_index(template)
+    kept += [
+        f"sidecar {c.name or i + 1}" for i, c in enumerate(template.containers) if i != main
+    ]
+    pb = run_v2.RevisionTemplate.pb(template)
+    if pb.HasField("vpc_access"):
+        vpc = template.vpc_access
+        kept.append(f"VPC access {vpc.connector or 'direct'}")
+    for volume in template.volumes:
+        kind = run_v2.Volume.pb(volume).WhichOneof("volume_type")
+        what = {"cloud_sql_instance": "Cloud SQL volume", "secret": "secret volume"}
+        kept.append(f"{what.get(kind or '', 'volume')} {volume.name}")
+    if template.execution_environment:
+        kept.append(f"execution environment {template.execution_environment.name}")
+    if template.session_affinity:
+        kept.append("session affinity")
+    if template.encryption_key:
+        kept.append("encryption key")
+    ours = {"deployloop/deploy-id", "deployloop/git-sha", ANNOTATION_MANAGED_ENV}
+    others = sorted(k for k in template.annotations if k not in ours)
+    if others:
+        kept.append("annotations " + ", ".join(others))
+    kept += [f"tag {t.tag}" for t in current.traffic if t.tag]
+    return tuple(kept)
+
+
+def _merged_env(
+    now: Sequence[run_v2.EnvVar], wanted: Sequence[run_v2.EnvVar], managed_before: set[str]
+) -> list[run_v2.EnvVar]:
+    """The config's vars set or replaced in place; a var loop set before and the config
+    dropped is removed; every other var is kept, in its place."""
+    by_name = {var.name: var for var in wanted}
+    out = []
+    for var in now:
+        if var.name in by_name:
+            out.append(by_name.pop(var.name))
+        elif var.name not in managed_before:
+            out.append(var)
+    out.extend(by_name.values())
+    return out
