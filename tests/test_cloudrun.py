@@ -611,6 +611,77 @@ def test_a_rollback_keeps_the_teams_tags(fake: FakeCloudRun, target: CloudRunTar
     assert tags == [("stable", first)]
 
 
+REVISION_SETTINGS = """
+port = 8080
+command = ["gunicorn"]
+args = ["--bind", ":8080", "shop.backend:app"]
+vpc = { connector = "projects/demo-proj/locations/europe-west1/connectors/loop" }
+cloudsql_instances = ["demo-proj:europe-west1:loop-db"]
+startup_probe = { path = "/ready", period_s = 5, failure_threshold = 12 }
+liveness_probe = { path = "/live" }
+execution_environment = "gen2"
+cpu_boost = true
+cpu_throttling = false
+timeout_s = 120
+volumes = [{ secret = "signing-key", mount_path = "/keys", version = "2", file = "key.pem" }]
+"""
+
+
+def test_the_revision_settings_of_the_config_are_deployed(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    from google.cloud import run_v2
+
+    records = by_name(target.deploy(config(backend_extra=REVISION_SETTINGS), ctx(1)))
+    assert records["backend"].status is DeployStatus.READY, records["backend"].error
+    template = fake.service("backend").template
+    (app,) = template.containers
+    assert [p.container_port for p in app.ports] == [8080]
+    assert (list(app.command), list(app.args)) == (
+        ["gunicorn"], ["--bind", ":8080", "shop.backend:app"]
+    )
+    assert app.startup_probe.http_get.path == "/ready"
+    assert (app.startup_probe.period_seconds, app.startup_probe.failure_threshold) == (5, 12)
+    assert app.liveness_probe.http_get.path == "/live"
+    assert app.resources.startup_cpu_boost is True and app.resources.cpu_idle is False
+    assert template.vpc_access.connector.endswith("/connectors/loop")
+    assert template.execution_environment == run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2
+    assert int(run_v2.RevisionTemplate.pb(template).timeout.seconds) == 120
+    volumes = {v.name: v for v in template.volumes}
+    assert list(volumes["cloudsql"].cloud_sql_instance.instances) == [
+        "demo-proj:europe-west1:loop-db"
+    ]
+    key = volumes["secret-1"].secret
+    assert (key.secret, key.items[0].path, key.items[0].version) == ("signing-key", "key.pem", "2")
+    assert {m.name: m.mount_path for m in app.volume_mounts} == {
+        "cloudsql": "/cloudsql", "secret-1": "/keys"
+    }
+
+
+def test_what_the_config_sets_replaces_the_teams_and_the_rest_stays(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    fake.seed(BACKEND, team_backend())
+    settings = 'port = 8080\ncloudsql_instances = ["demo-proj:europe-west1:loop-db"]'
+    wanted = config(backend_extra=settings)
+    changes = by_plan(target.plan(wanted, ctx(1)))["backend"]
+    assert "port 8000 -> 8080" in changes and "volume cloudsql changed" in changes, changes
+    kept = changes[-1]
+    assert kept.startswith("kept as deployed: startup probe; liveness probe;"), kept
+    assert "port" not in kept and "Cloud SQL" not in kept and "secret volume certs" in kept
+    target.deploy(wanted, ctx(1))
+    template = fake.service("backend").template
+    app = template.containers[0]
+    assert [p.container_port for p in app.ports] == [8080]
+    assert app.startup_probe.http_get.path == "/ready"  # the team's, the config has none
+    volumes = {v.name: v for v in template.volumes}
+    assert list(volumes["cloudsql"].cloud_sql_instance.instances) == [
+        "demo-proj:europe-west1:loop-db"
+    ]
+    assert volumes["certs"].secret.secret == "tls-certs"
+    assert [m.mount_path for m in app.volume_mounts] == ["/certs", "/cloudsql"]
+
+
 def by_plan(planned: list[Any]) -> dict[str, tuple[str, ...]]:
     return {p.service: p.changes for p in planned}
 

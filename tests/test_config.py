@@ -937,3 +937,101 @@ def test_loop_plan_reports_every_mistake_with_its_file_line_and_key(project: Pro
     assert lines[1].endswith("unknown key (did you mean 'workers'?)")
     assert lines[2].endswith("expected a number, got the string '900'")
     assert not project.state.exists()
+
+
+# --- the cloudrun target's revision settings ---------------------------------------------------
+
+CLOUDRUN = """
+[deploy]
+target = "cloudrun"
+project = "demo-proj"
+region = "europe-west1"
+
+[[deploy.services]]
+name = "api"
+image = "europe-docker.pkg.dev/demo-proj/shop/api:{git_sha}"
+
+[tests]
+[[tests.suites]]
+name = "P1"
+paths = ["tests/test_p1.py"]
+"""
+
+
+def _in_api(line: str) -> str:
+    return CLOUDRUN.replace('name = "api"\n', f'name = "api"\n{line}\n')
+
+
+def test_revision_settings_load() -> None:
+    config = parse_config(_in_api(
+        'port = 8000\ncommand = ["gunicorn"]\nargs = ["app:app"]\n'
+        'vpc = { network = "default", subnetwork = "staging", egress = "all-traffic" }\n'
+        'cloudsql_instances = ["demo-proj:europe-west1:shop-db"]\n'
+        'startup_probe = { path = "/ready", period_s = 5, failure_threshold = 12 }\n'
+        'liveness_probe = { path = "/live" }\n'
+        'execution_environment = "gen2"\ncpu_boost = true\ncpu_throttling = false\n'
+        'timeout_s = 120\nlabels = { team = "shop", cost_center = "c-12" }\n'
+        'volumes = [{ secret = "tls-certs", mount_path = "/certs", file = "tls.pem" }]'
+    ), "x.toml")
+    api = config.deploy.services[0]
+    assert api.port == 8000 and api.args == ["app:app"]
+    assert api.vpc is not None and api.vpc.subnetwork == "staging"
+    assert api.startup_probe is not None and api.startup_probe.failure_threshold == 12
+    assert api.liveness_probe is not None and api.liveness_probe.period_s == 10
+    assert api.volumes is not None and api.volumes[0].version == "latest"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        pytest.param('labels = { Team = "shop" }',
+                     "labels: key 'Team' is not a Google label key (a lower-case letter first,"
+                     " then lower-case letters, digits, '_' and '-', at most 63 characters)",
+                     id="label-key-case"),
+        pytest.param('labels = { "1team" = "shop" }',
+                     "labels: key '1team' is not a Google label key", id="label-key-digit"),
+        pytest.param(f'labels = {{ team = "{"x" * 64}" }}',
+                     "labels: team: 'xxxx", id="label-value-long"),
+        pytest.param('labels = { team = "Shop Team" }',
+                     "labels: team: 'Shop Team' is not a Google label value", id="label-value"),
+        pytest.param("port = 70000", "port: must be at most 65535", id="port"),
+        pytest.param('vpc = { connector = "c", network = "n" }',
+                     "vpc: give a connector, or network/subnetwork (Direct VPC egress), not both",
+                     id="vpc-both"),
+        pytest.param('vpc = { egress = "all-traffic" }',
+                     "vpc: give a connector, or network and/or subnetwork", id="vpc-none"),
+        pytest.param('cloudsql_instances = ["shop-db"]',
+                     "cloudsql_instances[0]: must be a Cloud SQL instance connection name,"
+                     " project:region:instance", id="cloudsql"),
+        pytest.param('startup_probe = { path = "ready" }',
+                     "startup_probe.path: must start with '/'", id="probe-path"),
+        pytest.param('liveness_probe = { path = "/live", period_s = 0 }',
+                     "liveness_probe.period_s: must be at least 1", id="probe-period"),
+        pytest.param('execution_environment = "gen3"',
+                     "execution_environment: expected 'gen1' or 'gen2', got the string 'gen3'"
+                     " (did you mean 'gen2'?)", id="exec-env"),
+        pytest.param('volumes = [{ secret = "a", mount_path = "/s" },'
+                     ' { secret = "b", mount_path = "/s" }]',
+                     "volumes: two volumes mount at the same path", id="volumes-twice"),
+        pytest.param('volumes = [{ secret = "a", mount_path = "/s", version = "v1" }]',
+                     "volumes[0].version: must be a version number or 'latest'",
+                     id="volume-version"),
+        pytest.param('command = ["{python}", "-m", "api"]',
+                     "command: {python} and {port} are the local target's; with cloudrun this"
+                     " is the container's own entrypoint", id="local-placeholder"),
+    ],
+)
+def test_revision_settings_are_checked_at_load(line: str, expected: str) -> None:
+    assert error_of(_in_api(line)).startswith(
+        f"configs/staging.toml: deploy.services[0].{expected}"
+    ), error_of(_in_api(line))
+
+
+def test_revision_settings_with_another_target_are_refused() -> None:
+    text = _in_auth('port = 8000\nvpc = { connector = "c" }')
+    assert error_of(text) == (
+        "configs/staging.toml: deploy.services[0].port: only used by deploy.target ="
+        " 'cloudrun' (this config deploys with 'local'); remove it\n"
+        "configs/staging.toml: deploy.services[0].vpc: only used by deploy.target ="
+        " 'cloudrun' (this config deploys with 'local'); remove it"
+    )

@@ -152,6 +152,14 @@ def _target_checks(
     if target == "command" and deploy.get("command") is None:
         required(("deploy", "command"))
     for i, service in services:
+        if target != "cloudrun":
+            for key in CLOUD_RUN_ONLY:
+                if service.get(key) is not None:
+                    problems.append(Problem(
+                        ("deploy", "services", i, key),
+                        f"only used by deploy.target = 'cloudrun' (this config deploys with"
+                        f" {target!r}); remove it",
+                    ))
         if target == "local" and service.get("command") is None:
             required(("deploy", "services", i, "command"))
         if target == "local" and service.get("url") is not None:
@@ -170,8 +178,25 @@ def _target_checks(
     return problems
 
 
+# Revision settings of the cloudrun target; with another target they would do nothing.
+CLOUD_RUN_ONLY = (
+    "args", "port", "vpc", "cloudsql_instances", "startup_probe", "liveness_probe",
+    "execution_environment", "cpu_boost", "cpu_throttling", "volumes",
+)
+
+
 def _cloud_run_checks(key: Loc, service: dict[str, Any], name: str | None) -> list[Problem]:
     problems = []
+    for argv_key in ("command", "args"):
+        argv = service.get(argv_key)
+        if isinstance(argv, list) and any(
+            isinstance(a, str) and ("{python}" in a or "{port}" in a) for a in argv
+        ):
+            message = (
+                "{python} and {port} are the local target's; with cloudrun this is the"
+                " container's own " + ("entrypoint" if argv_key == "command" else "arguments")
+            )
+            problems.append(Problem((*key, argv_key), message))
     image = service.get("image")
     placeholders = re.findall(r"\{([^}]*)\}", image) if isinstance(image, str) else []
     unknown = [p for p in placeholders if p not in ("git_sha", "iteration")]

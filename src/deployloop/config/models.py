@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     field_validator,
+    model_validator,
 )
 
 from deployloop.runner.plugin.deployloop_redact import DEFAULT_PATTERNS, secret_name
@@ -106,12 +107,70 @@ _MAX_SECONDS = 10**9
 
 _SERVICE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 CLOUD_RUN_NAME = r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$"
+# Google's rules for labels: keys start with a lower-case letter; keys and values hold
+# lower-case letters, digits, '_' and '-', at most 63 characters.
+LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
+LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
+_CLOUD_SQL = r"^[a-z][a-z0-9-]*(:[a-z0-9.-]+)?:[a-z][a-z0-9-]*:[a-z0-9][a-z0-9-]*$"
+_SECRET_NAME = r"^[A-Za-z0-9_-]{1,255}$"
+
+
 # What a pattern asks for, in words: the pattern itself is no help to a reader.
 PATTERN_WORDS = {
     _SERVICE_NAME: "letters, digits, '_', '.' and '-' only, starting with a letter or digit",
     CLOUD_RUN_NAME: "a Cloud Run service name: lower-case letters, digits and '-',"
     " starting with a letter, at most 49 characters",
+    _CLOUD_SQL: "a Cloud SQL instance connection name, project:region:instance",
+    _SECRET_NAME: "a Secret Manager secret name: letters, digits, '_' and '-'",
+    r"^([0-9]+|latest)$": "a version number or 'latest'",
+    r"^[A-Za-z0-9_.-]+$": "a file name: letters, digits, '_', '.' and '-'",
 }
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must start with '/'")
+    return _no_space_or_control(value)
+
+
+class ProbeConfig(_Strict):
+    """An HTTP probe of the service's container (startup or liveness)."""
+
+    path: Annotated[str, AfterValidator(_absolute_path)]
+    period_s: int = Field(10, ge=1, le=240)
+    failure_threshold: int = Field(3, ge=1, le=1000)
+    initial_delay_s: int = Field(0, ge=0, le=240)
+    timeout_s: int = Field(1, ge=1, le=240)
+
+
+class VpcConfig(_Strict):
+    """Egress into a VPC: through a Serverless VPC Access connector, or Direct VPC egress
+    (network and/or subnetwork)."""
+
+    connector: str | None = Field(None, min_length=1)
+    network: str | None = Field(None, min_length=1)
+    subnetwork: str | None = Field(None, min_length=1)
+    egress: Literal["all-traffic", "private-ranges-only"] = "private-ranges-only"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> VpcConfig:
+        direct = self.network is not None or self.subnetwork is not None
+        if self.connector is not None and direct:
+            raise ValueError(
+                "give a connector, or network/subnetwork (Direct VPC egress), not both"
+            )
+        if self.connector is None and not direct:
+            raise ValueError("give a connector, or network and/or subnetwork")
+        return self
+
+
+class SecretVolume(_Strict):
+    """A Secret Manager secret mounted as a file."""
+
+    secret: str = Field(pattern=_SECRET_NAME)
+    mount_path: Annotated[str, AfterValidator(_absolute_path)]
+    version: str = Field("latest", pattern=r"^([0-9]+|latest)$")
+    file: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the secret's name
 
 
 class ServiceConfig(_Strict):
@@ -136,6 +195,17 @@ class ServiceConfig(_Strict):
     ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] | None = None
     allow_unauthenticated: bool = False
     labels: dict[str, Annotated[str, AfterValidator(_no_control)]] = Field(default_factory=dict)
+    # cloudrun target: the revision's settings. Each one left out is kept as deployed.
+    args: Argv | None = None  # `command` is the container's entrypoint with this target
+    port: int | None = Field(None, ge=1, le=65535)
+    vpc: VpcConfig | None = None
+    cloudsql_instances: list[Annotated[str, Field(pattern=_CLOUD_SQL)]] | None = None
+    startup_probe: ProbeConfig | None = None
+    liveness_probe: ProbeConfig | None = None
+    execution_environment: Literal["gen1", "gen2"] | None = None
+    cpu_boost: bool | None = None
+    cpu_throttling: bool | None = None
+    volumes: list[SecretVolume] | None = None
 
     @field_validator("env", "secrets")
     @classmethod
@@ -145,10 +215,35 @@ class ServiceConfig(_Strict):
     @field_validator("labels")
     @classmethod
     def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
+        for key, label in value.items():
             bad = control_char(key)
             if bad is not None:
                 raise ValueError(f"key {key!r} contains a control character {bad!r}")
+            if not re.match(LABEL_KEY, key):
+                raise ValueError(
+                    f"key {key!r} is not a Google label key (a lower-case letter first, then"
+                    " lower-case letters, digits, '_' and '-', at most 63 characters)"
+                )
+            if not re.match(LABEL_VALUE, label):
+                raise ValueError(
+                    f"{key}: {label!r} is not a Google label value (lower-case letters,"
+                    " digits, '_' and '-', at most 63 characters)"
+                )
+        return value
+
+    @field_validator("cloudsql_instances")
+    @classmethod
+    def _no_twice(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("an instance is named twice")
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _one_mount_each(cls, value: list[SecretVolume] | None) -> list[SecretVolume] | None:
+        paths = [v.mount_path for v in value or ()]
+        if len(set(paths)) != len(paths):
+            raise ValueError("two volumes mount at the same path")
         return value
 
     @field_validator("secrets")

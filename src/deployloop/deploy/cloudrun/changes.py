@@ -83,10 +83,61 @@ def describe_changes(
     if pinned:
         where = ", ".join(f"{t.percent}% on {t.revision}" for t in pinned)
         changes.append(f"traffic {where} -> 100% on the new revision")
-    kept = unmanaged_settings(current)
+    changes += _revision_changes(current.template, desired.template)
+    kept = unmanaged_settings(current, service)
     if kept:
         changes.append("kept as deployed: " + "; ".join(kept))
     return tuple(changes)
+
+
+def _revision_changes(
+    now: run_v2.RevisionTemplate, new: run_v2.RevisionTemplate
+) -> list[str]:
+    """The revision settings beyond the config's basics (port, command, probes, volumes, VPC,
+    execution environment, CPU), as `<setting> <before> -> <after>` or `<setting> changed`."""
+    from google.cloud import run_v2
+
+    before = main_container(now) or run_v2.Container()
+    after = main_container(new) or run_v2.Container()
+    out = []
+    ports = (_ports(before), _ports(after))
+    if ports[0] != ports[1]:
+        out.append(f"port {ports[0] or 'default'} -> {ports[1] or 'default'}")
+    for label, one, two in (
+        ("command", list(before.command), list(after.command)),
+        ("args", list(before.args), list(after.args)),
+    ):
+        if one != two:
+            out.append(f"{label} {' '.join(one) or '(image default)'} -> {' '.join(two)}")
+    for name in ("startup_probe", "liveness_probe"):
+        if run_v2.Probe.pb(getattr(before, name)) != run_v2.Probe.pb(getattr(after, name)):
+            path = getattr(after, name).http_get.path
+            out.append(f"{name.replace('_', ' ')} -> HTTP {path}" if path else f"{name} changed")
+    volumes = ({v.name for v in now.volumes}, {v.name for v in new.volumes})
+    out += [f"volume {name} added" for name in sorted(volumes[1] - volumes[0])]
+    out += [f"volume {name} removed" for name in sorted(volumes[0] - volumes[1])]
+    same_names = volumes[0] & volumes[1]
+    for name in sorted(same_names):
+        old = next(v for v in now.volumes if v.name == name)
+        fresh = next(v for v in new.volumes if v.name == name)
+        if run_v2.Volume.pb(old) != run_v2.Volume.pb(fresh):
+            out.append(f"volume {name} changed")
+    if run_v2.VpcAccess.pb(now.vpc_access) != run_v2.VpcAccess.pb(new.vpc_access):
+        out.append(f"VPC access -> {new.vpc_access.connector or 'direct VPC egress'}")
+    if now.execution_environment != new.execution_environment:
+        out.append(
+            f"execution environment {now.execution_environment.name}"
+            f" -> {new.execution_environment.name}"
+        )
+    for label, field in (("cpu boost", "startup_cpu_boost"), ("cpu throttling", "cpu_idle")):
+        one, two = getattr(before.resources, field), getattr(after.resources, field)
+        if one != two:
+            out.append(f"{label} {one} -> {two}")
+    return out
+
+
+def _ports(container: run_v2.Container) -> str:
+    return ", ".join(str(p.container_port) for p in container.ports)
 
 
 def _field_change(label: str, before: str | None, after: str | None, defaults: set[str]) -> str:

@@ -18,11 +18,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from deployloop.config import ServiceConfig
+from deployloop.deploy.cloudrun.spec import (
+    ANNOTATION_DEPLOY_ID,
+    ANNOTATION_GIT_SHA,
+    ANNOTATION_MANAGED_ENV,
+    ANNOTATION_MANAGED_VOLUMES,
+    volume_names,
+)
 
 if TYPE_CHECKING:
     from google.cloud import run_v2
 
-ANNOTATION_MANAGED_ENV = "deployloop/env"  # the env vars loop set, comma-separated
 
 def copy_of(service: run_v2.Service) -> run_v2.Service:
     """A copy to merge into, leaving `service` as it was (the plan compares the two)."""
@@ -49,8 +55,7 @@ def _main_index(template: run_v2.RevisionTemplate) -> int | None:
 
 def managed_env(template: run_v2.RevisionTemplate) -> set[str]:
     """The env vars a deploy of loop set in this template."""
-    names = template.annotations.get(ANNOTATION_MANAGED_ENV, "")
-    return {name for name in names.split(",") if name}
+    return set(_names(template.annotations.get(ANNOTATION_MANAGED_ENV, "")))
 
 
 def merge_for_update(
@@ -70,6 +75,25 @@ def merge_for_update(
         container.env = _merged_env(container.env, wanted.env, managed_env(template))
         for key, value in wanted.resources.limits.items():
             container.resources.limits[key] = value
+        if service.cpu_boost is not None:
+            container.resources.startup_cpu_boost = service.cpu_boost
+        if service.cpu_throttling is not None:
+            container.resources.cpu_idle = service.cpu_throttling
+        for name, is_set in (
+            ("command", service.command is not None),
+            ("args", service.args is not None),
+            ("ports", service.port is not None),
+            ("startup_probe", service.startup_probe is not None),
+            ("liveness_probe", service.liveness_probe is not None),
+        ):
+            if is_set:
+                setattr(container, name, getattr(wanted, name))
+        if service.cloudsql_instances is not None or service.volumes is not None:
+            _replace_volumes(template, container, new, wanted)
+    if service.execution_environment is not None:
+        template.execution_environment = new.execution_environment
+    if service.vpc is not None:
+        template.vpc_access = new.vpc_access
     for key, value in new.labels.items():
         template.labels[key] = value
     for key, value in new.annotations.items():  # the managed env vars' names among them
@@ -98,6 +122,28 @@ def merge_for_update(
     return current
 
 
+def _replace_volumes(
+    template: run_v2.RevisionTemplate,
+    container: run_v2.Container,
+    new: run_v2.RevisionTemplate,
+    wanted: run_v2.Container,
+) -> None:
+    """The volumes loop made last time (and any of the names it makes now) give way to the
+    config's; every other volume and mount stays."""
+    mine = set(_names(template.annotations.get(ANNOTATION_MANAGED_VOLUMES, "")))
+    mine |= {volume.name for volume in new.volumes}
+    template.volumes = [v for v in template.volumes if v.name not in mine] + list(new.volumes)
+    container.volume_mounts = [
+        m for m in container.volume_mounts if m.name not in mine
+    ] + list(wanted.volume_mounts)
+    if not new.volumes:
+        template.annotations.pop(ANNOTATION_MANAGED_VOLUMES, None)
+
+
+def _names(text: str) -> list[str]:
+    return [name for name in text.split(",") if name]
+
+
 def tags_kept(traffic: Sequence[run_v2.TrafficTarget]) -> list[run_v2.TrafficTarget]:
     """The revision tags of `traffic`, with no share of it: a deploy or a rollback moves the
     traffic, and leaves every tag (and its URL) where it was."""
@@ -114,7 +160,7 @@ def tags_kept(traffic: Sequence[run_v2.TrafficTarget]) -> list[run_v2.TrafficTar
     return kept
 
 
-def unmanaged_settings(current: run_v2.Service) -> tuple[str, ...]:
+def unmanaged_settings(current: run_v2.Service, service: ServiceConfig) -> tuple[str, ...]:
     """What the live service holds that the config does not manage and a team set on
     purpose (Cloud Run's own defaults, which GetService reports filled in, are left out): a
     deploy keeps each of them, and `loop plan` says so."""
@@ -122,39 +168,52 @@ def unmanaged_settings(current: run_v2.Service) -> tuple[str, ...]:
 
     template = current.template
     kept: list[str] = []
+    mine = set(_names(template.annotations.get(ANNOTATION_MANAGED_VOLUMES, "")))
+    mine |= set(volume_names(service))
+    volumes_managed = service.cloudsql_instances is not None or service.volumes is not None
     container = main_container(template)
     if container is not None:
         ports = [p.container_port for p in container.ports]
-        if ports and ports != [8080]:
+        if ports and ports != [8080] and service.port is None:
             kept.append("port " + ", ".join(str(p) for p in ports))
-        if container.command or container.args:
+        if (container.command and service.command is None) or (
+            container.args and service.args is None
+        ):
             kept.append("command/args")
         for probe_name in ("startup_probe", "liveness_probe"):
-            probe = getattr(container, probe_name)
-            pb = run_v2.Probe.pb(probe)
+            if getattr(service, probe_name) is not None:
+                continue
+            pb = run_v2.Probe.pb(getattr(container, probe_name))
             if pb.HasField("http_get") or pb.HasField("grpc"):
                 kept.append(probe_name.replace("_", " "))
-        if container.volume_mounts:
-            kept.append("volume mounts " + ", ".join(m.mount_path for m in container.volume_mounts))
+        mounts = [
+            m.mount_path for m in container.volume_mounts
+            if not (volumes_managed and m.name in mine)
+        ]
+        if mounts:
+            kept.append("volume mounts " + ", ".join(mounts))
     main = _main_index(template)
     kept += [
         f"sidecar {c.name or i + 1}" for i, c in enumerate(template.containers) if i != main
     ]
     pb = run_v2.RevisionTemplate.pb(template)
-    if pb.HasField("vpc_access"):
+    if pb.HasField("vpc_access") and service.vpc is None:
         vpc = template.vpc_access
         kept.append(f"VPC access {vpc.connector or 'direct'}")
     for volume in template.volumes:
+        if volumes_managed and volume.name in mine:
+            continue
         kind = run_v2.Volume.pb(volume).WhichOneof("volume_type")
         what = {"cloud_sql_instance": "Cloud SQL volume", "secret": "secret volume"}
         kept.append(f"{what.get(kind or '', 'volume')} {volume.name}")
-    if template.execution_environment:
+    if template.execution_environment and service.execution_environment is None:
         kept.append(f"execution environment {template.execution_environment.name}")
     if template.session_affinity:
         kept.append("session affinity")
     if template.encryption_key:
         kept.append("encryption key")
-    ours = {"deployloop/deploy-id", "deployloop/git-sha", ANNOTATION_MANAGED_ENV}
+    ours = {ANNOTATION_DEPLOY_ID, ANNOTATION_GIT_SHA, ANNOTATION_MANAGED_ENV,
+            ANNOTATION_MANAGED_VOLUMES}
     others = sorted(k for k in template.annotations if k not in ours)
     if others:
         kept.append("annotations " + ", ".join(others))

@@ -10,9 +10,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from deployloop.config import Config, ServiceConfig, url_env_var
+from deployloop.config.models import ProbeConfig, VpcConfig
 from deployloop.deploy.base import DeployContext
 from deployloop.deploy.cloudrun.errors import Failed, one_line, strip_redundant
-from deployloop.deploy.cloudrun.merge import ANNOTATION_MANAGED_ENV
 from deployloop.deploy.local import fill
 
 if TYPE_CHECKING:
@@ -24,6 +24,9 @@ LABEL_ENV = "deployloop-env"
 LABEL_ITERATION = "deployloop-iteration"
 ANNOTATION_DEPLOY_ID = "deployloop/deploy-id"  # unique per deploy: always a new revision
 ANNOTATION_GIT_SHA = "deployloop/git-sha"
+# What an update may take away again (merge.py): the env vars and volumes loop set.
+ANNOTATION_MANAGED_ENV = "deployloop/env"
+ANNOTATION_MANAGED_VOLUMES = "deployloop/volumes"
 
 INGRESS = {
     "all": "INGRESS_TRAFFIC_ALL",
@@ -97,15 +100,42 @@ def build_service(
     limits = {k: v for k, v in (("cpu", service.cpu), ("memory", service.memory)) if v}
     if limits:
         container.resources = run_v2.ResourceRequirements(limits=limits)
+    if service.cpu_boost is not None:
+        container.resources.startup_cpu_boost = service.cpu_boost
+    if service.cpu_throttling is not None:
+        container.resources.cpu_idle = service.cpu_throttling  # idle CPU: only in requests
+    if service.command is not None:
+        container.command = service.command
+    if service.args is not None:
+        container.args = service.args
+    if service.port is not None:
+        container.ports = [run_v2.ContainerPort(container_port=service.port)]
+    if service.startup_probe is not None:
+        container.startup_probe = _probe(service.startup_probe)
+    if service.liveness_probe is not None:
+        container.liveness_probe = _probe(service.liveness_probe)
+    volumes = _volumes(service)
+    container.volume_mounts = [mount for _, mount in volumes]
+    annotations = {
+        ANNOTATION_DEPLOY_ID: deploy_id,
+        ANNOTATION_GIT_SHA: ctx.git_sha or "",
+        ANNOTATION_MANAGED_ENV: ",".join(sorted(var.name for var in env)),
+    }
+    if volumes:
+        annotations[ANNOTATION_MANAGED_VOLUMES] = ",".join(v.name for v, _ in volumes)
     template = run_v2.RevisionTemplate(
         containers=[container],
         labels={**service.labels, LABEL_ITERATION: str(ctx.iteration)},
-        annotations={
-            ANNOTATION_DEPLOY_ID: deploy_id,
-            ANNOTATION_GIT_SHA: ctx.git_sha or "",
-            ANNOTATION_MANAGED_ENV: ",".join(sorted(var.name for var in env)),
-        },
+        annotations=annotations,
+        volumes=[volume for volume, _ in volumes],
     )
+    if service.execution_environment is not None:
+        template.execution_environment = getattr(
+            run_v2.ExecutionEnvironment,
+            f"EXECUTION_ENVIRONMENT_{service.execution_environment.upper()}",
+        )
+    if service.vpc is not None:
+        template.vpc_access = _vpc(service.vpc)
     if service.service_account:
         template.service_account = service.service_account
     if service.min_instances is not None or service.max_instances is not None:
@@ -130,6 +160,76 @@ def build_service(
     if service.ingress is not None:
         svc.ingress = getattr(run_v2.IngressTraffic, INGRESS[service.ingress])
     return svc
+
+
+def _probe(probe: ProbeConfig) -> run_v2.Probe:
+    from google.cloud import run_v2
+
+    return run_v2.Probe(
+        http_get=run_v2.HTTPGetAction(path=probe.path),
+        period_seconds=probe.period_s,
+        failure_threshold=probe.failure_threshold,
+        initial_delay_seconds=probe.initial_delay_s,
+        timeout_seconds=probe.timeout_s,
+    )
+
+
+def _vpc(vpc: VpcConfig) -> run_v2.VpcAccess:
+    from google.cloud import run_v2
+
+    egress = run_v2.VpcAccess.VpcEgress
+    access = run_v2.VpcAccess(
+        egress=egress.ALL_TRAFFIC if vpc.egress == "all-traffic" else egress.PRIVATE_RANGES_ONLY
+    )
+    if vpc.connector is not None:
+        access.connector = vpc.connector
+    else:
+        access.network_interfaces = [
+            run_v2.VpcAccess.NetworkInterface(
+                network=vpc.network or "", subnetwork=vpc.subnetwork or ""
+            )
+        ]
+    return access
+
+
+CLOUD_SQL_MOUNT = "/cloudsql"  # where Cloud Run's Cloud SQL volume has always been
+
+
+def volume_names(service: ServiceConfig) -> list[str]:
+    """The names of the volumes the config asks for: Cloud SQL's, then each secret's."""
+    names = ["cloudsql"] if service.cloudsql_instances else []
+    return names + [f"secret-{n}" for n in range(1, len(service.volumes or ()) + 1)]
+
+
+def _volumes(service: ServiceConfig) -> list[tuple[run_v2.Volume, run_v2.VolumeMount]]:
+    """The volumes the config asks for, each with its mount in the service's container."""
+    from google.cloud import run_v2
+
+    out = []
+    names = iter(volume_names(service))
+    if service.cloudsql_instances:
+        out.append((
+            run_v2.Volume(
+                name=next(names),
+                cloud_sql_instance=run_v2.CloudSqlInstance(instances=service.cloudsql_instances),
+            ),
+            run_v2.VolumeMount(name="cloudsql", mount_path=CLOUD_SQL_MOUNT),
+        ))
+    for volume in service.volumes or ():
+        name = next(names)
+        out.append((
+            run_v2.Volume(
+                name=name,
+                secret=run_v2.SecretVolumeSource(
+                    secret=volume.secret,
+                    items=[run_v2.VersionToPath(
+                        path=volume.file or volume.secret, version=volume.version
+                    )],
+                ),
+            ),
+            run_v2.VolumeMount(name=name, mount_path=volume.mount_path),
+        ))
+    return out
 
 
 def check_rollout(svc: run_v2.Service, previous: str | None) -> str:
