@@ -111,6 +111,9 @@ class FakeCloudRun:
         self._rules: list[_Rule] = []
         self._failures: dict[str, _Failure] = {}
         self._lost: list[tuple[str, str]] = []
+        self._lags: dict[str, int] = {}
+        self._lagging: dict[str, tuple[int, run_v2.Service]] = {}  # GetServices left, shown
+        self._concurrent: dict[str, str] = {}
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
         self.address = ""
@@ -210,6 +213,19 @@ class FakeCloudRun:
         with self._lock:
             self._lost.append((method, service))
 
+    def lag(self, service: str, gets: int = 2) -> None:
+        """The next rollout of `service` is reported done while Cloud Run still reconciles:
+        the operation's service, and the next `gets` GetService answers, show `reconciling`,
+        an observed_generation behind the generation, and the new revision not ready yet."""
+        with self._lock:
+            self._lags[service] = gets
+
+    def concurrent_deploy(self, service: str, deploy_id: str = "teammate") -> None:
+        """Right after the next update of `service`, a teammate's deploy replaces its template
+        (another deploy id, another image): their revision is the latest, ready one."""
+        with self._lock:
+            self._concurrent[service] = deploy_id
+
     def unhealthy(self, service: str, status: int = 503) -> None:
         with self._lock:
             self.services[service].health_status = status
@@ -296,9 +312,17 @@ class FakeCloudRun:
     def _get(self, request: run_v2.GetServiceRequest, context: grpc.ServicerContext) -> Any:
         self._enter("GetService", request.name, context)
         with self._lock:
-            fake = self.services.get(_service_id(request.name))
+            service_id = _service_id(request.name)
+            fake = self.services.get(service_id)
             if fake is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.name}' was not found")
+            if service_id in self._lagging:
+                left, shown = self._lagging[service_id]
+                if left > 1:
+                    self._lagging[service_id] = (left - 1, shown)
+                else:
+                    del self._lagging[service_id]
+                return _copy(shown)
             return _copy(fake.service)
 
     def _create(self, request: run_v2.CreateServiceRequest, context: grpc.ServicerContext) -> Any:
@@ -346,8 +370,17 @@ class FakeCloudRun:
                 old.template
             )
             fake.service = svc
+            before = fake.service.latest_ready_revision
             error = self._roll_out(fake, new_template=changed)
-            operation = self._operation(fake, error)
+            teammate = self._concurrent.pop(_service_id(name), None)
+            if teammate is not None:
+                theirs = _copy(fake.service)
+                theirs.template.annotations["deployloop/deploy-id"] = teammate
+                theirs.template.containers[0].image += "-teammate"
+                theirs.generation += 1
+                fake.service = theirs
+                self._roll_out(fake, new_template=True)
+            operation = self._operation(fake, error, lag_from=before)
         self._maybe_lose("UpdateService", _service_id(name), context)
         return operation
 
@@ -449,11 +482,22 @@ class FakeCloudRun:
                 )
         return statuses
 
-    def _operation(self, fake: FakeService, error: str | None) -> operations_pb2.Operation:
-        """An operation not done yet; GetOperation answers it done, with the service."""
+    def _operation(
+        self, fake: FakeService, error: str | None, lag_from: str | None = None
+    ) -> operations_pb2.Operation:
+        """An operation not done yet; GetOperation answers it done, with the service (as it
+        looks while still reconciling, when `lag` asked for that)."""
         name = f"{fake.service.name.split('/services/')[0]}/operations/{uuid.uuid4()}"
+        shown = fake.service
+        gets = self._lags.pop(_service_id(shown.name), 0)
+        if gets:
+            shown = _copy(fake.service)
+            shown.reconciling = True
+            shown.observed_generation = shown.generation - 1
+            shown.latest_ready_revision = lag_from or ""
+            self._lagging[_service_id(shown.name)] = (gets, shown)
         packed = any_pb2.Any()
-        packed.Pack(run_v2.Service.pb(fake.service))
+        packed.Pack(run_v2.Service.pb(shown))
         self._operations[name] = done = operations_pb2.Operation(
             name=name, done=True, metadata=packed
         )

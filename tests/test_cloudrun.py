@@ -463,6 +463,34 @@ def test_plan_shows_changes_and_changes_nothing(fake: FakeCloudRun, target: Clou
     assert {c.method for c in fake.calls[calls:]} == {"GetService", "GetIamPolicy"}
 
 
+# --- the revision tested is the one this deploy made -------------------------------------------
+
+
+def test_a_rollout_reported_done_while_still_reconciling_is_waited_for(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    fake.lag("backend", gets=3)
+    gets = fake.count("GetService", "backend")
+    records = by_name(target.deploy(config(), ctx(2)))
+    assert records["backend"].status is DeployStatus.READY, records["backend"].error
+    assert records["backend"].revision == "backend-00002-abc"
+    # One GetService before the update; then three still reconciling, and one caught up.
+    assert fake.count("GetService", "backend") - gets == 1 + 3 + 1
+
+
+def test_a_teammates_deploy_landing_meanwhile_is_not_credited_to_the_iteration(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    fake.concurrent_deploy("backend")
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(), ctx(2))
+    message = str(caught.value)
+    assert message.startswith("service 'backend': another deploy replaced this one"), message
+    assert "'backend-00003-abc' has deploy id 'teammate'" in message
+
+
 # --- what loop does not manage ---------------------------------------------------------------
 
 BACKEND = "projects/demo-proj/locations/europe-west1/services/backend"

@@ -232,10 +232,20 @@ def _volumes(service: ServiceConfig) -> list[tuple[run_v2.Volume, run_v2.VolumeM
     return out
 
 
-def check_rollout(svc: run_v2.Service, previous: str | None) -> str:
-    """The short name of the revision this deploy created, or Failed saying why not ready."""
+def check_rollout(svc: run_v2.Service, previous: str | None, deploy_id: str) -> str:
+    """The short name of the revision this deploy created, or Failed saying why not ready.
+    The service's template must still be this deploy's: on shared staging a teammate's deploy
+    may land meanwhile, and its revision must never be credited to this iteration."""
     created = short_name(svc.latest_created_revision)
     ready = short_name(svc.latest_ready_revision)
+    theirs = svc.template.annotations.get(ANNOTATION_DEPLOY_ID, "")
+    if theirs != deploy_id:
+        raise Failed(
+            f"another deploy replaced this one while it rolled out (revision"
+            f" '{created or '?'}' has deploy id {theirs or 'none'!r}, not this iteration's"
+            f" {deploy_id!r}): the revision would not be the one built here; deploy again"
+            " when no one else deploys this service"
+        )
     if svc.terminal_condition.state != condition_state("CONDITION_SUCCEEDED"):
         message = strip_redundant(condition_message(svc) or "no reason given")
         raise Failed(f"revision '{created or '?'}' not ready: {message}")

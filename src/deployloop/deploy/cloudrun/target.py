@@ -246,10 +246,11 @@ class CloudRunTarget:
                 lambda: build_service(service, ctx, image, urls, deploy_id), path,
             )
             svc = self._wait_rollout(client, started, path, deadline, abort)
+            svc = self._settled(client, svc, path, deadline, abort)
             record.url = svc.uri or None
             # Kept on failure too: the record names the revision that did not become ready.
             record.revision = short_name(svc.latest_created_revision) or None
-            check_rollout(svc, started.previous)
+            check_rollout(svc, started.previous, deploy_id)
             self._set_public(client, path, service.allow_unauthenticated)
             self._check_health(service, svc.uri, abort)
         except _Abandoned:
@@ -334,6 +335,32 @@ class CloudRunTarget:
             if revision:
                 raise Failed(f"revision '{revision}' not ready: {message}") from None
             raise Failed(f"rollout of {path} failed: {message}") from None
+
+    def _settled(
+        self,
+        client: run_v2.ServicesClient,
+        svc: run_v2.Service,
+        path: str,
+        deadline: float,
+        abort: threading.Event | None,
+    ) -> run_v2.Service:
+        """The service once Cloud Run has caught up with its last change: an operation may end
+        while it still reconciles, its observed_generation behind the generation, and the new
+        revision not ready yet."""
+        while svc.reconciling or svc.observed_generation < svc.generation:
+            if abort is not None and abort.is_set():
+                raise _Abandoned()
+            if time.monotonic() > deadline:
+                raise Failed(
+                    f"{path} still reconciling when its ready_timeout_s ran out (generation"
+                    f" {svc.generation}, observed {svc.observed_generation})"
+                )
+            time.sleep(min(self.settings.first_wait_s, max(0.0, deadline - time.monotonic())))
+            fetched = self._retrying(lambda: self._get_or_none(client, path))
+            if fetched is None:
+                raise Failed(f"{path} was deleted while it rolled out")
+            svc = fetched
+        return svc
 
     def _wait_operation(
         self, operation: Operation, deadline: float, abort: threading.Event | None, path: str
