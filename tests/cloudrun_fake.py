@@ -114,6 +114,8 @@ class FakeCloudRun:
         self._lags: dict[str, int] = {}
         self._lagging: dict[str, tuple[int, run_v2.Service]] = {}  # GetServices left, shown
         self._concurrent: dict[str, str] = {}
+        self._stuck: set[str] = set()
+        self._never_done: set[str] = set()  # operation names
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
         self.address = ""
@@ -212,6 +214,31 @@ class FakeCloudRun:
         as when the answer is lost on the way back."""
         with self._lock:
             self._lost.append((method, service))
+
+    def exhausted(self, method: str | None, times: int, service: str | None = None) -> None:
+        """RESOURCE_EXHAUSTED (a per-minute quota) for the next `times` calls of `method`."""
+        with self._lock:
+            self._rules.append(
+                _Rule(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                      "Quota exceeded for quota metric 'Write requests' and limit 'Write"
+                      " requests per minute per region' of service 'run.googleapis.com'.",
+                      method, service, times)
+            )
+
+    def revision_conflict(self, service: str) -> None:
+        """The next UpdateService of `service` is refused with the 409 Cloud Run gives when a
+        revision name is taken by another template."""
+        with self._lock:
+            self._rules.append(
+                _Rule(grpc.StatusCode.ALREADY_EXISTS,
+                      f"Revision named '{service}-00001-abc' with different configuration"
+                      " already exists.", "UpdateService", service, 1)
+            )
+
+    def stuck(self, service: str) -> None:
+        """The next rollout of `service` never ends: its operation is never done."""
+        with self._lock:
+            self._stuck.add(service)
 
     def lag(self, service: str, gets: int = 2) -> None:
         """The next rollout of `service` is reported done while Cloud Run still reconciles:
@@ -426,6 +453,8 @@ class FakeCloudRun:
             operation = self._operations.get(request.name)
             if operation is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Operation '{request.name}' not found")
+            if request.name in self._never_done:
+                return operations_pb2.Operation(name=request.name, done=False)
             return operation
 
     # --- behaviour -------------------------------------------------------------------------------
@@ -488,6 +517,9 @@ class FakeCloudRun:
         """An operation not done yet; GetOperation answers it done, with the service (as it
         looks while still reconciling, when `lag` asked for that)."""
         name = f"{fake.service.name.split('/services/')[0]}/operations/{uuid.uuid4()}"
+        if _service_id(fake.service.name) in self._stuck:
+            self._stuck.discard(_service_id(fake.service.name))
+            self._never_done.add(name)
         shown = fake.service
         gets = self._lags.pop(_service_id(shown.name), 0)
         if gets:

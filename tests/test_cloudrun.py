@@ -34,7 +34,10 @@ from deployloop.deploy.cloudrun import (  # noqa: E402
 )
 from deployloop.models import Deployment, DeployStatus  # noqa: E402
 
-FAST = CloudRunSettings(attempts=4, first_wait_s=0.01, max_wait_s=0.05, poll_slice_s=0.5)
+FAST = CloudRunSettings(
+    attempts=4, first_wait_s=0.01, max_wait_s=0.05, poll_slice_s=0.5,
+    quota_attempts=8, quota_first_wait_s=0.02, quota_max_wait_s=0.1,
+)
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 TWO_SERVICES = """
@@ -461,6 +464,60 @@ def test_plan_shows_changes_and_changes_nothing(fake: FakeCloudRun, target: Clou
     planned = by_plan(target.plan(config(), ctx(1)))
     assert planned["auth"] == ("traffic 100% on auth-00001-abc -> 100% on the new revision",)
     assert {c.method for c in fake.calls[calls:]} == {"GetService", "GetIamPolicy"}
+
+
+# --- retries sized to the real API ------------------------------------------------------------
+
+
+def test_an_exhausted_quota_is_waited_out_longer_than_other_errors(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    # Six refusals: more than `attempts` (4) allows any other transient error.
+    fake.exhausted("UpdateService", 6, service="backend")
+    records = by_name(target.deploy(config(), ctx(2)))
+    assert records["backend"].status is DeployStatus.READY, records["backend"].error
+    assert fake.count("UpdateService", "backend") == 6 + 1  # six refused, one through
+    fake.unavailable("UpdateService", 6, service="backend")
+    with pytest.raises(DeployError, match="still failing for .* after retries"):
+        target.deploy(config(), ctx(3))
+    fake.exhausted("UpdateService", 100, service="backend")
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(), ctx(4))
+    assert "quota still exhausted" in str(caught.value) and "Write requests" in str(caught.value)
+
+
+def test_a_revision_name_conflict_fails_at_once_with_cloud_runs_words(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    updates = fake.count("UpdateService", "backend")
+    fake.revision_conflict("backend")
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(), ctx(2))
+    assert fake.count("UpdateService", "backend") == updates + 1  # not retried
+    assert "with different configuration already exists" in str(caught.value)
+
+
+def test_a_rollout_past_its_deadline_names_the_operation_still_running(
+    fake: FakeCloudRun
+) -> None:
+    target = CloudRunTarget(
+        CloudRunSettings(attempts=2, first_wait_s=0.01, max_wait_s=0.05, poll_slice_s=0.2,
+                         operation_margin_s=0.0)
+    )
+    try:
+        fake.stuck("auth")
+        with pytest.raises(DeployError) as caught:
+            target.deploy(config(timeout=1), ctx(1))
+    finally:
+        target.stop()
+    message = str(caught.value)
+    assert re.search(
+        r"rollout of projects/demo-proj/locations/europe-west1/services/auth not finished"
+        r" after 1 s: operation projects/demo-proj/locations/europe-west1/operations/\S+ is"
+        r" still running", message
+    ), message
 
 
 # --- the revision tested is the one this deploy made -------------------------------------------

@@ -55,11 +55,31 @@ def transient_types() -> tuple[type[Exception], ...]:
 def is_transient(exc: BaseException, conflicts: bool = False) -> bool:
     from google.api_core import exceptions as gexc
 
-    if _credentials_refused(exc):
+    if _credentials_refused(exc) or is_revision_conflict(exc):
         return False
     if conflicts and isinstance(exc, gexc.AlreadyExists):
         return True
     return isinstance(exc, transient_types())
+
+
+def is_quota(exc: BaseException | None) -> bool:
+    """RESOURCE_EXHAUSTED: a per-minute quota of the API, which only time restores."""
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.TooManyRequests)
+
+
+def is_revision_conflict(exc: BaseException) -> bool:
+    """409 "revision ... with different configuration already exists": a revision name is
+    taken by another template. Sending it again can never work."""
+    from google.api_core import exceptions as gexc
+
+    text = str(exc).lower()
+    return (
+        isinstance(exc, gexc.AlreadyExists)
+        and "revision" in text
+        and "different configuration" in text
+    )
 
 
 def _credentials_refused(exc: BaseException) -> bool:
@@ -84,6 +104,13 @@ def describe_api_error(exc: GoogleAPICallError, action: str, path: str) -> str:
         return f"{text}; Cloud Run said: {said}" if said and permission not in said else text
     if isinstance(exc, gexc.NotFound):
         return f"not found: {path} ({said}); check deploy.project and deploy.region"
+    if is_revision_conflict(exc):
+        return f"{action} {path} refused: {said}"
+    if is_quota(exc):
+        return (
+            f"Cloud Run API quota still exhausted for {path} after backing off for about two"
+            f" minutes: {said}"
+        )
     kind = type(exc).__name__
     if is_transient(exc, conflicts=True):
         return f"Cloud Run API still failing for {path} after retries: {kind}: {said}"

@@ -11,7 +11,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from deployloop.config import Config, ServiceConfig, url_env_var
 from deployloop.deploy import gcp
@@ -28,6 +28,7 @@ from deployloop.deploy.cloudrun.errors import (
     api_errors,
     auth_errors,
     describe_api_error,
+    is_quota,
     is_transient,
     one_line,
     strip_redundant,
@@ -77,6 +78,11 @@ class CloudRunSettings:
     rpc_timeout_s: float = 30.0  # one API call
     operation_margin_s: float = 120.0  # a rollout may take ready_timeout_s plus this
     poll_slice_s: float = 2.0  # how often a wait looks whether the deploy was abandoned
+    # RESOURCE_EXHAUSTED is a per-minute quota: waits of 4, 8, 16, 32 and 60 s (two minutes)
+    # let the minute roll over, where the usual backoff would give up within seconds.
+    quota_attempts: int = 6
+    quota_first_wait_s: float = 4.0
+    quota_max_wait_s: float = 60.0
 
 
 class _Abandoned(Exception):
@@ -375,7 +381,10 @@ class CloudRunTarget:
                 raise _Abandoned()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Failed(f"rollout of {path} not finished after {total:.0f} s")
+                raise Failed(
+                    f"rollout of {path} not finished after {total:.0f} s: operation"
+                    f" {operation.operation.name} is still running"
+                )
             # How one GetOperation poll is retried; bounded, unlike the client's 600 s default.
             poll_retry = gretry.Retry(
                 predicate=gretry.if_exception_type(*transient_types()),
@@ -551,9 +560,22 @@ class CloudRunTarget:
         update.
         """
         s = self.settings
+        usual = wait_exponential(multiplier=s.first_wait_s, max=s.max_wait_s)
+        quota = wait_exponential(multiplier=s.quota_first_wait_s, max=s.quota_max_wait_s)
+
+        def over_quota(state: RetryCallState) -> bool:
+            return state.outcome is not None and is_quota(state.outcome.exception())
+
+        def stop(state: RetryCallState) -> bool:
+            limit = s.quota_attempts if over_quota(state) else s.attempts
+            return state.attempt_number >= limit
+
+        def wait(state: RetryCallState) -> float:
+            return quota(state) if over_quota(state) else usual(state)
+
         retrying = Retrying(
-            stop=stop_after_attempt(s.attempts),
-            wait=wait_exponential(multiplier=s.first_wait_s, max=s.max_wait_s),
+            stop=stop,
+            wait=wait,
             retry=retry_if_exception(lambda exc: is_transient(exc, conflicts)),
             reraise=True,
         )
