@@ -13,7 +13,8 @@ the real type URL (`Any.Pack(run_v2.Service.pb(svc))`), or the client cannot unp
 Each fake service's `uri` is a small stdlib HTTP server on 127.0.0.1 that answers for the
 revision serving its traffic: `/health` (200, or what `unhealthy` set), `/env` (the env
 vars of that revision; secrets as "secret:<name>:<version>", since the fake has no values),
-`/revision`. It records the Authorization headers it receives.
+`/revision`. It records the Authorization headers it receives. A service with internal
+ingress answers 404 to all of it, as Google's front end does for a request from outside.
 
 Knobs: `fail_next_rollout` (the next new revision of a service fails, as a FAILED terminal
 condition or as an operation error), `deny` (PERMISSION_DENIED), `unavailable` (UNAVAILABLE
@@ -56,6 +57,10 @@ _PERMISSIONS = {
     "GetOperation": "run.operations.get",
 }
 State = run_v2.Condition.State
+INTERNAL_INGRESS = (
+    run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_ONLY,
+    run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER,
+)
 LATEST = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
 
@@ -555,7 +560,12 @@ class FakeCloudRun:
                     revision = fake_api.serving_revision(service_id)
                     template = fake.revisions.get(revision)
                     status = fake.health_status
-                if self.path == "/health":
+                    internal = fake.service.ingress in INTERNAL_INGRESS
+                if internal:
+                    # As from the internet: Google's front end answers for an internal
+                    # service with a 404 page of its own, never reaching the container.
+                    self._send(404, {"error": "Page not found (internal ingress)"})
+                elif self.path == "/health":
                     code = status if template is not None else 503
                     self._send(code, {"ok": code == 200, "revision": revision})
                 elif self.path == "/env" and template is not None:

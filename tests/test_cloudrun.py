@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -464,6 +465,26 @@ def test_plan_shows_changes_and_changes_nothing(fake: FakeCloudRun, target: Clou
     planned = by_plan(target.plan(config(), ctx(1)))
     assert planned["auth"] == ("traffic 100% on auth-00001-abc -> 100% on the new revision",)
     assert {c.method for c in fake.calls[calls:]} == {"GetService", "GetIamPolicy"}
+
+
+# --- ingress ----------------------------------------------------------------------------------
+
+
+def test_an_internal_service_is_ready_on_its_conditions_and_plan_says_where_tests_must_run(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    internal = config(backend_extra='ingress = "internal"')
+    planned = by_plan(target.plan(internal, ctx(1)))
+    assert planned["backend"][-1].startswith("internal ingress: its URL answers only inside")
+    records = by_name(target.deploy(internal, ctx(1)))
+    assert records["backend"].status is DeployStatus.READY, records["backend"].error
+    # Its URL answers 404 from here, as Cloud Run's does from outside the VPC.
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        get_json(f"{records['backend'].url}/health")
+    assert refused.value.code == 404
+    assert "tests must run where they can reach it" in by_plan(
+        target.plan(internal, ctx(2))
+    )["backend"][-1]
 
 
 # --- retries sized to the real API ------------------------------------------------------------

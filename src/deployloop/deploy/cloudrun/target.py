@@ -85,6 +85,22 @@ class CloudRunSettings:
     quota_max_wait_s: float = 60.0
 
 
+INTERNAL_NOTE = (
+    "internal ingress: its URL answers only inside the VPC, so readiness rests on the"
+    " revision's conditions (no health check from here), and the tests must run where they"
+    " can reach it (from this machine they cannot)"
+)
+
+
+def internal_ingress(svc: run_v2.Service) -> bool:
+    from google.cloud import run_v2
+
+    return svc.ingress in (
+        run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_ONLY,
+        run_v2.IngressTraffic.INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER,
+    )
+
+
 class _Abandoned(Exception):
     """The deploy was given up (another service failed, Ctrl-C) while this one waited."""
 
@@ -211,6 +227,8 @@ class CloudRunTarget:
                 changes: tuple[str, ...] = (f"current state unknown: {problems[s.name]}",)
             elif current.get(s.name) is None:
                 changes = ("new service",)
+                if s.ingress is not None and s.ingress != "all":
+                    changes += (INTERNAL_NOTE,)
             else:
                 now = current[s.name]
                 assert now is not None
@@ -222,6 +240,8 @@ class CloudRunTarget:
                 changes += self._public_change(
                     client, service_path(config, s), s.allow_unauthenticated
                 )
+                if internal_ingress(merged):
+                    changes += (INTERNAL_NOTE,)
             planned.append(PlannedDeploy(s.name, images[s.name], changes))
         return planned
 
@@ -258,7 +278,8 @@ class CloudRunTarget:
             record.revision = short_name(svc.latest_created_revision) or None
             check_rollout(svc, started.previous, deploy_id)
             self._set_public(client, path, service.allow_unauthenticated)
-            self._check_health(service, svc.uri, abort)
+            if not internal_ingress(svc):  # its URL answers only inside the VPC
+                self._check_health(service, svc.uri, abort)
         except _Abandoned:
             return failed_or_abandoned(record, ABANDONED, abort)
         except Failed as exc:
