@@ -106,6 +106,7 @@ class FakeService:
     health_status: int = 200
     policy: policy_pb2.Policy = field(default_factory=policy_pb2.Policy)
     auth_headers: list[str] = field(default_factory=list)
+    tag_servers: dict[str, ThreadingHTTPServer] = field(default_factory=dict)
 
 
 class FakeCloudRun:
@@ -180,8 +181,9 @@ class FakeCloudRun:
             self._server.stop(grace=None).wait(5)
             self._server = None
         for fake in self.services.values():
-            fake.http.shutdown()
-            fake.http.server_close()
+            for server in (fake.http, *fake.tag_servers.values()):
+                server.shutdown()
+                server.server_close()
 
     def __enter__(self) -> FakeCloudRun:
         return self.start()
@@ -305,6 +307,22 @@ class FakeCloudRun:
         with self._lock:
             return self.services[service].revisions[revision]
 
+    def tagged_revision(self, service: str, tag: str) -> str:
+        """The revision a tag points at now ("" once the tag is gone)."""
+        with self._lock:
+            for status in self.services[service].service.traffic_statuses:
+                if status.tag == tag:
+                    return status.revision
+            return ""
+
+    def tags(self, service: str) -> dict[str, str]:
+        """Each revision tag of `service`, and the revision it points at."""
+        with self._lock:
+            return {
+                s.tag: s.revision for s in self.services[service].service.traffic_statuses
+                if s.tag
+            }
+
     def serving_revision(self, service: str) -> str:
         """The revision that gets 100% of the traffic (the fake serves one at a time)."""
         with self._lock:
@@ -387,8 +405,20 @@ class FakeCloudRun:
             old = fake.service
             if request.service.etag and request.service.etag != old.etag:
                 context.abort(grpc.StatusCode.ABORTED, "etag mismatch: the service changed")
+            named = request.service.template.revision
+            if named and named in fake.revisions and run_v2.RevisionTemplate.pb(
+                fake.revisions[named]
+            ) != run_v2.RevisionTemplate.pb(request.service.template):
+                context.abort(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"Revision named '{named}' with different configuration already exists.",
+                )
             for target in request.service.traffic:
-                if target.type_ == REVISION and target.revision not in fake.revisions:
+                if (
+                    target.type_ == REVISION
+                    and target.revision not in fake.revisions
+                    and target.revision != named
+                ):
                     context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"Revision named '{target.revision}' does not exist.",
@@ -472,7 +502,7 @@ class FakeCloudRun:
         failure = None
         if new_template:
             fake.count += 1
-            revision = f"{service_id}-{fake.count:05d}-abc"
+            revision = svc.template.revision or f"{service_id}-{fake.count:05d}-abc"
             fake.revisions[revision] = _copy(svc.template)
             svc.latest_created_revision = f"{svc.name}/revisions/{revision}"
             failure = self._failures.pop(service_id, None)
@@ -509,11 +539,18 @@ class FakeCloudRun:
         for target in targets:
             revision = ready if target.type_ == LATEST else target.revision
             if revision:
-                statuses.append(
-                    run_v2.TrafficTargetStatus(
-                        type_=target.type_, revision=revision, percent=target.percent
-                    )
+                status = run_v2.TrafficTargetStatus(
+                    type_=target.type_, revision=revision, percent=target.percent,
+                    tag=target.tag,
                 )
+                if target.tag:  # its own URL, answering for that revision
+                    if target.tag not in fake.tag_servers:
+                        fake.tag_servers[target.tag] = self._start_http(
+                            _service_id(svc.name), target.tag
+                        )
+                    port = fake.tag_servers[target.tag].server_address[1]
+                    status.uri = f"http://127.0.0.1:{port}"
+                statuses.append(status)
         return statuses
 
     def _operation(
@@ -546,7 +583,7 @@ class FakeCloudRun:
             )
         return operations_pb2.Operation(name=name, done=False, metadata=packed)
 
-    def _start_http(self, service_id: str) -> ThreadingHTTPServer:
+    def _start_http(self, service_id: str, tag: str = "") -> ThreadingHTTPServer:
         fake_api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -557,7 +594,10 @@ class FakeCloudRun:
                         self._send(404, {"error": "deleted"})
                         return
                     fake.auth_headers.append(self.headers.get("Authorization", ""))
-                    revision = fake_api.serving_revision(service_id)
+                    revision = (
+                        fake_api.tagged_revision(service_id, tag) if tag
+                        else fake_api.serving_revision(service_id)
+                    )
                     template = fake.revisions.get(revision)
                     status = fake.health_status
                     internal = fake.service.ingress in INTERNAL_INGRESS

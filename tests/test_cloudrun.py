@@ -467,6 +467,61 @@ def test_plan_shows_changes_and_changes_nothing(fake: FakeCloudRun, target: Clou
     assert {c.method for c in fake.calls[calls:]} == {"GetService", "GetIamPolicy"}
 
 
+# --- candidate revisions ----------------------------------------------------------------------
+
+
+def candidate_config(promote: bool = True) -> Config:
+    extra = 'traffic = "candidate"' + ("\npromote = true" if promote else "")
+    return parse_config(two_services(deploy_extra=extra), "configs/cloudrun.toml")
+
+
+def test_a_candidate_gets_no_traffic_and_is_reached_by_its_tag(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    first = by_name(target.deploy(candidate_config(), ctx(1)))
+    rev1 = first["backend"].revision
+    assert first["backend"].tag == "loop-it1"
+    assert rev1 is not None and rev1.startswith("backend-loop1-")
+    assert fake.serving_revision("backend") == rev1  # a new service: nothing to keep
+    second = by_name(target.deploy(candidate_config(), ctx(2)))
+    backend = second["backend"]
+    assert backend.status is DeployStatus.READY, backend.error
+    assert backend.tag == "loop-it2" and backend.revision != rev1
+    # The traffic stays on what served it; the candidate answers at its tag's URL.
+    assert fake.serving_revision("backend") == rev1
+    assert backend.url is not None
+    assert get_json(backend.url + "/revision") == {"revision": backend.revision}
+    assert get_json(fake.service("backend").uri + "/revision") == {"revision": rev1}
+    # The previous candidate's tag is gone; the dependents saw the candidates' URLs.
+    assert fake.tags("backend") == {"loop-it2": backend.revision}
+    env = get_json(backend.url + "/env")
+    assert env["LOOP_AUTH_URL"] == second["auth"].url
+
+
+def test_promotion_moves_the_traffic_to_exactly_the_tested_revisions(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(candidate_config(), ctx(1))
+    tested = target.deploy(candidate_config(), ctx(2))
+    assert sorted(target.promote(candidate_config(), tested)) == ["auth", "backend"]
+    for record in tested:
+        assert fake.serving_revision(record.service) == record.revision
+        assert fake.tags(record.service) == {"loop-it2": record.revision}
+
+
+def test_promotion_is_all_or_none(fake: FakeCloudRun, target: CloudRunTarget) -> None:
+    first = by_name(target.deploy(candidate_config(), ctx(1)))
+    tested = target.deploy(candidate_config(), ctx(2))
+    fake.deny("backend", "UpdateService")
+    with pytest.raises(DeployError) as caught:
+        target.promote(candidate_config(), tested)
+    message = str(caught.value)
+    assert message.startswith("promotion of 'backend' failed: permission denied"), message
+    assert message.endswith("traffic of auth put back where it was"), message
+    assert fake.serving_revision("auth") == first["auth"].revision
+    assert fake.serving_revision("backend") == first["backend"].revision
+
+
 # --- ingress ----------------------------------------------------------------------------------
 
 
@@ -652,6 +707,17 @@ def test_an_update_keeps_every_setting_the_config_does_not_manage(
     assert fake.serving_revision("backend") == records["backend"].revision
     tags = [(t.tag, t.revision, t.percent) for t in svc.traffic if t.tag]
     assert tags == [("stable", first, 0)]
+
+
+def test_a_revision_name_the_team_chose_is_not_sent_again(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    named = team_backend()
+    named.template.revision = "backend-release-42"  # gcloud run deploy --revision-suffix
+    assert fake.seed(BACKEND, named) == "backend-release-42"
+    records = by_name(target.deploy(config(), ctx(1)))
+    assert records["backend"].status is DeployStatus.READY, records["backend"].error
+    assert records["backend"].revision != "backend-release-42"
 
 
 def test_an_env_var_loop_set_goes_when_the_config_drops_it_and_no_other(
@@ -972,3 +1038,58 @@ def test_an_iteration_that_reaches_its_target_is_not_rolled_back(
     assert second.returncode == 0, output(second)  # lower, but still at its target
     assert "rolled back" not in second.stdout
     assert fake.serving_revision("backend") == "backend-00002-abc"
+
+
+CANDIDATE_TESTS = SMOKE_TESTS + """
+
+    def test_the_fix_is_in():
+        assert not os.path.exists("broken.txt"), "broken until the fix lands"
+    """
+
+
+def test_candidate_mode_end_to_end_keeps_staging_until_an_iteration_passes(
+    fake: FakeCloudRun, project: Project
+) -> None:
+    from google.cloud import run_v2
+
+    # What serves shared staging before loop runs: the team's revisions.
+    for name in ("auth", "backend"):
+        image = f"europe-docker.pkg.dev/demo-proj/shop/{name}:live"
+        fake.seed(
+            f"projects/demo-proj/locations/europe-west1/services/{name}",
+            run_v2.Service(template=run_v2.RevisionTemplate(
+                containers=[run_v2.Container(image=image)])),
+        )
+    live = {name: fake.serving_revision(name) for name in ("auth", "backend")}
+    project.config(
+        two_services(deploy_extra='traffic = "candidate"\npromote = true'), env="cloudrun"
+    )
+    project.write("tests/e2e/test_smoke.py", CANDIDATE_TESTS)
+    project.write("broken.txt", "yes")
+
+    first = project.run("run", "--env", "cloudrun", "--max-iterations", "1",
+                        env=emulator_env(fake))
+    assert first.returncode == 1, output(first)
+    assert "candidate revisions not promoted" in first.stdout, output(first)
+    assert {n: fake.serving_revision(n) for n in live} == live  # staging untouched
+    one = deployments(project, 1)
+    assert {n: (d["tag"], d["promoted"]) for n, d in one.items()} == {
+        "auth": ("loop-it1", False), "backend": ("loop-it1", False),
+    }
+
+    (project.root / "broken.txt").unlink()
+    second = project.run("run", "--env", "cloudrun", "--max-iterations", "1",
+                         env=emulator_env(fake))
+    assert second.returncode == 0, output(second)
+    two = deployments(project, 2)
+    assert {n: (d["tag"], d["promoted"]) for n, d in two.items()} == {
+        "auth": ("loop-it2", True), "backend": ("loop-it2", True),
+    }
+    for name, record in two.items():
+        assert fake.serving_revision(name) == record["revision"]
+        assert fake.tags(name) == {"loop-it2": record["revision"]}  # loop-it1 cleaned up
+    assert "promoted backend: all traffic on " + two["backend"]["revision"] in second.stdout
+    report = (project.iteration_dir(2, env="cloudrun") / "report.md").read_text()
+    assert f"{two['backend']['revision']} (candidate loop-it2, promoted)" in report
+    plan = project.run("plan", "--env", "cloudrun", env=emulator_env(fake))
+    assert "candidate revision tagged loop-it3, with no traffic" in plan.stdout, output(plan)

@@ -1035,3 +1035,20 @@ def test_revision_settings_with_another_target_are_refused() -> None:
         "configs/staging.toml: deploy.services[0].vpc: only used by deploy.target ="
         " 'cloudrun' (this config deploys with 'local'); remove it"
     )
+
+
+def test_candidate_revisions_are_the_cloudrun_targets_and_promote_needs_them() -> None:
+    local = BASE.replace('target = "local"', 'target = "local"\ntraffic = "candidate"')
+    assert error_of(local) == (
+        "configs/staging.toml: deploy.traffic: candidate revisions are the cloudrun target's"
+        " (this config deploys with 'local')"
+    )
+    assert error_of(CLOUDRUN.replace('region = "europe-west1"',
+                                     'region = "europe-west1"\npromote = true')) == (
+        "configs/staging.toml: deploy.promote: needs traffic = 'candidate' (with 'direct' every"
+        " new revision gets the traffic at once: there is nothing to promote)"
+    )
+    config = parse_config(CLOUDRUN.replace(
+        'region = "europe-west1"', 'region = "europe-west1"\ntraffic = "candidate"\npromote = true'
+    ), "x.toml")
+    assert (config.deploy.traffic, config.deploy.promote) == ("candidate", True)

@@ -484,6 +484,8 @@ def test_a_schema_4_database_gets_the_summaries_table(tmp_path: Path) -> None:
     conn = sqlite3.connect(db)
     conn.execute("DROP TRIGGER iterations_drop_summary")
     conn.execute("DROP TABLE summaries")
+    conn.execute("ALTER TABLE deployments DROP COLUMN tag")  # schema 6's
+    conn.execute("ALTER TABLE deployments DROP COLUMN promoted")
     conn.execute("PRAGMA user_version = 4")
     conn.commit()
     conn.close()
@@ -495,7 +497,7 @@ def test_a_schema_4_database_gets_the_summaries_table(tmp_path: Path) -> None:
     assert kept_summary(store, record, None, date.today()) == summary
     store.close()
     (version,) = sqlite3.connect(db).execute("PRAGMA user_version").fetchone()
-    assert version == SCHEMA_VERSION == 5
+    assert version == SCHEMA_VERSION == 6
 
 
 # --- helpers ----------------------------------------------------------------------------------

@@ -267,6 +267,8 @@ def test_json_has_every_contract_key_in_order() -> None:
         "error",
         "image",
         "rolled_back_to",
+        "tag",
+        "promoted",
     ]
     assert list(data["timing"]) == ["elapsed_s", "estimated_remaining_s"]
 

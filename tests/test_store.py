@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from deployloop.models import (
+    Deployment,
+    DeployStatus,
     InventoryItem,
     IterationStatus,
     Outcome,
@@ -58,3 +60,29 @@ def test_a_newer_schema_is_refused_with_a_reason(tmp_path: Path) -> None:
 def test_missing_state_is_an_error_only_when_reading(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no state yet"):
         Store.open(tmp_path / "none" / "loop.db", create=False)
+
+
+def test_a_schema_5_database_keeps_its_deployments_and_records_candidates(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "loop.db"
+    store = Store.open(db)
+    record = store.start_iteration("staging", "abc", 100.0, 1)
+    store.record_deployments(record.id, [Deployment("api", DeployStatus.READY, revision="r1")])
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE deployments DROP COLUMN tag")
+    conn.execute("ALTER TABLE deployments DROP COLUMN promoted")
+    conn.execute("PRAGMA user_version = 5")
+    conn.commit()
+    conn.close()
+    store = Store.open(db, verify=True)
+    (before,) = store.deployments(record.id)
+    assert (before.revision, before.tag, before.promoted) == ("r1", None, False)
+    store.record_deployments(
+        record.id, [Deployment("api", DeployStatus.READY, revision="r2", tag="loop-it1")]
+    )
+    store.record_promotion(record.id, ["api"])
+    (after,) = store.deployments(record.id)
+    assert (after.revision, after.tag, after.promoted) == ("r2", "loop-it1", True)
+    store.close()

@@ -21,6 +21,7 @@ from deployloop.runner.pool import WorkerPool
 from deployloop.stages.analyze import load_summary
 from deployloop.stages.deploy import deploy_services
 from deployloop.stages.plan import plan_iteration
+from deployloop.stages.promote import promote_if_passed
 from deployloop.stages.report import write_reports
 from deployloop.stages.rollback import roll_back_if_worse
 from deployloop.stages.settings import IterationSettings
@@ -76,7 +77,12 @@ def run_iteration(
         except DeployError as exc:
             deploy_error = str(exc)
             store.record_deployments(record.id, exc.deployments)
-        if settings.config.deploy.rollback_on_failure:
+        if deploy_error is None:
+            promote_if_passed(settings, store, console, record, target)
+        # Candidates never took the traffic: there is nothing to roll back.
+        if settings.config.deploy.rollback_on_failure and settings.config.deploy.traffic != (
+            "candidate"
+        ):
             roll_back_if_worse(settings, store, console, record, target, deploy_error)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True

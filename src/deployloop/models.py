@@ -98,6 +98,10 @@ class Deployment:
     image: str | None = None
     # Set when traffic was sent back to an earlier revision after this iteration.
     rolled_back_to: str | None = None
+    # Candidate revisions (cloudrun, traffic = "candidate"): the revision tag its URL is
+    # reached by, and whether the traffic moved to it once the iteration reached its target.
+    tag: str | None = None
+    promoted: bool = False
 
 
 @dataclass(frozen=True)

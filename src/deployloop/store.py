@@ -34,7 +34,7 @@ from deployloop.models import (
 )
 from deployloop.safetext import printable
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE iterations (
@@ -63,6 +63,8 @@ CREATE TABLE deployments (
     error TEXT,
     image TEXT,
     rolled_back_to TEXT,
+    tag TEXT,
+    promoted INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (iteration_id, service)
 );
 CREATE TABLE suites (
@@ -516,11 +518,12 @@ class Store:
         with self._tx() as tx:
             tx.executemany(
                 "INSERT OR REPLACE INTO deployments (iteration_id, service, status, url, revision,"
-                " started_at, ready_at, error, image, rolled_back_to)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, ready_at, error, image, rolled_back_to, tag, promoted)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (iteration_id, d.service, d.status, d.url, d.revision, d.started_at,
-                     d.ready_at, self._keep(d.error, MAX_MESSAGE), d.image, d.rolled_back_to)
+                     d.ready_at, self._keep(d.error, MAX_MESSAGE), d.image, d.rolled_back_to,
+                     d.tag, int(d.promoted))
                     for d in deployments
                 ],
             )
@@ -531,6 +534,14 @@ class Store:
             "UPDATE deployments SET status = ?, error = ? WHERE iteration_id = ? AND service = ?",
             (DeployStatus.CRASHED, self._keep(error, MAX_MESSAGE), iteration_id, service),
         )
+
+    def record_promotion(self, iteration_id: int, services: Iterable[str]) -> None:
+        """The traffic of `services` moved to this iteration's revisions."""
+        with self._tx() as tx:
+            tx.executemany(
+                "UPDATE deployments SET promoted = 1 WHERE iteration_id = ? AND service = ?",
+                [(iteration_id, service) for service in services],
+            )
 
     def record_rollback(self, iteration_id: int, service: str, to_revision: str) -> None:
         self._write(
@@ -552,11 +563,15 @@ class Store:
     def deployments(self, iteration_id: int) -> list[Deployment]:
         rows = self._conn.execute(
             "SELECT service, status, url, revision, started_at, ready_at, error, image,"
-            " rolled_back_to FROM deployments WHERE iteration_id = ? ORDER BY rowid",
+            " rolled_back_to, tag, promoted FROM deployments WHERE iteration_id = ?"
+            " ORDER BY rowid",
             (iteration_id,),
         ).fetchall()
         return [
-            Deployment(r[0], DeployStatus(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8])
+            Deployment(
+                r[0], DeployStatus(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+                bool(r[10]),
+            )
             for r in rows
         ]
 
@@ -1139,6 +1154,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             _execute_script(conn, _kept_triggers())
         if version <= 4:  # finished iterations' summaries, kept once computed
             _execute_script(conn, _SUMMARIES)
+        if 1 <= version <= 5:  # candidate revisions: their tag, and whether promoted
+            have = {row[1] for row in conn.execute("PRAGMA table_info(deployments)")}
+            for column, kind in (("tag", "TEXT"), ("promoted", "INTEGER NOT NULL DEFAULT 0")):
+                if column not in have:
+                    conn.execute(f"ALTER TABLE deployments ADD COLUMN {column} {kind}")
         if version < SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     except BaseException:

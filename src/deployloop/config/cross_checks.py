@@ -151,6 +151,18 @@ def _target_checks(
                 required(("deploy", "services", i, "image"))
     if target == "command" and deploy.get("command") is None:
         required(("deploy", "command"))
+    if deploy.get("traffic") == "candidate" and target != "cloudrun":
+        problems.append(Problem(
+            ("deploy", "traffic"),
+            f"candidate revisions are the cloudrun target's (this config deploys with"
+            f" {target!r})",
+        ))
+    if deploy.get("promote") is True and deploy.get("traffic") != "candidate":
+        problems.append(Problem(
+            ("deploy", "promote"),
+            "needs traffic = 'candidate' (with 'direct' every new revision gets the traffic"
+            " at once: there is nothing to promote)",
+        ))
     for i, service in services:
         if target != "cloudrun":
             for key in CLOUD_RUN_ONLY:

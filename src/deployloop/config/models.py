@@ -285,6 +285,11 @@ class DeploySection(_Strict):
     project: str | None = None
     region: str | None = None
     rollback_on_failure: bool = False
+    # cloudrun: "direct" sends all traffic to each new revision; "candidate" deploys it with
+    # none, under a revision tag the tests use, and `promote` moves the traffic to the tested
+    # revisions once an iteration reaches its target.
+    traffic: Literal["direct", "candidate"] = "direct"
+    promote: bool = False
     services: list[ServiceConfig] = Field(default_factory=list)
 
 

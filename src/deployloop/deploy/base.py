@@ -86,6 +86,11 @@ class DeployTarget(Protocol):
         """Send each service's traffic to the given revision; return what was rolled back."""
         ...
 
+    def promote(self, config: Config, deployments: Sequence[Deployment]) -> list[str]:
+        """Move each service's traffic to its tested candidate revision, all or none; return
+        the services promoted. Raises DeployError saying what failed and what was put back."""
+        ...
+
     def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:
         """What deploy() would do, changing nothing."""
         ...
@@ -101,6 +106,9 @@ class TargetDefaults:
         return []
 
     def rollback(self, config: Config, revisions: Mapping[str, str], reason: str) -> list[Rollback]:
+        return []
+
+    def promote(self, config: Config, deployments: Sequence[Deployment]) -> list[str]:
         return []
 
     def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:

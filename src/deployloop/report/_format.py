@@ -109,6 +109,15 @@ def _safe(value: object, field: str) -> object:
     return value
 
 
+def revision_text(deployment: Deployment) -> str:
+    """A deployment's revision, with its candidate tag and whether it was promoted."""
+    text = deployment.revision or "-"
+    if deployment.tag:
+        promoted = "promoted" if deployment.promoted else "not promoted"
+        text += f" (candidate {deployment.tag}, {promoted})"
+    return text
+
+
 def _same(after: Sequence[object], before: Sequence[object]) -> bool:
     return all(a is b for a, b in zip(after, before, strict=True))
 

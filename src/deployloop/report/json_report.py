@@ -185,6 +185,8 @@ def _deployment(deployment: Deployment) -> dict[str, Any]:
         "error": deployment.error,
         "image": deployment.image,
         "rolled_back_to": deployment.rolled_back_to,
+        "tag": deployment.tag,
+        "promoted": deployment.promoted,
     }
 
 

@@ -51,6 +51,7 @@ from deployloop.report._format import (
     remaining_note,
     remaining_tests_by_suite,
     remaining_time,
+    revision_text,
     safe_summary,
     setup_failure,
     setup_failure_text,
@@ -372,7 +373,7 @@ def _deployments(summary: Summary) -> str:
     for d in summary.deployments:
         row = [d.service, _deploy_status(d), d.url or "-"]
         row += [d.image or "-"] if images else []
-        row += [d.revision or "-"]
+        row += [revision_text(d)]
         row += [d.rolled_back_to or "-"] if rollbacks else []
         row += [one_line(d.error) if d.error else ""]
         rows.append(row)

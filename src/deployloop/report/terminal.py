@@ -53,6 +53,7 @@ from deployloop.report._format import (
     plural,
     projection_text,
     remaining_time,
+    revision_text,
     safe_summary,
     seconds_between,
     setup_failure,
@@ -428,7 +429,7 @@ def _deployment_table(summary: Summary, width: int) -> Group:
             Text(d.url or "-"),
         ]
         cells += [Text(d.image or "-")] if "Image" in names else []
-        cells += [Text(d.revision or "-")]
+        cells += [Text(revision_text(d))]
         cells += (
             [Text(d.rolled_back_to or "-", style="yellow")] if "Rolled back to" in names else []
         )

@@ -75,6 +75,14 @@ def describe_changes(
             changes.append(f"label {key} added")
         elif current.labels[key] != value:
             changes.append(f"label {key} {current.labels[key]} -> {value}")
+    changes += _revision_changes(current.template, desired.template)
+    tags = [t for t in desired.traffic if t.tag and t.revision == desired.template.revision]
+    if desired.template.revision and tags:
+        changes.append(
+            f"candidate revision tagged {tags[0].tag}, with no traffic: the traffic stays"
+            " where it is until promoted"
+        )
+        return tuple(changes) + _kept(current, service)
     pinned = [
         t for t in current.traffic
         if t.type_ != run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
@@ -83,11 +91,12 @@ def describe_changes(
     if pinned:
         where = ", ".join(f"{t.percent}% on {t.revision}" for t in pinned)
         changes.append(f"traffic {where} -> 100% on the new revision")
-    changes += _revision_changes(current.template, desired.template)
+    return tuple(changes) + _kept(current, service)
+
+
+def _kept(current: run_v2.Service, service: ServiceConfig) -> tuple[str, ...]:
     kept = unmanaged_settings(current, service)
-    if kept:
-        changes.append("kept as deployed: " + "; ".join(kept))
-    return tuple(changes)
+    return ("kept as deployed: " + "; ".join(kept),) if kept else ()
 
 
 def _revision_changes(

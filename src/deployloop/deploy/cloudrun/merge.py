@@ -7,9 +7,10 @@ tags). So an update starts from the live service (its etag too: a concurrent cha
 rather than being overwritten) and sets, field by field, what the config sets, as `gcloud run
 deploy` does.
 
-Env vars are the one list loop also removes from: the names it set are kept in an annotation
-of the template, so a var dropped from the config is removed at the next deploy, while a var
-someone else set stays.
+Env vars and volumes are the lists loop also removes from: the names it set are kept in
+annotations of the template, so one dropped from the config is removed at the next deploy,
+while one someone else set stays. A candidate revision (`traffic = "candidate"`) leaves the
+traffic where it is and adds its own tag.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from deployloop.deploy.cloudrun.spec import (
     ANNOTATION_GIT_SHA,
     ANNOTATION_MANAGED_ENV,
     ANNOTATION_MANAGED_VOLUMES,
+    LOOP_TAG_PREFIX,
+    short_name,
     volume_names,
 )
 
@@ -112,6 +115,13 @@ def merge_for_update(
         current.labels[key] = value
     if service.ingress is not None:
         current.ingress = desired.ingress
+    # The live template's revision name (a team's --revision-suffix) is taken: sending it
+    # again is the 409 "revision with different configuration already exists". A candidate
+    # brings its own; otherwise Cloud Run names the revision.
+    template.revision = new.revision
+    if new.revision:  # a candidate: the traffic stays where it is
+        current.traffic = _candidate_traffic(current, [t for t in desired.traffic if t.tag])
+        return current
     current.traffic = [
         run_v2.TrafficTarget(
             type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST,
@@ -120,6 +130,33 @@ def merge_for_update(
         *tags_kept(current.traffic),
     ]
     return current
+
+
+def _candidate_traffic(
+    current: run_v2.Service, candidate: Sequence[run_v2.TrafficTarget]
+) -> list[run_v2.TrafficTarget]:
+    """The traffic as it is, pinned: what follows the latest revision now goes to the one
+    that serves it (else the new revision would take it over); older candidates' tags are
+    dropped (they serve nothing); then the new candidate's tag."""
+    from google.cloud import run_v2
+
+    kinds = run_v2.TrafficTargetAllocationType
+    serving = short_name(current.latest_ready_revision)
+    out = []
+    for target in current.traffic:
+        if target.tag.startswith(LOOP_TAG_PREFIX) and not target.percent:
+            continue
+        if target.type_ == kinds.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST and serving:
+            target = run_v2.TrafficTarget(
+                type_=kinds.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+                revision=serving, percent=target.percent, tag=target.tag,
+            )
+        out.append(target)
+    if not current.traffic and serving:  # no targets: all of it follows the latest
+        out.append(run_v2.TrafficTarget(
+            type_=kinds.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION, revision=serving, percent=100,
+        ))
+    return out + list(candidate)
 
 
 def _replace_volumes(

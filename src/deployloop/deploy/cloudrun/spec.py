@@ -70,12 +70,36 @@ def label_value(value: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]
 
 
+LOOP_TAG_PREFIX = "loop-it"  # candidate revisions' tags: loop-it7 for iteration 7
+
+
+def candidate_tag(iteration: int) -> str:
+    return f"{LOOP_TAG_PREFIX}{iteration}"
+
+
+def candidate_revision(service: ServiceConfig, iteration: int, deploy_id: str) -> str:
+    """The name a candidate revision is given, so that traffic can name it (with its tag)
+    in the very update that creates it. Cloud Run wants the service's name first, and at most
+    63 characters."""
+    suffix = f"-loop{iteration}-{deploy_id[:5]}"
+    return service.cloud_run_name[: 63 - len(suffix)] + suffix
+
+
+def base_url(url: str, tag: str | None) -> str:
+    """A tag's URL (https://TAG---service-hash.a.run.app) without the tag: the service's own,
+    which ID tokens name as their audience."""
+    if tag and f"//{tag}---" in url:
+        return url.replace(f"//{tag}---", "//", 1)
+    return url
+
+
 def build_service(
     service: ServiceConfig,
     ctx: DeployContext,
     image: str,
     dependency_urls: Mapping[str, str],
     deploy_id: str,
+    candidate: bool = False,
 ) -> run_v2.Service:
     """The Service the config describes: what a create sends; an update applies it to the
     live service (merge.py)."""
@@ -147,15 +171,28 @@ def build_service(
         template.max_instance_request_concurrency = service.concurrency
     if service.timeout_s is not None:
         template.timeout = timedelta(seconds=service.timeout_s)  # proto-plus: a Duration
+    traffic = [
+        run_v2.TrafficTarget(
+            type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST,
+            percent=100,
+        )
+    ]
+    if candidate:
+        # Named, and tagged with no traffic: on an update merge.py keeps the traffic where it
+        # was; a new service has none to keep.
+        template.revision = candidate_revision(service, ctx.iteration, deploy_id)
+        traffic.append(
+            run_v2.TrafficTarget(
+                type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+                revision=template.revision,
+                tag=candidate_tag(ctx.iteration),
+                percent=0,
+            )
+        )
     svc = run_v2.Service(
         template=template,
         labels={**service.labels, LABEL_ENV: label_value(ctx.env)},
-        traffic=[
-            run_v2.TrafficTarget(
-                type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST,
-                percent=100,
-            )
-        ],
+        traffic=traffic,
     )
     if service.ingress is not None:
         svc.ingress = getattr(run_v2.IngressTraffic, INGRESS[service.ingress])
@@ -230,6 +267,14 @@ def _volumes(service: ServiceConfig) -> list[tuple[run_v2.Volume, run_v2.VolumeM
             run_v2.VolumeMount(name=name, mount_path=volume.mount_path),
         ))
     return out
+
+
+def tag_url(svc: run_v2.Service, tag: str) -> str | None:
+    """The URL Cloud Run gives a revision tag (in the traffic statuses)."""
+    for status in svc.traffic_statuses:
+        if status.tag == tag and status.uri:
+            return str(status.uri)
+    return None
 
 
 def check_rollout(svc: run_v2.Service, previous: str | None, deploy_id: str) -> str:

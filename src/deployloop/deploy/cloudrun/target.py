@@ -36,7 +36,9 @@ from deployloop.deploy.cloudrun.errors import (
 )
 from deployloop.deploy.cloudrun.merge import copy_of, merge_for_update, tags_kept
 from deployloop.deploy.cloudrun.spec import (
+    base_url,
     build_service,
+    candidate_tag,
     check_rollout,
     condition_message,
     condition_state,
@@ -45,6 +47,7 @@ from deployloop.deploy.cloudrun.spec import (
     service_path,
     serving_share,
     short_name,
+    tag_url,
     token_env_var,
 )
 from deployloop.deploy.readiness import (
@@ -164,7 +167,7 @@ class CloudRunTarget:
         for d in deployments:
             if d.service in private and d.url and d.status is DeployStatus.READY:
                 try:
-                    env[token_env_var(d.service)] = self._mint_id_token(d.url)
+                    env[token_env_var(d.service)] = self._mint_id_token(base_url(d.url, d.tag))
                 except gcp.CredentialsError as exc:
                     raise DeployError(f"service {d.service!r}: {exc}", list(deployments)) from None
         return env
@@ -198,6 +201,96 @@ class CloudRunTarget:
                 ) + ")"
             raise RollbackError(message, done)
         return done
+
+    def promote(self, config: Config, deployments: Sequence[Deployment]) -> list[str]:
+        """Move all of each service's traffic to its tested candidate revision, every service
+        or none: when one cannot be moved, those moved already get their traffic back, and
+        Failed says what happened. Returns the services promoted. Tags stay."""
+        try:
+            client = self._client()
+        except gcp.CredentialsError as exc:
+            raise DeployError(f"promotion: {exc}", list(deployments)) from None
+        services = {s.name: s for s in config.deploy.services}
+        before: list[tuple[ServiceConfig, list[run_v2.TrafficTarget]]] = []
+        for d in deployments:
+            service = services.get(d.service)
+            if service is None or d.revision is None:
+                continue
+            try:
+                previous = self._move_traffic(client, config, service, d.revision)
+            except Failed as exc:
+                undone = self._restore_traffic(client, config, before)
+                raise DeployError(
+                    f"promotion of {d.service!r} failed: {exc}; {undone}", list(deployments)
+                ) from None
+            before.append((service, previous))
+        return [service.name for service, _ in before]
+
+    def _move_traffic(
+        self, client: run_v2.ServicesClient, config: Config, service: ServiceConfig,
+        revision: str, traffic: list[run_v2.TrafficTarget] | None = None,
+    ) -> list[run_v2.TrafficTarget]:
+        """All traffic to `revision` (or exactly `traffic`), tags kept; returns the traffic
+        it replaced."""
+        from google.cloud import run_v2
+
+        path = service_path(config, service)
+        replaced: list[run_v2.TrafficTarget] = []
+        action = "get"
+
+        def attempt() -> _Started:
+            nonlocal action, replaced
+            action = "get"
+            current = client.get_service(
+                name=path, retry=None, timeout=self.settings.rpc_timeout_s
+            )
+            replaced = list(current.traffic)
+            current.traffic = traffic if traffic is not None else [
+                run_v2.TrafficTarget(
+                    type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+                    revision=revision, percent=100,
+                ),
+                *tags_kept(current.traffic),
+            ]
+            action = "update"
+            operation = client.update_service(
+                service=current, retry=None, timeout=self.settings.rpc_timeout_s
+            )
+            return _Started(operation, short_name(current.latest_created_revision) or None)
+
+        try:
+            started = self._retrying(attempt, conflicts=True)
+        except api_errors() as exc:
+            raise Failed(describe_api_error(exc, action, path)) from None
+        deadline = time.monotonic() + service.ready_timeout_s + self.settings.operation_margin_s
+        try:
+            svc = self._wait_operation(started.operation, deadline, None, path)
+        except _OperationFailed as failure:
+            raise Failed(f"traffic not moved to '{revision}': {failure.message}") from None
+        share = serving_share(svc, revision)
+        if traffic is None and share is not None and share != 100:
+            raise Failed(f"traffic not moved to '{revision}': it serves {share}%")
+        return replaced
+
+    def _restore_traffic(
+        self,
+        client: run_v2.ServicesClient,
+        config: Config,
+        moved: list[tuple[ServiceConfig, list[run_v2.TrafficTarget]]],
+    ) -> str:
+        """Put back the traffic of services already promoted; says how that went."""
+        if not moved:
+            return "no service was promoted"
+        failed = []
+        for service, traffic in moved:
+            try:
+                self._move_traffic(client, config, service, "", traffic)
+            except Failed as exc:
+                failed.append(f"{service.name} ({exc})")
+        names = ", ".join(service.name for service, _ in moved)
+        if failed:
+            return f"traffic of {names} put back, except: " + "; ".join(failed)
+        return f"traffic of {names} put back where it was"
 
     def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:
         """Images and changes from what runs now; only GetService and GetIamPolicy calls."""
@@ -234,7 +327,10 @@ class CloudRunTarget:
                 assert now is not None
                 known = {d: urls[d] for d in s.depends_on if d in urls}
                 unknown_vars = {url_env_var(d) for d in s.depends_on if d not in urls}
-                desired = build_service(s, ctx, images[s.name], known, deploy_id="plan")
+                desired = build_service(
+                    s, ctx, images[s.name], known, deploy_id="plan",
+                    candidate=config.deploy.traffic == "candidate",
+                )
                 merged = merge_for_update(copy_of(now), desired, s)
                 changes = describe_changes(now, merged, s, unknown_vars)
                 changes += self._public_change(
@@ -266,10 +362,11 @@ class CloudRunTarget:
         path = service_path(config, service)
         urls = {d: ready[d].url or "" for d in service.depends_on if d in ready}
         deadline = time.monotonic() + service.ready_timeout_s + self.settings.operation_margin_s
+        candidate = config.deploy.traffic == "candidate"
         try:
             started = self._start_rollout(
                 client, config, service,
-                lambda: build_service(service, ctx, image, urls, deploy_id), path,
+                lambda: build_service(service, ctx, image, urls, deploy_id, candidate), path,
             )
             svc = self._wait_rollout(client, started, path, deadline, abort)
             svc = self._settled(client, svc, path, deadline, abort)
@@ -277,9 +374,13 @@ class CloudRunTarget:
             # Kept on failure too: the record names the revision that did not become ready.
             record.revision = short_name(svc.latest_created_revision) or None
             check_rollout(svc, started.previous, deploy_id)
+            if candidate:
+                # Reached by its tag's URL: the service's own still serves what it served.
+                record.tag = candidate_tag(ctx.iteration)
+                record.url = tag_url(svc, record.tag)
             self._set_public(client, path, service.allow_unauthenticated)
             if not internal_ingress(svc):  # its URL answers only inside the VPC
-                self._check_health(service, svc.uri, abort)
+                self._check_health(service, record.url or "", abort, audience=svc.uri)
         except _Abandoned:
             return failed_or_abandoned(record, ABANDONED, abort)
         except Failed as exc:
@@ -473,7 +574,9 @@ class CloudRunTarget:
             return (f"public access added ({PUBLIC_MEMBER}: {INVOKER_ROLE})",)
         return (f"public access removed ({PUBLIC_MEMBER} off {INVOKER_ROLE})",)
 
-    def _check_health(self, service: ServiceConfig, uri: str, abort: threading.Event) -> None:
+    def _check_health(
+        self, service: ServiceConfig, uri: str, abort: threading.Event, audience: str
+    ) -> None:
         if not uri:
             raise Failed("Cloud Run reported no URL for the service")
         alive = aborted_by(abort)
@@ -482,7 +585,7 @@ class CloudRunTarget:
                 wait_ready(uri, service.health_path, service.ready_timeout_s, alive=alive)
                 return
             try:
-                token = self._mint_id_token(uri)
+                token = self._mint_id_token(audience)
             except gcp.CredentialsError as exc:
                 raise Failed(str(exc)) from None
             wait_ready(

@@ -1,0 +1,64 @@
+"""Promote: with candidate revisions (`[deploy] traffic = "candidate"`, `promote = true`), move
+the traffic to exactly the revisions an iteration tested, once it reached its target. Every
+service or none; an iteration below its target leaves the traffic where it was."""
+
+from __future__ import annotations
+
+from rich.console import Console
+
+from deployloop.analysis.figures import figures
+from deployloop.deploy import DeployError
+from deployloop.deploy.base import DeployTarget
+from deployloop.models import DeployStatus, IterationRecord
+from deployloop.safetext import shown_text
+from deployloop.stages.settings import IterationSettings
+from deployloop.store import Store
+
+
+def promote_if_passed(
+    settings: IterationSettings,
+    store: Store,
+    console: Console,
+    record: IterationRecord,
+    target: DeployTarget,
+) -> list[str]:
+    """The services promoted; none when the iteration is below its target or a promotion
+    failed (said on the console; what was moved is put back by the target)."""
+    deploy = settings.config.deploy
+    if deploy.traffic != "candidate":
+        return []
+    deployments = store.deployments(record.id)
+    rate = figures(store.tests(record.id)).pass_rate
+    passed = rate is not None and rate >= settings.target_pass_rate
+    ready = bool(deployments) and all(d.status is DeployStatus.READY for d in deployments)
+    if record.partial or settings.suite_globs:
+        console.print(
+            "  candidate revisions not promoted: only some tests ran (--failed-only or"
+            " --suite); traffic stays where it was"
+        )
+        return []
+    if not (passed and ready):
+        console.print(
+            "  candidate revisions not promoted: the iteration is below its target; traffic"
+            " stays where it was"
+        )
+        return []
+    if not deploy.promote:
+        console.print(
+            "  candidate revisions passed; traffic stays where it was (`promote = true` moves"
+            " it to them)"
+        )
+        return []
+    try:
+        promoted = target.promote(settings.config, deployments)
+    except DeployError as exc:
+        console.print(f"  [red]promotion failed[/]: {shown_text(str(exc))}", highlight=False)
+        return []
+    store.record_promotion(record.id, promoted)
+    for d in deployments:
+        if d.service in promoted:
+            console.print(
+                f"  [green]promoted[/] {shown_text(d.service)}: all traffic on {d.revision}",
+                highlight=False,
+            )
+    return promoted
