@@ -335,7 +335,7 @@ def test_private_service_health_check_sends_an_id_token(
     monkeypatch.delenv("CLOUDRUN_EMULATOR_HOST")
     minted: list[str] = []
 
-    def mint(audience: str) -> str:
+    def mint(audience: str, invoker: str | None) -> str:
         minted.append(audience)
         return f"token-{len(minted)}"
 
@@ -1093,3 +1093,35 @@ def test_candidate_mode_end_to_end_keeps_staging_until_an_iteration_passes(
     assert f"{two['backend']['revision']} (candidate loop-it2, promoted)" in report
     plan = project.run("plan", "--env", "cloudrun", env=emulator_env(fake))
     assert "candidate revision tagged loop-it3, with no traffic" in plan.stdout, output(plan)
+
+
+def test_plan_stops_at_user_credentials_that_cannot_mint_tokens_and_names_the_fix(
+    fake: FakeCloudRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from deployloop.deploy import gcp
+
+    client = gcp.services_client()  # built while CLOUDRUN_EMULATOR_HOST is still set
+    monkeypatch.delenv("CLOUDRUN_EMULATOR_HOST")
+    monkeypatch.setenv("NO_GCE_CHECK", "true")
+    adc = tmp_path / "adc.json"
+    adc.write_text(json.dumps({"type": "authorized_user", "client_id": "c",
+                               "client_secret": "s", "refresh_token": "r"}))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    t = CloudRunTarget(FAST, client_factory=lambda: client)
+    try:
+        with pytest.raises(DeployError) as caught:
+            t.plan(config(), ctx(1))
+        assert str(caught.value) == (
+            "private services backend need ID tokens, and user credentials (gcloud auth"
+            " application-default login) cannot mint an ID token Cloud Run accepts: set"
+            " [deploy] invoker_service_account to a service account with roles/run.invoker,"
+            " on which you have roles/iam.serviceAccountTokenCreator"
+        )
+        with_invoker = parse_config(
+            two_services(deploy_extra='invoker_service_account = "loop-invoker@demo-proj'
+                                      '.iam.gserviceaccount.com"'),
+            "configs/cloudrun.toml",
+        )
+        assert [p.service for p in t.plan(with_invoker, ctx(1))] == ["auth", "backend"]
+    finally:
+        t.stop()

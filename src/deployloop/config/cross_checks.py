@@ -151,6 +151,11 @@ def _target_checks(
                 required(("deploy", "services", i, "image"))
     if target == "command" and deploy.get("command") is None:
         required(("deploy", "command"))
+    if deploy.get("invoker_service_account") is not None and target != "cloudrun":
+        problems.append(Problem(
+            ("deploy", "invoker_service_account"),
+            f"only used by deploy.target = 'cloudrun' (this config deploys with {target!r})",
+        ))
     if deploy.get("traffic") == "candidate" and target != "cloudrun":
         problems.append(Problem(
             ("deploy", "traffic"),

@@ -113,6 +113,7 @@ LABEL_KEY = r"^[a-z][a-z0-9_-]{0,62}$"
 LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
 _CLOUD_SQL = r"^[a-z][a-z0-9-]*(:[a-z0-9.-]+)?:[a-z][a-z0-9-]*:[a-z0-9][a-z0-9-]*$"
 _SECRET_NAME = r"^[A-Za-z0-9_-]{1,255}$"
+_SERVICE_ACCOUNT = r"^[a-z][a-z0-9-]{4,28}[a-z0-9]@[a-z0-9.-]+\.iam\.gserviceaccount\.com$"
 
 
 # What a pattern asks for, in words: the pattern itself is no help to a reader.
@@ -122,6 +123,7 @@ PATTERN_WORDS = {
     " starting with a letter, at most 49 characters",
     _CLOUD_SQL: "a Cloud SQL instance connection name, project:region:instance",
     _SECRET_NAME: "a Secret Manager secret name: letters, digits, '_' and '-'",
+    _SERVICE_ACCOUNT: "a service account's email, NAME@PROJECT.iam.gserviceaccount.com",
     r"^([0-9]+|latest)$": "a version number or 'latest'",
     r"^[A-Za-z0-9_.-]+$": "a file name: letters, digits, '_', '.' and '-'",
 }
@@ -290,6 +292,9 @@ class DeploySection(_Strict):
     # revisions once an iteration reaches its target.
     traffic: Literal["direct", "candidate"] = "direct"
     promote: bool = False
+    # cloudrun: ID tokens (tests, health checks) minted by impersonating this service account,
+    # from whatever credentials run loop (user, service account, workload identity).
+    invoker_service_account: str | None = Field(None, pattern=_SERVICE_ACCOUNT)
     services: list[ServiceConfig] = Field(default_factory=list)
 
 

@@ -59,10 +59,13 @@ def services_client() -> ServicesClient:
 def default_credentials() -> Credentials:
     """Application Default Credentials, or CredentialsError naming the command that fixes it."""
     import google.auth
+    import google.auth.credentials
     from google.auth.exceptions import DefaultCredentialsError
 
     try:
-        credentials, _project = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE])
+        # Scopes after loading: given to default(), they make it look up the project of a
+        # workload identity pool (a Resource Manager call) that loop never uses.
+        credentials, _project = google.auth.default()
     except DefaultCredentialsError as exc:
         # google-auth's own text is a paragraph with a link; only a bad key file says more.
         key_file = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
@@ -70,24 +73,34 @@ def default_credentials() -> Credentials:
         raise CredentialsError(
             f"no Google Cloud credentials (Application Default Credentials){detail}: {LOGIN_HINT}"
         ) from None
-    return credentials
+    scoped: Credentials = google.auth.credentials.with_scopes_if_required(  # type: ignore[no-untyped-call]
+        credentials, [CLOUD_PLATFORM_SCOPE]
+    )
+    return scoped
 
 
-def fetch_id_token(audience: str) -> str:
+IAM_CREDENTIALS_EMULATOR_ENV = "IAMCREDENTIALS_EMULATOR_HOST"
+IAM_CREDENTIALS = "https://iamcredentials.googleapis.com"
+USER_CREDENTIALS_HINT = (
+    "user credentials (gcloud auth application-default login) cannot mint an ID token Cloud"
+    " Run accepts: set [deploy] invoker_service_account to a service account with"
+    " roles/run.invoker, on which you have roles/iam.serviceAccountTokenCreator"
+)
+
+
+def fetch_id_token(audience: str, invoker: str | None = None) -> str:
     """A fresh Google-signed ID token for `audience` (a Cloud Run service URL).
 
-    Service account keys (GOOGLE_APPLICATION_CREDENTIALS) and the metadata server (GCE,
-    Cloud Run, Cloud Build) mint tokens for any audience through
-    `google.oauth2.id_token.fetch_id_token`, which looks at nothing else; ADC that
-    impersonates a service account mints them through the IAM Credentials API. User
-    credentials from `gcloud auth application-default login` cannot choose an audience: for
-    them the ID token of a credential refresh is used, best effort (its audience is the
-    OAuth client of gcloud's ADC login; whether Cloud Run accepts it is not verified here;
-    if the health check answers 401/403, log in with `--impersonate-service-account`).
-    The token is never logged or written anywhere.
+    With `invoker` (a service account's email) the token is that account's, minted by the
+    IAM Credentials API (generateIdToken) on behalf of whatever credentials run loop: user
+    credentials, a service account key, workload identity federation, the metadata server.
+    That is the only way user credentials get a token Cloud Run accepts (a login's own ID
+    token carries gcloud's OAuth client as its audience).
 
-    google-auth's `transport.requests` needs the `requests` package; google-api-core (a
-    dependency of google-cloud-run) requires it, so it is always there with this target.
+    Without it: service account keys and the metadata server mint tokens for any audience
+    (`google.oauth2.id_token.fetch_id_token`); ADC made with `--impersonate-service-account`
+    goes through the IAM Credentials API; user credentials and other sources are refused
+    with what to set. The token is never logged or written anywhere.
     """
     import google.auth.transport.requests
     import google.oauth2.credentials
@@ -98,6 +111,8 @@ def fetch_id_token(audience: str) -> str:
     request = google.auth.transport.requests.Request()
     credentials = default_credentials()
     try:
+        if invoker is not None:
+            return generate_id_token(credentials, invoker, audience)
         if isinstance(credentials, impersonated_credentials.Credentials):
             # `gcloud auth application-default login --impersonate-service-account=...`
             id_credentials = impersonated_credentials.IDTokenCredentials(  # type: ignore[no-untyped-call]
@@ -106,29 +121,71 @@ def fetch_id_token(audience: str) -> str:
             id_credentials.refresh(request)
             return str(id_credentials.token)
         if isinstance(credentials, google.oauth2.credentials.Credentials):
-            credentials.refresh(request)  # type: ignore[no-untyped-call]
-            token = credentials.id_token
-            if not token:
-                raise CredentialsError(
-                    f"cannot mint an ID token for {audience}: the user credentials of ADC"
-                    " carry none; log in again with `gcloud auth application-default login`"
-                    " or use a service account key (GOOGLE_APPLICATION_CREDENTIALS)"
-                )
-            return str(token)
+            raise CredentialsError(
+                f"cannot mint an ID token for {audience}: {USER_CREDENTIALS_HINT}"
+            )
         token = google.oauth2.id_token.fetch_id_token(  # type: ignore[no-untyped-call]
             request, audience
         )
     except DefaultCredentialsError as exc:
         raise CredentialsError(
-            f"cannot mint an ID token for {audience} ({_first_line(exc)}): use a service"
-            " account key (GOOGLE_APPLICATION_CREDENTIALS), run on Google Cloud, or set"
-            " allow_unauthenticated = true"
+            f"cannot mint an ID token for {audience} ({_first_line(exc)}): set [deploy]"
+            " invoker_service_account, use a service account key"
+            " (GOOGLE_APPLICATION_CREDENTIALS), or set allow_unauthenticated = true"
         ) from None
     except GoogleAuthError as exc:
         raise CredentialsError(
             f"cannot mint an ID token for {audience}: {_first_line(exc)}; {LOGIN_HINT}"
         ) from None
     return str(token)
+
+
+def id_token_problem(credentials: Credentials) -> str | None:
+    """Why these credentials cannot mint an ID token Cloud Run accepts without
+    `invoker_service_account`; None when they can."""
+    import google.oauth2.credentials
+
+    if isinstance(credentials, google.oauth2.credentials.Credentials):
+        return USER_CREDENTIALS_HINT
+    return None
+
+
+def generate_id_token(credentials: Credentials, invoker: str, audience: str) -> str:
+    """generateIdToken of the IAM Credentials API, called with `credentials`' access token
+    (google-auth refreshes it: a user's refresh token, a key's signed assertion, an STS
+    exchange for workload identity). IAMCREDENTIALS_EMULATOR_HOST points it at a local server
+    over plain HTTP, for tests."""
+    from google.auth.transport.requests import AuthorizedSession
+
+    host = os.environ.get(IAM_CREDENTIALS_EMULATOR_ENV, "").strip()
+    base = f"http://{host}" if host else IAM_CREDENTIALS
+    url = f"{base}/v1/projects/-/serviceAccounts/{invoker}:generateIdToken"
+    session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+    try:
+        response = session.post(
+            url, json={"audience": audience, "includeEmail": True}, timeout=30
+        )
+    finally:
+        session.close()  # type: ignore[no-untyped-call]
+    if response.status_code == 403:
+        raise CredentialsError(
+            f"cannot mint an ID token as {invoker}: permission denied; the identity running"
+            f" loop needs roles/iam.serviceAccountTokenCreator on {invoker}"
+        )
+    if response.status_code == 404:
+        raise CredentialsError(
+            f"cannot mint an ID token as {invoker}: no such service account; check [deploy]"
+            " invoker_service_account"
+        )
+    if response.status_code != 200:
+        raise CredentialsError(
+            f"cannot mint an ID token as {invoker}: the IAM Credentials API answered"
+            f" {response.status_code}: {_first_line(Exception(response.text[:300]))}"
+        )
+    token = response.json().get("token")
+    if not isinstance(token, str) or not token:
+        raise CredentialsError(f"cannot mint an ID token as {invoker}: no token in the answer")
+    return token
 
 
 def _first_line(exc: BaseException) -> str:

@@ -51,6 +51,20 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+# What a private Cloud Run service's refusal of the ID token most likely means.
+_TOKEN_HINTS = {
+    401: (
+        " (the ID token was refused: its audience must be the service's URL; a token from"
+        " user credentials carries gcloud's audience instead: set [deploy]"
+        " invoker_service_account)"
+    ),
+    403: (
+        " (the ID token was accepted, but its identity may not call the service: grant it"
+        " roles/run.invoker on the service)"
+    ),
+}
+
+
 def wait_ready(
     url: str,
     health_path: str,
@@ -81,8 +95,7 @@ def wait_ready(
                 raise _NotYet(f"GET {target}: {_describe(exc)}") from None
             if not response.is_success:
                 _check_alive(alive)
-                refused = bearer_token and response.status_code in (401, 403)
-                hint = " (ID token refused: the caller needs roles/run.invoker)" if refused else ""
+                hint = _TOKEN_HINTS.get(response.status_code, "") if bearer_token else ""
                 raise _NotYet(f"GET {target} answered {response.status_code}{hint}")
 
         retrying = Retrying(

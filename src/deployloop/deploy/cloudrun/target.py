@@ -119,7 +119,7 @@ class CloudRunTarget:
         self,
         settings: CloudRunSettings | None = None,
         client_factory: Callable[[], run_v2.ServicesClient] | None = None,
-        id_token: Callable[[str], str] | None = None,
+        id_token: Callable[[str, str | None], str] | None = None,
     ) -> None:
         self.settings = settings or CloudRunSettings()
         self._client_factory = client_factory or gcp.services_client
@@ -167,7 +167,9 @@ class CloudRunTarget:
         for d in deployments:
             if d.service in private and d.url and d.status is DeployStatus.READY:
                 try:
-                    env[token_env_var(d.service)] = self._mint_id_token(base_url(d.url, d.tag))
+                    env[token_env_var(d.service)] = self._mint_id_token(
+                        base_url(d.url, d.tag), config.deploy.invoker_service_account
+                    )
                 except gcp.CredentialsError as exc:
                     raise DeployError(f"service {d.service!r}: {exc}", list(deployments)) from None
         return env
@@ -301,6 +303,14 @@ class CloudRunTarget:
         except gcp.CredentialsError as exc:
             unknown = (f"current state unknown: {exc}",)
             return [PlannedDeploy(s.name, images[s.name], unknown) for s in services]
+        private = [s.name for s in services if not s.allow_unauthenticated]
+        invoker = config.deploy.invoker_service_account
+        if private and invoker is None and gcp.emulator_host() is None:
+            problem = gcp.id_token_problem(gcp.default_credentials())
+            if problem is not None:
+                raise DeployError(
+                    f"private services {', '.join(private)} need ID tokens, and {problem}", []
+                )
         current: dict[str, run_v2.Service | None] = {}
         problems: dict[str, str] = {}
         for s in services:
@@ -380,7 +390,10 @@ class CloudRunTarget:
                 record.url = tag_url(svc, record.tag)
             self._set_public(client, path, service.allow_unauthenticated)
             if not internal_ingress(svc):  # its URL answers only inside the VPC
-                self._check_health(service, record.url or "", abort, audience=svc.uri)
+                self._check_health(
+                    service, record.url or "", abort, audience=svc.uri,
+                    invoker=config.deploy.invoker_service_account,
+                )
         except _Abandoned:
             return failed_or_abandoned(record, ABANDONED, abort)
         except Failed as exc:
@@ -575,7 +588,12 @@ class CloudRunTarget:
         return (f"public access removed ({PUBLIC_MEMBER} off {INVOKER_ROLE})",)
 
     def _check_health(
-        self, service: ServiceConfig, uri: str, abort: threading.Event, audience: str
+        self,
+        service: ServiceConfig,
+        uri: str,
+        abort: threading.Event,
+        audience: str,
+        invoker: str | None,
     ) -> None:
         if not uri:
             raise Failed("Cloud Run reported no URL for the service")
@@ -585,7 +603,7 @@ class CloudRunTarget:
                 wait_ready(uri, service.health_path, service.ready_timeout_s, alive=alive)
                 return
             try:
-                token = self._mint_id_token(audience)
+                token = self._mint_id_token(audience, invoker)
             except gcp.CredentialsError as exc:
                 raise Failed(str(exc)) from None
             wait_ready(
