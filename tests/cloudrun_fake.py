@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import uuid
 from concurrent import futures
@@ -121,6 +122,7 @@ class FakeCloudRun:
         self._lagging: dict[str, tuple[int, run_v2.Service]] = {}  # GetServices left, shown
         self._concurrent: dict[str, str] = {}
         self._stuck: set[str] = set()
+        self._iam_races: dict[str, str] = {}
         self._never_done: set[str] = set()  # operation names
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
@@ -241,6 +243,12 @@ class FakeCloudRun:
                       f"Revision named '{service}-00001-abc' with different configuration"
                       " already exists.", "UpdateService", service, 1)
             )
+
+    def iam_race(self, service: str, member: str) -> None:
+        """Right after the next GetIamPolicy of `service`, someone else binds `member` to
+        roles/run.invoker: a write based on that read must fail on its etag."""
+        with self._lock:
+            self._iam_races[service] = member
 
     def stuck(self, service: str) -> None:
         """The next rollout of `service` never ends: its operation is never done."""
@@ -378,6 +386,7 @@ class FakeCloudRun:
     def _create(self, request: run_v2.CreateServiceRequest, context: grpc.ServicerContext) -> Any:
         name = f"{request.parent}/services/{request.service_id}"
         self._enter("CreateService", name, context)
+        _check_labels(request.service, context)
         with self._lock:
             if request.service_id in self.services:
                 context.abort(grpc.StatusCode.ALREADY_EXISTS, f"Resource '{name}' already exists.")
@@ -398,6 +407,7 @@ class FakeCloudRun:
     def _update(self, request: run_v2.UpdateServiceRequest, context: grpc.ServicerContext) -> Any:
         name = request.service.name
         self._enter("UpdateService", name, context)
+        _check_labels(request.service, context)
         with self._lock:
             fake = self.services.get(_service_id(name))
             if fake is None:
@@ -464,8 +474,15 @@ class FakeCloudRun:
             fake = self.services.get(_service_id(request.resource))
             if fake is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.resource}' not found")
+            if not fake.policy.etag:
+                fake.policy.etag = uuid.uuid4().bytes
             policy = policy_pb2.Policy()
             policy.CopyFrom(fake.policy)
+            member = self._iam_races.pop(_service_id(request.resource), None)
+            if member is not None:
+                # A teammate's change lands between this read and the caller's write.
+                fake.policy.bindings.add(role="roles/run.invoker", members=[member])
+                fake.policy.etag = uuid.uuid4().bytes
             return policy
 
     def _set_iam(
@@ -476,9 +493,17 @@ class FakeCloudRun:
             fake = self.services.get(_service_id(request.resource))
             if fake is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.resource}' not found")
+            if request.policy.etag and request.policy.etag != fake.policy.etag:
+                context.abort(
+                    grpc.StatusCode.ABORTED,
+                    "There were concurrent policy changes. Please retry the whole"
+                    " read-modify-write with exponential backoff.",
+                )
             fake.policy.CopyFrom(request.policy)
             fake.policy.etag = uuid.uuid4().bytes
-            return fake.policy
+            policy = policy_pb2.Policy()
+            policy.CopyFrom(fake.policy)
+            return policy
 
     def _get_operation(
         self, request: operations_pb2.GetOperationRequest, context: grpc.ServicerContext
@@ -632,6 +657,21 @@ class FakeCloudRun:
             target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         ).start()
         return server
+
+
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def _check_labels(service: run_v2.Service, context: grpc.ServicerContext) -> None:
+    """Cloud Run refuses labels that break Google's rules, on the service and its template."""
+    for where, labels in (("labels", service.labels), ("template.labels", service.template.labels)):
+        for key, value in labels.items():
+            if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"The request has errors: {where}: invalid label {key!r}: {value!r}",
+                )
 
 
 def _service_id(name: str) -> str:

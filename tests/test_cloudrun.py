@@ -1125,3 +1125,16 @@ def test_plan_stops_at_user_credentials_that_cannot_mint_tokens_and_names_the_fi
         assert [p.service for p in t.plan(with_invoker, ctx(1))] == ["auth", "backend"]
     finally:
         t.stop()
+
+
+def test_a_concurrent_iam_change_is_not_overwritten(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    # auth is public: loop reads its policy, adds allUsers and writes it back. Someone else
+    # binds a member in between: the write fails on the etag, and loop reads again.
+    fake.iam_race("auth", "user:teammate@example.com")
+    records = by_name(target.deploy(config(), ctx(1)))
+    assert records["auth"].status is DeployStatus.READY, records["auth"].error
+    members = {m for b in fake.services["auth"].policy.bindings for m in b.members}
+    assert members == {"allUsers", "user:teammate@example.com"}
+    assert fake.count("SetIamPolicy", "auth") == 2
