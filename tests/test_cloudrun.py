@@ -1138,3 +1138,19 @@ def test_a_concurrent_iam_change_is_not_overwritten(
     members = {m for b in fake.services["auth"].policy.bindings for m in b.members}
     assert members == {"allUsers", "user:teammate@example.com"}
     assert fake.count("SetIamPolicy", "auth") == 2
+
+
+def test_a_service_made_public_by_disabling_the_invoker_check_needs_no_binding(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    target.deploy(config(), ctx(1))
+    open_backend = config(backend_extra="invoker_iam_disabled = true")
+    assert "invoker_iam_disabled false -> true" in by_plan(
+        target.plan(open_backend, ctx(2))
+    )["backend"]
+    sets = fake.count("SetIamPolicy", "backend")
+    records = by_name(target.deploy(open_backend, ctx(2)))
+    assert records["backend"].status is DeployStatus.READY, records["backend"].error
+    assert fake.service("backend").invoker_iam_disabled is True
+    assert fake.count("SetIamPolicy", "backend") == sets  # no allUsers binding asked for
+    assert not any(b.members for b in fake.services["backend"].policy.bindings)

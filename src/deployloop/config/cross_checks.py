@@ -198,7 +198,7 @@ def _target_checks(
 # Revision settings of the cloudrun target; with another target they would do nothing.
 CLOUD_RUN_ONLY = (
     "args", "port", "vpc", "cloudsql_instances", "startup_probe", "liveness_probe",
-    "execution_environment", "cpu_boost", "cpu_throttling", "volumes",
+    "execution_environment", "cpu_boost", "cpu_throttling", "volumes", "invoker_iam_disabled",
 )
 
 

@@ -196,6 +196,9 @@ class ServiceConfig(_Strict):
     timeout_s: int | None = Field(None, ge=1, le=3600)
     ingress: Literal["all", "internal", "internal-and-cloud-load-balancing"] | None = None
     allow_unauthenticated: bool = False
+    # cloudrun: public without an IAM binding (the v2 field): Cloud Run skips the invoker
+    # check, for organizations whose policy forbids allUsers bindings.
+    invoker_iam_disabled: bool | None = None
     labels: dict[str, Annotated[str, AfterValidator(_no_control)]] = Field(default_factory=dict)
     # cloudrun target: the revision's settings. Each one left out is kept as deployed.
     args: Argv | None = None  # `command` is the container's entrypoint with this target
@@ -208,6 +211,11 @@ class ServiceConfig(_Strict):
     cpu_boost: bool | None = None
     cpu_throttling: bool | None = None
     volumes: list[SecretVolume] | None = None
+
+    @property
+    def public(self) -> bool:
+        """Callable by anyone: the tests and health checks send no ID token."""
+        return self.allow_unauthenticated or bool(self.invoker_iam_disabled)
 
     @field_validator("env", "secrets")
     @classmethod

@@ -65,6 +65,9 @@ def describe_changes(
          f"{service.timeout_s}s" if service.timeout_s else None, {"300s"}),
         ("service_account", account, service.service_account, set()),
         ("ingress", ingress.get(current.ingress), service.ingress, {"all"}),
+        ("invoker_iam_disabled", str(current.invoker_iam_disabled).lower(),
+         None if service.invoker_iam_disabled is None
+         else str(service.invoker_iam_disabled).lower(), {"false"}),
     ]
     for label, before, after, defaults in fields:
         change = _field_change(label, before, after, defaults)

@@ -115,6 +115,8 @@ def merge_for_update(
         current.labels[key] = value
     if service.ingress is not None:
         current.ingress = desired.ingress
+    if service.invoker_iam_disabled is not None:
+        current.invoker_iam_disabled = service.invoker_iam_disabled
     # The live template's revision name (a team's --revision-suffix) is taken: sending it
     # again is the 409 "revision with different configuration already exists". A candidate
     # brings its own; otherwise Cloud Run names the revision.

@@ -196,6 +196,8 @@ def build_service(
     )
     if service.ingress is not None:
         svc.ingress = getattr(run_v2.IngressTraffic, INGRESS[service.ingress])
+    if service.invoker_iam_disabled is not None:
+        svc.invoker_iam_disabled = service.invoker_iam_disabled
     return svc
 
 

@@ -162,7 +162,7 @@ class CloudRunTarget:
         """LOOP_<NAME>_ID_TOKEN for each service that is not public, minted now."""
         if gcp.emulator_host() is not None:
             return {}
-        private = {s.name for s in config.deploy.services if not s.allow_unauthenticated}
+        private = {s.name for s in config.deploy.services if not s.public}
         env: dict[str, str] = {}
         for d in deployments:
             if d.service in private and d.url and d.status is DeployStatus.READY:
@@ -303,7 +303,7 @@ class CloudRunTarget:
         except gcp.CredentialsError as exc:
             unknown = (f"current state unknown: {exc}",)
             return [PlannedDeploy(s.name, images[s.name], unknown) for s in services]
-        private = [s.name for s in services if not s.allow_unauthenticated]
+        private = [s.name for s in services if not s.public]
         invoker = config.deploy.invoker_service_account
         if private and invoker is None and gcp.emulator_host() is None:
             problem = gcp.id_token_problem(gcp.default_credentials())
@@ -343,9 +343,10 @@ class CloudRunTarget:
                 )
                 merged = merge_for_update(copy_of(now), desired, s)
                 changes = describe_changes(now, merged, s, unknown_vars)
-                changes += self._public_change(
-                    client, service_path(config, s), s.allow_unauthenticated
-                )
+                if not s.invoker_iam_disabled:
+                    changes += self._public_change(
+                        client, service_path(config, s), s.allow_unauthenticated
+                    )
                 if internal_ingress(merged):
                     changes += (INTERNAL_NOTE,)
             planned.append(PlannedDeploy(s.name, images[s.name], changes))
@@ -388,7 +389,8 @@ class CloudRunTarget:
                 # Reached by its tag's URL: the service's own still serves what it served.
                 record.tag = candidate_tag(ctx.iteration)
                 record.url = tag_url(svc, record.tag)
-            self._set_public(client, path, service.allow_unauthenticated)
+            if not service.invoker_iam_disabled:  # public without a binding otherwise
+                self._set_public(client, path, service.allow_unauthenticated)
             if not internal_ingress(svc):  # its URL answers only inside the VPC
                 self._check_health(
                     service, record.url or "", abort, audience=svc.uri,
@@ -599,7 +601,7 @@ class CloudRunTarget:
             raise Failed("Cloud Run reported no URL for the service")
         alive = aborted_by(abort)
         try:
-            if service.allow_unauthenticated or gcp.emulator_host() is not None:
+            if service.public or gcp.emulator_host() is not None:
                 wait_ready(uri, service.health_path, service.ready_timeout_s, alive=alive)
                 return
             try:
