@@ -1052,3 +1052,31 @@ def test_candidate_revisions_are_the_cloudrun_targets_and_promote_needs_them() -
         'region = "europe-west1"', 'region = "europe-west1"\ntraffic = "candidate"\npromote = true'
     ), "x.toml")
     assert (config.deploy.traffic, config.deploy.promote) == ("candidate", True)
+
+
+def test_env_placeholders_take_the_environments_values_and_name_what_is_unset() -> None:
+    text = CLOUDRUN.replace('project = "demo-proj"', 'project = "{env:GCP_PROJECT}"').replace(
+        'region = "europe-west1"', 'region = "{env:GCP_REGION}"'
+    )
+    config = parse_config(
+        text, "x.toml", environ={"GCP_PROJECT": "team-staging", "GCP_REGION": "us-east1"}
+    )
+    assert (config.deploy.project, config.deploy.region) == ("team-staging", "us-east1")
+    # Other placeholders are left for their own time.
+    assert config.deploy.services[0].image.endswith(":{git_sha}")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "configs/staging.toml", environ={"GCP_REGION": "us-east1"})
+    assert str(caught.value) == (
+        "configs/staging.toml:4: deploy.project: {env:GCP_PROJECT}: the environment variable"
+        " GCP_PROJECT is not set (export GCP_PROJECT=..., or write the value here)"
+    )
+
+
+def test_a_configs_fingerprint_changes_with_the_variables_it_refers_to() -> None:
+    from deployloop.env_refs import fingerprint
+
+    data = b'project = "{env:GCP_PROJECT}"\n'
+    one = fingerprint(data, {"GCP_PROJECT": "a"})
+    assert one == fingerprint(data, {"GCP_PROJECT": "a", "OTHER": "x"})
+    assert one != fingerprint(data, {"GCP_PROJECT": "b"}) != fingerprint(data, {})
+    assert fingerprint(b'project = "p"\n', {"GCP_PROJECT": "a"}) == b'project = "p"\n'

@@ -483,9 +483,12 @@ def _summary(
 
 
 def _config_bytes(path: Path) -> bytes | None:
-    """The config file's bytes; None when there is none (reports go on without a config)."""
+    """The config file's bytes, with the values of the environment variables it refers to
+    (`{env:NAME}`); None when there is none (reports go on without a config)."""
+    from deployloop.env_refs import fingerprint
+
     try:
-        return path.read_bytes()
+        return fingerprint(path.read_bytes(), os.environ)
     except FileNotFoundError:
         return None
 

@@ -47,10 +47,11 @@ KEPT_FORMAT = 1
 def summary_key(store: Store, record: IterationRecord, config_bytes: bytes | None) -> str:
     """What iteration `record`'s summary is computed from, as one digest.
 
-    The config goes in as the file's bytes (None: no config file). Loading a config is a
-    function of its text alone (no includes, no environment variables), so equal bytes give an
-    equal Config, and an invalid one fails again; that needs no pydantic to check, unlike a
-    digest of the parsed sections would. The file's mtime would add nothing the bytes do not
+    The config goes in as the file's bytes with the values of the environment variables it
+    refers to (`{env:NAME}`, env_refs.fingerprint; None: no config file). Loading a config is
+    a function of these alone (no includes), so equal bytes give an equal Config, and an
+    invalid one fails again; that needs no pydantic to check, unlike a digest of the parsed
+    sections would. The file's mtime would add nothing the bytes do not
     say, and miss nothing they do. Any edit of the file (even `workers`) computes the summary
     once more: a cost of one analysis, never a stale report.
     """

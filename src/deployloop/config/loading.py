@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import (
     ValidationError,
@@ -15,6 +18,7 @@ from deployloop.config.keys import Problem, at_line
 from deployloop.config.models import Config, ConfigError
 from deployloop.config.problems import check_document, pydantic_problems, report, unshadowed
 from deployloop.config.toml_text import MAX_NESTING, long_number_line, toml_error, too_deep
+from deployloop.env_refs import substitute
 from deployloop.safetext import one_line
 
 
@@ -41,7 +45,7 @@ def load_config(config_dir: Path, env: str) -> Config:
     return parse_config(text, source=str(path))
 
 
-def parse_config(text: str, source: str) -> Config:
+def parse_config(text: str, source: str, environ: Mapping[str, str] | None = None) -> Config:
     """Validate a config's text; raise ConfigError, one line per problem, each naming
     `source`, the line and the key (see _problem_line), in the order of the file.
 
@@ -72,7 +76,8 @@ def parse_config(text: str, source: str) -> Config:
         ) from None
     except RecursionError:  # too_deep missed a way to nest; cannot name the line
         raise ConfigError(at_line(source, 1, "arrays or tables nested too deeply")) from None
-    document = check_document(raw)
+    raw, unset = _with_environment(raw, os.environ if environ is None else environ)
+    document = unset + check_document(raw)
     config: Config | None = None
     refused: list[Problem] = []
     try:
@@ -89,6 +94,32 @@ def parse_config(text: str, source: str) -> Config:
     if config is not None and not problems:
         return config
     raise ConfigError(report(source, text, problems) or f"{source}: not a valid config")
+
+
+def _with_environment(
+    raw: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], list[Problem]]:
+    """The document with every `{env:NAME}` in its strings replaced (env_refs), and a
+    problem for each variable that is not set."""
+    problems: list[Problem] = []
+
+    def walk(value: Any, key: tuple[str | int, ...]) -> Any:
+        if isinstance(value, str):
+            text, missing = substitute(value, environ)
+            for name in missing:
+                problems.append(Problem(
+                    key, f"{{env:{name}}}: the environment variable {name} is not set"
+                    f" (export {name}=..., or write the value here)",
+                ))
+            return text
+        if isinstance(value, dict):
+            return {k: walk(v, (*key, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, (*key, i)) for i, v in enumerate(value)]
+        return value
+
+    resolved = walk(raw, ())
+    return resolved, problems
 
 
 def check_markers(config: Config, source: str) -> None:
