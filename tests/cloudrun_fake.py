@@ -123,6 +123,7 @@ class FakeCloudRun:
         self._concurrent: dict[str, str] = {}
         self._stuck: set[str] = set()
         self._iam_races: dict[str, str] = {}
+        self._no_public: set[str] = set()
         self._never_done: set[str] = set()  # operation names
         self._lock = threading.RLock()
         self._server: grpc.Server | None = None
@@ -249,6 +250,12 @@ class FakeCloudRun:
         roles/run.invoker: a write based on that read must fail on its etag."""
         with self._lock:
             self._iam_races[service] = member
+
+    def forbid_public(self, service: str) -> None:
+        """An organization policy (iam.allowedPolicyMemberDomains): SetIamPolicy refuses any
+        allUsers or allAuthenticatedUsers binding on `service`, for good."""
+        with self._lock:
+            self._no_public.add(service)
 
     def stuck(self, service: str) -> None:
         """The next rollout of `service` never ends: its operation is never done."""
@@ -493,6 +500,16 @@ class FakeCloudRun:
             fake = self.services.get(_service_id(request.resource))
             if fake is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.resource}' not found")
+            public = any(
+                "allUsers" in b.members or "allAuthenticatedUsers" in b.members
+                for b in request.policy.bindings
+            )
+            if public and _service_id(request.resource) in self._no_public:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "One or more users named in the policy do not belong to a permitted"
+                    " customer, perhaps due to an organization policy.",
+                )
             if request.policy.etag and request.policy.etag != fake.policy.etag:
                 context.abort(
                     grpc.StatusCode.ABORTED,

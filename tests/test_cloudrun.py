@@ -1154,3 +1154,19 @@ def test_a_service_made_public_by_disabling_the_invoker_check_needs_no_binding(
     assert fake.service("backend").invoker_iam_disabled is True
     assert fake.count("SetIamPolicy", "backend") == sets  # no allUsers binding asked for
     assert not any(b.members for b in fake.services["backend"].policy.bindings)
+
+
+def test_an_organization_policy_refusing_all_users_is_a_warning_not_a_failed_deploy(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    fake.forbid_public("auth")
+    records = by_name(target.deploy(config(), ctx(1)))
+    auth = records["auth"]
+    assert auth.status is DeployStatus.READY, auth.error
+    assert auth.warning is not None
+    assert auth.warning.startswith(
+        "public access refused: One or more users named in the policy do not belong to a"
+        " permitted customer"
+    ), auth.warning
+    assert "invoker_iam_disabled = true" in auth.warning
+    assert not any(b.members for b in fake.services["auth"].policy.bindings)

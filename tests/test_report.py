@@ -269,6 +269,7 @@ def test_json_has_every_contract_key_in_order() -> None:
         "rolled_back_to",
         "tag",
         "promoted",
+        "warning",
     ]
     assert list(data["timing"]) == ["elapsed_s", "estimated_remaining_s"]
 

@@ -102,6 +102,9 @@ class Deployment:
     # reached by, and whether the traffic moved to it once the iteration reached its target.
     tag: str | None = None
     promoted: bool = False
+    # Ready, with something the team should know (public access an organization policy
+    # refused, ...): shown with the deployment, never a failure.
+    warning: str | None = None
 
 
 @dataclass(frozen=True)

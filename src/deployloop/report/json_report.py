@@ -187,6 +187,7 @@ def _deployment(deployment: Deployment) -> dict[str, Any]:
         "rolled_back_to": deployment.rolled_back_to,
         "tag": deployment.tag,
         "promoted": deployment.promoted,
+        "warning": deployment.warning,
     }
 
 

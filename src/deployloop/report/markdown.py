@@ -375,7 +375,8 @@ def _deployments(summary: Summary) -> str:
         row += [d.image or "-"] if images else []
         row += [revision_text(d)]
         row += [d.rolled_back_to or "-"] if rollbacks else []
-        row += [one_line(d.error) if d.error else ""]
+        row += [one_line(d.error) if d.error else (f"warning: {one_line(d.warning)}"
+                                                     if d.warning else "")]
         rows.append(row)
     return "## Deployment status\n\n" + table(headers, ("left",) * len(headers), rows)
 

@@ -433,7 +433,10 @@ def _deployment_table(summary: Summary, width: int) -> Group:
         cells += (
             [Text(d.rolled_back_to or "-", style="yellow")] if "Rolled back to" in names else []
         )
-        cells += [Text(one_line(d.error) if d.error else "", style="red")]
+        if d.error or not d.warning:
+            cells += [Text(one_line(d.error) if d.error else "", style="red")]
+        else:
+            cells += [Text(f"warning: {one_line(d.warning)}", style="yellow")]
         table.add_row(*cells)
         if narrow and (d.image or d.rolled_back_to):
             notes.append("\n" if notes else "")

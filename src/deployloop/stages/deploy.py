@@ -47,4 +47,9 @@ def deploy_services(
     for d in deployments:
         shown = shown_text(f"{d.service} {d.url or ''}")
         console.print(f"  [green]ready[/] {shown}", highlight=False)
+        if d.warning:
+            console.print(
+                f"  [yellow]warning[/] {shown_text(d.service)}: {shown_text(d.warning)}",
+                highlight=False,
+            )
     return list(deployments)

@@ -162,7 +162,9 @@ class CloudRunTarget:
         """LOOP_<NAME>_ID_TOKEN for each service that is not public, minted now."""
         if gcp.emulator_host() is not None:
             return {}
-        private = {s.name for s in config.deploy.services if not s.public}
+        private = {s.name for s in config.deploy.services if not s.public} | {
+            d.service for d in deployments if (d.warning or "").startswith(PUBLIC_REFUSED)
+        }
         env: dict[str, str] = {}
         for d in deployments:
             if d.service in private and d.url and d.status is DeployStatus.READY:
@@ -389,12 +391,22 @@ class CloudRunTarget:
                 # Reached by its tag's URL: the service's own still serves what it served.
                 record.tag = candidate_tag(ctx.iteration)
                 record.url = tag_url(svc, record.tag)
+            public = service.public
             if not service.invoker_iam_disabled:  # public without a binding otherwise
-                self._set_public(client, path, service.allow_unauthenticated)
+                try:
+                    self._set_public(client, path, service.allow_unauthenticated)
+                except _PolicyForbids as refused:
+                    # As gcloud does: a warning, and the service stays private.
+                    public = False
+                    record.warning = (
+                        f"{PUBLIC_REFUSED}: {refused}; the service stays private (its"
+                        " tests and health checks get ID tokens); `invoker_iam_disabled ="
+                        " true` makes it public without an allUsers binding"
+                    )
             if not internal_ingress(svc):  # its URL answers only inside the VPC
                 self._check_health(
                     service, record.url or "", abort, audience=svc.uri,
-                    invoker=config.deploy.invoker_service_account,
+                    invoker=config.deploy.invoker_service_account, public=public,
                 )
         except _Abandoned:
             return failed_or_abandoned(record, ABANDONED, abort)
@@ -567,6 +579,8 @@ class CloudRunTarget:
         try:
             self._retrying(attempt, conflicts=True)
         except api_errors() as exc:
+            if _forbidden_by_policy(exc):
+                raise _PolicyForbids(one_line(exc.message or str(exc))) from None
             raise Failed(describe_api_error(exc, action, path)) from None
 
     def _public_change(
@@ -596,12 +610,13 @@ class CloudRunTarget:
         abort: threading.Event,
         audience: str,
         invoker: str | None,
+        public: bool,
     ) -> None:
         if not uri:
             raise Failed("Cloud Run reported no URL for the service")
         alive = aborted_by(abort)
         try:
-            if service.public or gcp.emulator_host() is not None:
+            if public or gcp.emulator_host() is not None:
                 wait_ready(uri, service.health_path, service.ready_timeout_s, alive=alive)
                 return
             try:
@@ -724,6 +739,19 @@ class CloudRunTarget:
             reraise=True,
         )
         return retrying(call)
+
+
+PUBLIC_REFUSED = "public access refused"
+
+
+class _PolicyForbids(Exception):
+    """An organization policy (iam.allowedPolicyMemberDomains) refused an allUsers binding."""
+
+
+def _forbidden_by_policy(exc: Exception) -> bool:
+    from google.api_core import exceptions as gexc
+
+    return isinstance(exc, gexc.FailedPrecondition) and "permitted customer" in str(exc)
 
 
 class _OperationFailed(Exception):
