@@ -24,6 +24,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 import pytest  # noqa: E402
 from cloudrun_fake import LATEST, REVISION, FakeCloudRun  # noqa: E402
 from conftest import Project, output  # noqa: E402
+from registry_fake import FakeRegistry  # noqa: E402
 
 from deployloop.config import Config, parse_config  # noqa: E402
 from deployloop.deploy.base import DeployContext, DeployError  # noqa: E402
@@ -113,6 +114,20 @@ def target(fake: FakeCloudRun) -> Iterator[CloudRunTarget]:
     t = CloudRunTarget(FAST)
     yield t
     t.stop()
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeRegistry]:
+    fake_registry = FakeRegistry()
+    monkeypatch.setenv("REGISTRY_EMULATOR_HOST", fake_registry.address)
+    yield fake_registry
+    fake_registry.stop()
+
+
+def push_images(registry: FakeRegistry, iteration: int = 1) -> None:
+    """The images config() names, pushed (without a registry, loop cannot resolve them)."""
+    registry.push(f"europe-docker.pkg.dev/demo-proj/shop/auth:{SHA}")
+    registry.push(f"europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i{iteration}")
 
 
 # --- deploy ----------------------------------------------------------------------------------
@@ -325,7 +340,7 @@ def test_a_service_made_private_again_loses_public_access(
 
 
 def test_private_service_health_check_sends_an_id_token(
-    fake: FakeCloudRun, monkeypatch: pytest.MonkeyPatch
+    fake: FakeCloudRun, monkeypatch: pytest.MonkeyPatch, registry: FakeRegistry
 ) -> None:
     """Not on the emulator: the health check of a non-public service carries a Bearer token
     whose audience is the service URL (the client still talks to the fake)."""
@@ -333,6 +348,7 @@ def test_private_service_health_check_sends_an_id_token(
 
     client = gcp.services_client()  # built while CLOUDRUN_EMULATOR_HOST is still set
     monkeypatch.delenv("CLOUDRUN_EMULATOR_HOST")
+    push_images(registry)
     minted: list[str] = []
 
     def mint(audience: str, invoker: str | None) -> str:
@@ -1096,7 +1112,7 @@ def test_candidate_mode_end_to_end_keeps_staging_until_an_iteration_passes(
 
 
 def test_plan_stops_at_user_credentials_that_cannot_mint_tokens_and_names_the_fix(
-    fake: FakeCloudRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fake: FakeCloudRun, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, registry: FakeRegistry
 ) -> None:
     from deployloop.deploy import gcp
 
@@ -1107,6 +1123,7 @@ def test_plan_stops_at_user_credentials_that_cannot_mint_tokens_and_names_the_fi
     adc.write_text(json.dumps({"type": "authorized_user", "client_id": "c",
                                "client_secret": "s", "refresh_token": "r"}))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    push_images(registry)
     t = CloudRunTarget(FAST, client_factory=lambda: client)
     try:
         with pytest.raises(DeployError) as caught:
@@ -1170,3 +1187,41 @@ def test_an_organization_policy_refusing_all_users_is_a_warning_not_a_failed_dep
     ), auth.warning
     assert "invoker_iam_disabled = true" in auth.warning
     assert not any(b.members for b in fake.services["auth"].policy.bindings)
+
+
+# --- images by digest -------------------------------------------------------------------------
+
+
+def test_the_revision_runs_the_digest_the_tag_had_when_the_deploy_began(
+    fake: FakeCloudRun, target: CloudRunTarget, registry: FakeRegistry
+) -> None:
+    auth = f"europe-docker.pkg.dev/demo-proj/shop/auth:{SHA}"
+    backend = f"europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i1"
+    digests = {"auth": registry.push(auth), "backend": registry.push(backend)}
+    records = by_name(target.deploy(config(), ctx(1)))
+    for name, digest in digests.items():
+        assert records[name].digest == digest
+        image = fake.service(name).template.containers[0].image
+        assert image == f"europe-docker.pkg.dev/demo-proj/shop/{name}@{digest}"
+    assert records["backend"].image == backend  # the record names the tag too
+    registry.push(backend)  # pushed again: what runs does not change
+    image = fake.service("backend").template.containers[0].image
+    assert image.endswith(digests["backend"])
+
+
+def test_a_missing_image_fails_before_any_service_is_touched(
+    fake: FakeCloudRun, target: CloudRunTarget, registry: FakeRegistry
+) -> None:
+    registry.push(f"europe-docker.pkg.dev/demo-proj/shop/auth:{SHA}")  # backend's is missing
+    missing = f"europe-docker.pkg.dev/demo-proj/shop/backend:{SHA}-i1"
+    with pytest.raises(DeployError) as planned:
+        target.plan(config(), ctx(1))
+    assert str(planned.value) == (
+        f"image {missing}: no such image (tag '{SHA}-i1' not found in europe-docker.pkg.dev)"
+    )
+    with pytest.raises(DeployError) as caught:
+        target.deploy(config(), ctx(1))
+    assert str(caught.value) == str(planned.value)
+    assert fake.mutating_calls() == []  # auth was not deployed either
+    records = by_name(caught.value.deployments)
+    assert records["auth"].error == "not deployed: another service's image is missing"

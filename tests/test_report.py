@@ -266,6 +266,7 @@ def test_json_has_every_contract_key_in_order() -> None:
         "ready_at",
         "error",
         "image",
+        "digest",
         "rolled_back_to",
         "tag",
         "promoted",

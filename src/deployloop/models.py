@@ -102,6 +102,8 @@ class Deployment:
     # reached by, and whether the traffic moved to it once the iteration reached its target.
     tag: str | None = None
     promoted: bool = False
+    # The image's digest when the deploy resolved its tag (the revision runs image@digest).
+    digest: str | None = None
     # Ready, with something the team should know (public access an organization policy
     # refused, ...): shown with the deployment, never a failure.
     warning: str | None = None

@@ -66,6 +66,7 @@ CREATE TABLE deployments (
     tag TEXT,
     promoted INTEGER NOT NULL DEFAULT 0,
     warning TEXT,
+    digest TEXT,
     PRIMARY KEY (iteration_id, service)
 );
 CREATE TABLE suites (
@@ -519,12 +520,12 @@ class Store:
         with self._tx() as tx:
             tx.executemany(
                 "INSERT OR REPLACE INTO deployments (iteration_id, service, status, url, revision,"
-                " started_at, ready_at, error, image, rolled_back_to, tag, promoted, warning)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started_at, ready_at, error, image, rolled_back_to, tag, promoted, warning,"
+                " digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (iteration_id, d.service, d.status, d.url, d.revision, d.started_at,
                      d.ready_at, self._keep(d.error, MAX_MESSAGE), d.image, d.rolled_back_to,
-                     d.tag, int(d.promoted), self._keep(d.warning, MAX_MESSAGE))
+                     d.tag, int(d.promoted), self._keep(d.warning, MAX_MESSAGE), d.digest)
                     for d in deployments
                 ],
             )
@@ -564,14 +565,15 @@ class Store:
     def deployments(self, iteration_id: int) -> list[Deployment]:
         rows = self._conn.execute(
             "SELECT service, status, url, revision, started_at, ready_at, error, image,"
-            " rolled_back_to, tag, promoted, warning FROM deployments WHERE iteration_id = ?"
+            " rolled_back_to, tag, promoted, warning, digest FROM deployments"
+            " WHERE iteration_id = ?"
             " ORDER BY rowid",
             (iteration_id,),
         ).fetchall()
         return [
             Deployment(
-                r[0], DeployStatus(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9],
-                bool(r[10]), r[11],
+                r[0], DeployStatus(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], tag=r[9],
+                promoted=bool(r[10]), warning=r[11], digest=r[12],
             )
             for r in rows
         ]
@@ -1158,7 +1160,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         if 1 <= version <= 5:  # candidate revisions (tag, promoted); a ready one's warning
             have = {row[1] for row in conn.execute("PRAGMA table_info(deployments)")}
             for column, kind in (
-                ("tag", "TEXT"), ("promoted", "INTEGER NOT NULL DEFAULT 0"), ("warning", "TEXT")
+                ("tag", "TEXT"), ("promoted", "INTEGER NOT NULL DEFAULT 0"), ("warning", "TEXT"),
+                ("digest", "TEXT"),
             ):
                 if column not in have:
                     conn.execute(f"ALTER TABLE deployments ADD COLUMN {column} {kind}")

@@ -88,6 +88,21 @@ USER_CREDENTIALS_HINT = (
 )
 
 
+def access_token() -> str | None:
+    """An OAuth access token of ADC, for Google's registries; None without credentials (the
+    registry then says whether it needs one)."""
+    import google.auth.transport.requests
+    from google.auth.exceptions import GoogleAuthError
+
+    try:
+        credentials = default_credentials()
+        credentials.refresh(google.auth.transport.requests.Request())  # type: ignore[no-untyped-call]
+    except (CredentialsError, GoogleAuthError):
+        return None
+    token = credentials.token
+    return str(token) if token else None
+
+
 def fetch_id_token(audience: str, invoker: str | None = None) -> str:
     """A fresh Google-signed ID token for `audience` (a Cloud Run service URL).
 

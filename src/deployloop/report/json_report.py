@@ -184,6 +184,7 @@ def _deployment(deployment: Deployment) -> dict[str, Any]:
         "ready_at": deployment.ready_at,
         "error": deployment.error,
         "image": deployment.image,
+        "digest": deployment.digest,
         "rolled_back_to": deployment.rolled_back_to,
         "tag": deployment.tag,
         "promoted": deployment.promoted,

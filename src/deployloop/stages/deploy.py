@@ -37,6 +37,11 @@ def deploy_services(
         base_env=dict(os.environ),
         children=settings.children,
     )
+    if config.deploy.target == "cloudrun":
+        from deployloop.deploy.cloudrun.registry import AS_WRITTEN_NOTE, used_as_written
+
+        if used_as_written():
+            console.print(f"  note: {AS_WRITTEN_NOTE}")
     deployments = target.deploy(config, ctx)
     store.record_deployments(plan.record.id, deployments)
     revisions = sorted(f"{d.service}@{d.revision}" for d in deployments if d.revision)

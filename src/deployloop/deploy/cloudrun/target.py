@@ -35,6 +35,8 @@ from deployloop.deploy.cloudrun.errors import (
     transient_types,
 )
 from deployloop.deploy.cloudrun.merge import copy_of, merge_for_update, tags_kept
+from deployloop.deploy.cloudrun.registry import ImageError, ImageRef, used_as_written
+from deployloop.deploy.cloudrun.registry import resolve as resolve_image
 from deployloop.deploy.cloudrun.spec import (
     base_url,
     build_service,
@@ -139,13 +141,50 @@ class CloudRunTarget:
             ]
             raise DeployError(str(exc), records) from None
         deploy_id = uuid.uuid4().hex[:12]
+        # Every image resolved before any service is touched: a missing one stops the deploy
+        # with nothing changed, and what runs is what was there now.
+        pinned, missing = self._resolve_images(config, ctx)
+        if missing:
+            records = [
+                Deployment(
+                    s.name, DeployStatus.FAILED, image=image_for(s, ctx),
+                    error=missing.get(s.name, "not deployed: another service's image is missing"),
+                )
+                for s in config.deploy.services
+            ]
+            raise DeployError("; ".join(missing.values()), records)
 
         def bring_up(
             service: ServiceConfig, ready: Mapping[str, Deployment], abort: threading.Event
         ) -> Deployment:
-            return self._bring_up(client, config, service, ctx, ready, abort, deploy_id)
+            return self._bring_up(
+                client, config, service, ctx, ready, abort, deploy_id, pinned.get(service.name)
+            )
 
         return deploy_in_waves(config.deploy.services, bring_up)
+
+    def _resolve_images(
+        self, config: Config, ctx: DeployContext
+    ) -> tuple[dict[str, ImageRef], dict[str, str]]:
+        """Each service's image by digest, and what could not be resolved, by service (none
+        against the fake without a registry: images are then used as written)."""
+        if used_as_written():
+            return {}, {}
+        pinned: dict[str, ImageRef] = {}
+        missing: dict[str, str] = {}
+        token: list[str | None] = []
+
+        def access_token() -> str | None:  # asked once, only if a registry is Google's
+            if not token:
+                token.append(gcp.access_token())
+            return token[0]
+
+        for service in config.deploy.services:
+            try:
+                pinned[service.name] = resolve_image(image_for(service, ctx), access_token)
+            except ImageError as exc:
+                missing[service.name] = f"image {exc}"
+        return pinned, missing
 
     def stop(self) -> None:
         """Services on Cloud Run stay up; only the API connection is closed."""
@@ -299,12 +338,18 @@ class CloudRunTarget:
     def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:
         """Images and changes from what runs now; only GetService and GetIamPolicy calls."""
         services = config.deploy.services
-        images = {s.name: image_for(s, ctx) for s in services}
         try:
             client = self._client()
         except gcp.CredentialsError as exc:
             unknown = (f"current state unknown: {exc}",)
-            return [PlannedDeploy(s.name, images[s.name], unknown) for s in services]
+            return [PlannedDeploy(s.name, image_for(s, ctx), unknown) for s in services]
+        pinned, missing = self._resolve_images(config, ctx)
+        if missing:
+            raise DeployError("; ".join(missing.values()), [])
+        images = {
+            s.name: pinned[s.name].pinned if s.name in pinned else image_for(s, ctx)
+            for s in services
+        }
         private = [s.name for s in services if not s.public]
         invoker = config.deploy.invoker_service_account
         if private and invoker is None and gcp.emulator_host() is None:
@@ -365,10 +410,13 @@ class CloudRunTarget:
         ready: Mapping[str, Deployment],
         abort: threading.Event,
         deploy_id: str,
+        resolved: ImageRef | None = None,
     ) -> Deployment:
-        image = image_for(service, ctx)
+        written = image_for(service, ctx)
+        image = resolved.pinned if resolved is not None else written
         record = Deployment(
-            service.name, DeployStatus.PENDING, started_at=now_iso(), image=image
+            service.name, DeployStatus.PENDING, started_at=now_iso(), image=written,
+            digest=resolved.digest if resolved is not None else None,
         )
         if abort.is_set():
             return failed_or_abandoned(record, ABANDONED, abort)
