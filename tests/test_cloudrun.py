@@ -1225,3 +1225,24 @@ def test_a_missing_image_fails_before_any_service_is_touched(
     assert fake.mutating_calls() == []  # auth was not deployed either
     records = by_name(caught.value.deployments)
     assert records["auth"].error == "not deployed: another service's image is missing"
+
+
+def test_the_digest_is_in_summary_json_and_the_report(
+    fake: FakeCloudRun, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_registry = FakeRegistry()
+    try:
+        cloudrun_project(project)
+        digests = {
+            name: fake_registry.push(f"europe-docker.pkg.dev/demo-proj/shop/{name}:{tag}")
+            for name, tag in (("auth", "unknown"), ("backend", "unknown-i1"))
+        }
+        env = {**emulator_env(fake), "REGISTRY_EMULATOR_HOST": fake_registry.address}
+        result = project.run("run", "--env", "cloudrun", "--max-iterations", "1", env=env)
+        assert result.returncode == 0, output(result)
+        assert "images used as written" not in result.stdout
+        assert {n: d["digest"] for n, d in deployments(project, 1).items()} == digests
+        report = (project.iteration_dir(1, env="cloudrun") / "report.md").read_text()
+        assert f"backend-00001-abc ({digests['backend'][:19]})" in report
+    finally:
+        fake_registry.stop()

@@ -110,8 +110,11 @@ def _safe(value: object, field: str) -> object:
 
 
 def revision_text(deployment: Deployment) -> str:
-    """A deployment's revision, with its candidate tag and whether it was promoted."""
+    """A deployment's revision, with its image's digest, its candidate tag and whether it was
+    promoted."""
     text = deployment.revision or "-"
+    if deployment.digest:
+        text += f" ({deployment.digest[:19]})"  # sha256: and 12 hex digits, as docker shows
     if deployment.tag:
         promoted = "promoted" if deployment.promoted else "not promoted"
         text += f" (candidate {deployment.tag}, {promoted})"
