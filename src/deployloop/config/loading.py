@@ -99,27 +99,29 @@ def parse_config(text: str, source: str, environ: Mapping[str, str] | None = Non
 def _with_environment(
     raw: dict[str, Any], environ: Mapping[str, str]
 ) -> tuple[dict[str, Any], list[Problem]]:
-    """The document with every `{env:NAME}` in its strings replaced (env_refs), and a
-    problem for each variable that is not set."""
+    """The document with every `{env:NAME}` in its strings replaced (env_refs), in place, and
+    a problem for each variable that is not set. Iterative, as check_document is: dotted keys
+    nest deeper than recursion goes."""
     problems: list[Problem] = []
-
-    def walk(value: Any, key: tuple[str | int, ...]) -> Any:
-        if isinstance(value, str):
-            text, missing = substitute(value, environ)
-            for name in missing:
-                problems.append(Problem(
-                    key, f"{{env:{name}}}: the environment variable {name} is not set"
-                    f" (export {name}=..., or write the value here)",
-                ))
-            return text
-        if isinstance(value, dict):
-            return {k: walk(v, (*key, k)) for k, v in value.items()}
-        if isinstance(value, list):
-            return [walk(v, (*key, i)) for i, v in enumerate(value)]
-        return value
-
-    resolved = walk(raw, ())
-    return resolved, problems
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(raw, ())]
+    while stack:
+        container, key = stack.pop()
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for name, value in list(items):
+            if isinstance(value, str):
+                if "{env:" not in value:
+                    continue
+                text, missing = substitute(value, environ)
+                container[name] = text
+                for variable in missing:
+                    problems.append(Problem(
+                        (*key, name),
+                        f"{{env:{variable}}}: the environment variable {variable} is not set"
+                        f" (export {variable}=..., or write the value here)",
+                    ))
+            elif isinstance(value, dict | list):
+                stack.append((value, (*key, name)))
+    return raw, problems
 
 
 def check_markers(config: Config, source: str) -> None:
