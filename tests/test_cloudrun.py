@@ -383,6 +383,7 @@ def test_missing_credentials_name_the_login_command(
         t.deploy(config(), ctx())
     message = str(caught.value)
     assert "gcloud auth application-default login" in message and "\n" not in message
+    assert "CLOUDRUN_EMULATOR_HOST" in message  # the other way forward: the fake
     assert {d.status for d in caught.value.deployments} == {DeployStatus.FAILED}
     planned = t.plan(config(), ctx())
     assert all(p.changes[0].startswith("current state unknown: no Google Cloud") for p in planned)
