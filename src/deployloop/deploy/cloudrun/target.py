@@ -106,6 +106,12 @@ def internal_ingress(svc: run_v2.Service) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class _Moved:
+    replaced: list[run_v2.TrafficTarget]  # the traffic before the move
+    latest_before: str | None  # the latest created revision then (short name)
+
+
 class _Abandoned(Exception):
     """The deploy was given up (another service failed, Ctrl-C) while this one waited."""
 
@@ -260,7 +266,7 @@ class CloudRunTarget:
             if service is None or d.revision is None:
                 continue
             try:
-                previous = self._move_traffic(client, config, service, d.revision)
+                previous = self._move_traffic(client, config, service, d.revision).replaced
             except Failed as exc:
                 undone = self._restore_traffic(client, config, before)
                 raise DeployError(
@@ -272,9 +278,9 @@ class CloudRunTarget:
     def _move_traffic(
         self, client: run_v2.ServicesClient, config: Config, service: ServiceConfig,
         revision: str, traffic: list[run_v2.TrafficTarget] | None = None,
-    ) -> list[run_v2.TrafficTarget]:
-        """All traffic to `revision` (or exactly `traffic`), tags kept; returns the traffic
-        it replaced."""
+    ) -> _Moved:
+        """All traffic to `revision` (or exactly `traffic`), tags kept, for a rollback, a
+        promotion or putting one back; says what it replaced."""
         from google.cloud import run_v2
 
         path = service_path(config, service)
@@ -309,11 +315,19 @@ class CloudRunTarget:
         try:
             svc = self._wait_operation(started.operation, deadline, None, path)
         except _OperationFailed as failure:
-            raise Failed(f"traffic not moved to '{revision}': {failure.message}") from None
+            # A service whose latest revision failed may report its rollout failed even when
+            # the traffic moved; what counts is where the traffic goes now.
+            fetched = self._get_quietly(client, path)
+            moved = fetched is not None and (
+                traffic is not None or serving_share(fetched, revision) == 100
+            )
+            if fetched is None or not moved:
+                raise Failed(f"traffic not moved to '{revision}': {failure.message}") from None
+            svc = fetched
         share = serving_share(svc, revision)
         if traffic is None and share is not None and share != 100:
             raise Failed(f"traffic not moved to '{revision}': it serves {share}%")
-        return replaced
+        return _Moved(replaced, started.previous)
 
     def _restore_traffic(
         self,
@@ -690,50 +704,8 @@ class CloudRunTarget:
         revision: str,
         reason: str,
     ) -> Rollback:
-        from google.cloud import run_v2
-
-        path = service_path(config, service)
-        action = "get"
-
-        def attempt() -> _Started:
-            nonlocal action
-            action = "get"
-            current = client.get_service(
-                name=path, retry=None, timeout=self.settings.rpc_timeout_s
-            )
-            previous = short_name(current.latest_created_revision) or None
-            current.traffic = [
-                run_v2.TrafficTarget(
-                    type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
-                    revision=revision,
-                    percent=100,
-                ),
-                *tags_kept(current.traffic),
-            ]
-            action = "update"
-            operation = client.update_service(
-                service=current, retry=None, timeout=self.settings.rpc_timeout_s
-            )
-            return _Started(operation, previous)
-
-        try:
-            started = self._retrying(attempt, conflicts=True)
-        except api_errors() as exc:
-            raise Failed(describe_api_error(exc, action, path)) from None
-        deadline = time.monotonic() + service.ready_timeout_s + self.settings.operation_margin_s
-        try:
-            svc = self._wait_operation(started.operation, deadline, None, path)
-        except _OperationFailed as failure:
-            # A service whose latest revision failed may report its rollout failed even when
-            # the traffic moved; what counts is where the traffic goes now.
-            fetched = self._get_quietly(client, path)
-            if fetched is None or serving_share(fetched, revision) != 100:
-                raise Failed(f"traffic not moved to '{revision}': {failure.message}") from None
-            svc = fetched
-        share = serving_share(svc, revision)
-        if share is not None and share != 100:
-            raise Failed(f"traffic not moved to '{revision}': it serves {share}%")
-        return Rollback(service.name, started.previous, revision, reason)
+        moved = self._move_traffic(client, config, service, revision)
+        return Rollback(service.name, moved.latest_before, revision, reason)
 
     # --- API plumbing ----------------------------------------------------------------------------
 
