@@ -684,9 +684,9 @@ def team_backend() -> Any:
     return run_v2.Service(template=template, labels={"cost-center": "shop"})
 
 
-def test_an_update_keeps_every_setting_the_config_does_not_manage(
-    fake: FakeCloudRun, target: CloudRunTarget
-) -> None:
+def seed_team_backend(fake: FakeCloudRun) -> str:
+    """team_backend() live, serving its first revision, which carries the team's tag
+    `stable`; returns that revision's name."""
     from google.cloud import run_v2
 
     first = fake.seed(BACKEND, team_backend())
@@ -694,6 +694,15 @@ def test_an_update_keeps_every_setting_the_config_does_not_manage(
         run_v2.TrafficTarget(type_=LATEST, percent=100),
         run_v2.TrafficTarget(type_=REVISION, revision=first, tag="stable", percent=0),
     ])
+    return first
+
+
+def test_an_update_keeps_every_setting_the_config_does_not_manage(
+    fake: FakeCloudRun, target: CloudRunTarget
+) -> None:
+    from google.cloud import run_v2
+
+    first = seed_team_backend(fake)
     records = by_name(target.deploy(config(), ctx(1)))
     assert records["backend"].status is DeployStatus.READY, records["backend"].error
     svc = fake.service("backend")
@@ -761,13 +770,7 @@ def test_an_env_var_loop_set_goes_when_the_config_drops_it_and_no_other(
 def test_plan_shows_what_a_deploy_keeps_and_changes_only_what_the_config_sets(
     fake: FakeCloudRun, target: CloudRunTarget
 ) -> None:
-    from google.cloud import run_v2
-
-    first = fake.seed(BACKEND, team_backend())
-    fake.set_traffic("backend", [
-        run_v2.TrafficTarget(type_=LATEST, percent=100),
-        run_v2.TrafficTarget(type_=REVISION, revision=first, tag="stable", percent=0),
-    ])
+    seed_team_backend(fake)
     changes = by_plan(target.plan(config(), ctx(1)))["backend"]
     assert changes == (
         "image europe-docker.pkg.dev/demo-proj/shop/backend:old"
@@ -786,13 +789,7 @@ def test_plan_shows_what_a_deploy_keeps_and_changes_only_what_the_config_sets(
 
 
 def test_a_rollback_keeps_the_teams_tags(fake: FakeCloudRun, target: CloudRunTarget) -> None:
-    from google.cloud import run_v2
-
-    first = fake.seed(BACKEND, team_backend())
-    fake.set_traffic("backend", [
-        run_v2.TrafficTarget(type_=LATEST, percent=100),
-        run_v2.TrafficTarget(type_=REVISION, revision=first, tag="stable", percent=0),
-    ])
+    first = seed_team_backend(fake)
     target.deploy(config(), ctx(1))
     target.rollback(config(), {"backend": first}, "test")
     assert fake.serving_revision("backend") == first

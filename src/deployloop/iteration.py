@@ -79,10 +79,9 @@ def run_iteration(
             store.record_deployments(record.id, exc.deployments)
         if deploy_error is None:
             promote_if_passed(settings, store, console, record, target)
+        deploy = settings.config.deploy
         # Candidates never took the traffic: there is nothing to roll back.
-        if settings.config.deploy.rollback_on_failure and settings.config.deploy.traffic != (
-            "candidate"
-        ):
+        if deploy.rollback_on_failure and deploy.traffic != "candidate":
             roll_back_if_worse(settings, store, console, record, target, deploy_error)
     except (KeyboardInterrupt, Interrupted):
         interrupted = True

@@ -120,7 +120,6 @@ def fetch_id_token(audience: str, invoker: str | None = None) -> str:
     with what to set. The token is never logged or written anywhere.
     """
     import google.auth.transport.requests
-    import google.oauth2.credentials
     import google.oauth2.id_token
     from google.auth import impersonated_credentials
     from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
@@ -137,10 +136,9 @@ def fetch_id_token(audience: str, invoker: str | None = None) -> str:
             )
             id_credentials.refresh(request)
             return str(id_credentials.token)
-        if isinstance(credentials, google.oauth2.credentials.Credentials):
-            raise CredentialsError(
-                f"cannot mint an ID token for {audience}: {USER_CREDENTIALS_HINT}"
-            )
+        problem = id_token_problem(credentials)
+        if problem is not None:
+            raise CredentialsError(f"cannot mint an ID token for {audience}: {problem}")
         token = google.oauth2.id_token.fetch_id_token(  # type: ignore[no-untyped-call]
             request, audience
         )

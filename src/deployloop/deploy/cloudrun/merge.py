@@ -91,7 +91,7 @@ def merge_for_update(
         ):
             if is_set:
                 setattr(container, name, getattr(wanted, name))
-        if service.cloudsql_instances is not None or service.volumes is not None:
+        if _manages_volumes(service):
             _replace_volumes(template, container, new, wanted)
     if service.execution_environment is not None:
         template.execution_environment = new.execution_environment
@@ -161,6 +161,11 @@ def _candidate_traffic(
     return out + list(candidate)
 
 
+def _manages_volumes(service: ServiceConfig) -> bool:
+    """Cloud SQL and secret volumes are one list: the config sets it when it gives either."""
+    return service.cloudsql_instances is not None or service.volumes is not None
+
+
 def _replace_volumes(
     template: run_v2.RevisionTemplate,
     container: run_v2.Container,
@@ -209,7 +214,7 @@ def unmanaged_settings(current: run_v2.Service, service: ServiceConfig) -> tuple
     kept: list[str] = []
     mine = set(_names(template.annotations.get(ANNOTATION_MANAGED_VOLUMES, "")))
     mine |= set(volume_names(service))
-    volumes_managed = service.cloudsql_instances is not None or service.volumes is not None
+    volumes_managed = _manages_volumes(service)
     container = main_container(template)
     if container is not None:
         ports = [p.container_port for p in container.ports]

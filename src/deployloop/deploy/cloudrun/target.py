@@ -254,7 +254,7 @@ class CloudRunTarget:
     def promote(self, config: Config, deployments: Sequence[Deployment]) -> list[str]:
         """Move all of each service's traffic to its tested candidate revision, every service
         or none: when one cannot be moved, those moved already get their traffic back, and
-        Failed says what happened. Returns the services promoted. Tags stay."""
+        DeployError says what happened. Returns the services promoted. Tags stay."""
         try:
             client = self._client()
         except gcp.CredentialsError as exc:
@@ -318,10 +318,7 @@ class CloudRunTarget:
             # A service whose latest revision failed may report its rollout failed even when
             # the traffic moved; what counts is where the traffic goes now.
             fetched = self._get_quietly(client, path)
-            moved = fetched is not None and (
-                traffic is not None or serving_share(fetched, revision) == 100
-            )
-            if fetched is None or not moved:
+            if fetched is None or (traffic is None and serving_share(fetched, revision) != 100):
                 raise Failed(f"traffic not moved to '{revision}': {failure.message}") from None
             svc = fetched
         share = serving_share(svc, revision)
