@@ -28,19 +28,26 @@ whatever the client leaves out of it is gone.
 
 from __future__ import annotations
 
+import argparse
+import http.client
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no GOAWAY lines when the server stops
 
 import grpc  # noqa: E402
+from fake_containers import Containers, read_image_map  # noqa: E402
 from google.cloud import run_v2  # noqa: E402
 from google.iam.v1 import iam_policy_pb2, policy_pb2  # noqa: E402
 from google.longrunning import operations_pb2  # noqa: E402
@@ -111,7 +118,8 @@ class FakeService:
 
 
 class FakeCloudRun:
-    def __init__(self) -> None:
+    def __init__(self, containers: Containers | None = None) -> None:
+        self.containers = containers  # revisions that run a local command (fake_containers)
         self.calls: list[Call] = []
         self.services: dict[str, FakeService] = {}  # by service id
         self._operations: dict[str, operations_pb2.Operation] = {}
@@ -187,6 +195,8 @@ class FakeCloudRun:
             for server in (fake.http, *fake.tag_servers.values()):
                 server.shutdown()
                 server.server_close()
+        if self.containers is not None:
+            self.containers.stop_all()
 
     def __enter__(self) -> FakeCloudRun:
         return self.start()
@@ -303,6 +313,7 @@ class FakeCloudRun:
             fake.service.traffic = traffic
             fake.service.traffic_statuses = self._traffic_statuses(fake)
             fake.service.etag = uuid.uuid4().hex
+            self._scale(fake)
 
     # --- inspection ------------------------------------------------------------------------------
 
@@ -469,9 +480,13 @@ class FakeCloudRun:
             fake = self.services.pop(_service_id(request.name), None)
             if fake is None:
                 context.abort(grpc.StatusCode.NOT_FOUND, f"Resource '{request.name}' was not found")
-            fake.http.shutdown()
-            fake.http.server_close()
-            return self._operation(fake, None)
+            operation = self._operation(fake, None)
+        for server in (fake.http, *fake.tag_servers.values()):
+            server.shutdown()
+            server.server_close()
+        if self.containers is not None:
+            self.containers.keep_only(_service_id(request.name), set())
+        return operation
 
     def _get_iam(
         self, request: iam_policy_pb2.GetIamPolicyRequest, context: grpc.ServicerContext
@@ -548,11 +563,21 @@ class FakeCloudRun:
             fake.revisions[revision] = _copy(svc.template)
             svc.latest_created_revision = f"{svc.name}/revisions/{revision}"
             failure = self._failures.pop(service_id, None)
+            if failure is None and self.containers is not None:
+                # Ready once its container listens on PORT, as on Cloud Run.
+                plain = {v.name: v.value for v in svc.template.containers[0].env
+                         if not v.value_source.secret_key_ref.secret}
+                refused = self.containers.start(
+                    service_id, revision, svc.template.containers[0].image, plain
+                )
+                if refused is not None:
+                    failure = _Failure(refused, as_operation_error=False)
             if failure is None:
                 svc.latest_ready_revision = svc.latest_created_revision
         svc.etag = uuid.uuid4().hex
         svc.observed_generation = svc.generation
         svc.traffic_statuses = self._traffic_statuses(fake)
+        self._scale(fake)
         created = svc.latest_created_revision.rsplit("/", 1)[-1]
         if failure is not None:
             text = f"Revision '{created}' is not ready and cannot serve traffic. {failure.message}"
@@ -572,6 +597,15 @@ class FakeCloudRun:
             run_v2.Condition(type_="RoutesReady", state=State.CONDITION_SUCCEEDED),
         ]
         return None
+
+    def _scale(self, fake: FakeService) -> None:
+        """Stop the processes of revisions with no traffic and no tag: Cloud Run scales
+        those to zero."""
+        if self.containers is not None:
+            self.containers.keep_only(
+                _service_id(fake.service.name),
+                {s.revision for s in fake.service.traffic_statuses},
+            )
 
     def _traffic_statuses(self, fake: FakeService) -> list[run_v2.TrafficTargetStatus]:
         svc = fake.service
@@ -630,6 +664,21 @@ class FakeCloudRun:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                self._serve("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._serve("POST")
+
+            def do_PUT(self) -> None:  # noqa: N802
+                self._serve("PUT")
+
+            def do_PATCH(self) -> None:  # noqa: N802
+                self._serve("PATCH")
+
+            def do_DELETE(self) -> None:  # noqa: N802
+                self._serve("DELETE")
+
+            def _serve(self, method: str) -> None:
                 with fake_api._lock:
                     fake = fake_api.services.get(service_id)
                     if fake is None:
@@ -643,10 +692,18 @@ class FakeCloudRun:
                     template = fake.revisions.get(revision)
                     status = fake.health_status
                     internal = fake.service.ingress in INTERNAL_INGRESS
+                running = (
+                    fake_api.containers.address(revision)
+                    if fake_api.containers is not None else None
+                )
                 if internal:
                     # As from the internet: Google's front end answers for an internal
                     # service with a 404 page of its own, never reaching the container.
                     self._send(404, {"error": "Page not found (internal ingress)"})
+                elif running is not None:
+                    forward(self, method, running)
+                elif method != "GET":
+                    self._send(405, {"error": f"{method} not served by the fake"})
                 elif self.path == "/health":
                     code = status if template is not None else 503
                     self._send(code, {"ok": code == 200, "revision": revision})
@@ -680,6 +737,43 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 
 
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+    "upgrade", "host",
+})
+
+
+def forward(handler: BaseHTTPRequestHandler, method: str, address: tuple[str, int]) -> None:
+    """Pass a request to a revision's process and stream its answer back as it comes (an
+    event stream's events too), the way Cloud Run's front end does."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    body = handler.rfile.read(length) if length else None
+    headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP}
+    connection = http.client.HTTPConnection(*address, timeout=300)
+    try:
+        connection.request(method, handler.path, body=body, headers=headers)
+        answer = connection.getresponse()
+    except OSError as exc:
+        connection.close()
+        handler.send_error(503, f"the revision's container did not answer: {exc}")
+        return
+    try:
+        handler.send_response(answer.status, answer.reason)
+        for key, value in answer.getheaders():
+            if key.lower() not in _HOP_BY_HOP:
+                handler.send_header(key, value)
+        handler.send_header("Connection", "close")  # the body ends when this connection does
+        handler.end_headers()
+        while chunk := answer.read1(65536):
+            handler.wfile.write(chunk)
+            handler.wfile.flush()
+    except OSError:
+        pass  # the client or the container went away mid-answer
+    finally:
+        connection.close()
+        handler.close_connection = True
+
+
 def _check_labels(service: run_v2.Service, context: grpc.ServicerContext) -> None:
     """Cloud Run refuses labels that break Google's rules, on the service and its template."""
     for where, labels in (("labels", service.labels), ("template.labels", service.template.labels)):
@@ -708,17 +802,54 @@ def _env(template: run_v2.RevisionTemplate) -> dict[str, str]:
     return out
 
 
-def main() -> None:
+def main() -> int:
     """Run the fake on its own, to try the cloudrun target without a Google account."""
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    with FakeCloudRun() as fake:
-        print(f"fake Cloud Run Admin API on {fake.address}; Ctrl-C stops it. In another shell:")
-        print(f"  CLOUDRUN_EMULATOR_HOST={fake.address} loop run --env <a cloudrun env>")
+    parser = argparse.ArgumentParser(
+        description="A fake Cloud Run Admin API on 127.0.0.1, for the cloudrun target.",
+        epilog="With a command after --, it runs that command with CLOUDRUN_EMULATOR_HOST set,"
+        " then stops, exiting with the command's exit code.",
+    )
+    parser.add_argument(
+        "--images", type=Path, metavar="TOML",
+        help="run revisions for real: an [images] table mapping a repository to a local"
+        " command (see fake_containers.py)",
+    )
+    parser.add_argument(
+        "--logs", type=Path, default=Path(".loop-fake/logs"), metavar="DIR",
+        help="where the revisions' processes write their output (default: %(default)s)",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- a command to run")
+    args = parser.parse_args()
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    containers = (
+        Containers(read_image_map(args.images), args.logs) if args.images is not None else None
+    )
+    # SIGTERM (`kill`, make) ends the fake as Ctrl-C does, so no revision process is left.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with FakeCloudRun(containers) as fake:
+        if not command:
+            print(f"fake Cloud Run Admin API on {fake.address}; Ctrl-C stops it. In another shell:")
+            print(f"  CLOUDRUN_EMULATOR_HOST={fake.address} loop run --env <a cloudrun env>")
+            if containers is not None:
+                print(f"  revisions run locally; their output is in {args.logs}/")
+            try:
+                threading.Event().wait()
+            except KeyboardInterrupt:
+                pass
+            return 0
+        print(f"fake Cloud Run Admin API on {fake.address}", flush=True)
+        env = {**os.environ, "CLOUDRUN_EMULATOR_HOST": fake.address}
         try:
-            threading.Event().wait()
-        except KeyboardInterrupt:
-            pass
+            child = subprocess.Popen(command, env=env)
+        except OSError as exc:
+            print(f"cloudrun_fake: cannot run {command[0]}: {exc.strerror}", file=sys.stderr)
+            return 127
+        # Ctrl-C reaches the command too (same terminal): it ends its own way, then the fake
+        # stops. A SIGTERM to the fake is passed on to it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+        return child.wait()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
