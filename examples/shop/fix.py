@@ -9,7 +9,9 @@ It stands in for the person or coding agent who reads the report and fixes thing
 It knows one fix: when a failure cluster is about HTTP 403 / the token audience, it writes
 examples/shop/fixes/auth.json so the auth service (restarted by loop before the next
 iteration) issues tokens for the backend too. Anything else it reports and leaves alone.
-Exit 0 when it ran (fixed or not), 1 when it cannot read the summary.
+With --push-images (the Cloud Run config, configs/staging.toml), a fix is followed by
+push_images.py, so the next deploy's images hold it.
+Exit 0 when it ran (fixed or not), 1 when it cannot read the summary or the push failed.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
-def apply_audience_fix() -> str:
-    """Write the override file; say what changed."""
+def apply_audience_fix() -> tuple[bool, str]:
+    """Write the override file; whether it changed, and what."""
     before = ["auth"]  # auth_service.DEFAULT_AUDIENCES
     if FIX_FILE.is_file():
         try:
@@ -57,17 +59,22 @@ def apply_audience_fix() -> str:
         except (ValueError, KeyError, TypeError):
             pass  # unreadable: overwrite it
     if set(FIXED_AUDIENCES) <= set(before):
-        return f"{shown(FIX_FILE)} already issues tokens for {before}; the cause is elsewhere"
+        return False, (
+            f"{shown(FIX_FILE)} already issues tokens for {before}; the cause is elsewhere"
+        )
     FIX_FILE.parent.mkdir(parents=True, exist_ok=True)
     FIX_FILE.write_text(json.dumps({"audiences": FIXED_AUDIENCES}, indent=2) + "\n")
-    return (
+    return True, (
         f"wrote {shown(FIX_FILE)}: token audiences {before} -> {FIXED_AUDIENCES}"
         " (the backend's event stream only accepts tokens for 'backend');"
-        " auth picks it up when loop restarts it"
+        " auth picks it up when loop deploys it again"
     )
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    push = "--push-images" in argv
+    if set(argv) - {"--push-images"}:
+        sys.exit("usage: fix.py [--push-images]")
     summary = read_summary()
     env = os.environ.get("LOOP_ENV", summary.get("env", "?"))
     iteration = os.environ.get("LOOP_ITERATION", summary.get("iteration", "?"))
@@ -80,6 +87,7 @@ def main() -> int:
     if not clusters:
         print("fix: no failure clusters in the summary; nothing to fix")
         return 0
+    fixed = False
     for cluster in clusters:
         label = str(cluster.get("label", ""))
         print(f"fix: cluster ({cluster.get('count', '?')} tests): {label}")
@@ -87,11 +95,17 @@ def main() -> int:
         if known:
             print(f"fix:   known issue: {known.get('id') if isinstance(known, dict) else known}")
         if AUDIENCE_PROBLEM.search(label):
-            print(f"fix:   {apply_audience_fix()}")
+            changed, said = apply_audience_fix()
+            fixed = fixed or changed
+            print(f"fix:   {said}")
         else:
             print("fix:   no fix known for this one; leaving it for a person")
+    if push and fixed:
+        import push_images  # beside this file
+
+        return 1 if push_images.main() != 0 else 0
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -35,8 +36,13 @@ class JsonHandler(BaseHTTPRequestHandler):
 
 def parse_address(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 in a container")
+    # Cloud Run tells a container its port in PORT.
+    port = os.environ.get("PORT", "")
+    parser.add_argument(
+        "--port", type=int, default=int(port) if port.isdigit() else None,
+        required=not port.isdigit(), help="default: $PORT",
+    )
     return parser.parse_args()
 
 
