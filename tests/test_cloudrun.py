@@ -778,7 +778,7 @@ def test_plan_shows_what_a_deploy_keeps_and_changes_only_what_the_config_sets(
         "env MODE changed",  # LOOP_AUTH_URL: unknown until auth is deployed
         "secret API_KEY added (api-key:latest)",
         "secret DB_PASSWORD added (db-password:3)",
-        "kept as deployed: port 8000; startup probe; liveness probe;"
+        "kept as deployed: env FEATURE_X; port 8000; startup probe; liveness probe;"
         " volume mounts /cloudsql, /certs; sidecar otel;"
         " VPC access projects/demo-proj/locations/europe-west1/connectors/staging;"
         " Cloud SQL volume cloudsql; secret volume certs;"
@@ -853,7 +853,7 @@ def test_what_the_config_sets_replaces_the_teams_and_the_rest_stays(
     changes = by_plan(target.plan(wanted, ctx(1)))["backend"]
     assert "port 8000 -> 8080" in changes and "volume cloudsql changed" in changes, changes
     kept = changes[-1]
-    assert kept.startswith("kept as deployed: startup probe; liveness probe;"), kept
+    assert kept.startswith("kept as deployed: env FEATURE_X; startup probe; liveness probe;"), kept
     assert "port" not in kept and "Cloud SQL" not in kept and "secret volume certs" in kept
     target.deploy(wanted, ctx(1))
     template = fake.service("backend").template

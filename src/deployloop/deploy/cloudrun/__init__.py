@@ -8,9 +8,10 @@ way Cloud Run makes a new revision, and the service counts as ready only when
   (c) GET <service uri><health_path> answers 2xx within `ready_timeout_s` (with an ID token
       as Bearer when the service is not public and no emulator is in use).
 
-What the config says is the revision template: every field the config leaves out takes Cloud
-Run's default, whatever an earlier revision had. Service-level settings the config does not
-name (description, annotations, binary authorization, ...) are kept on update.
+An update starts from the live service and changes only what the config sets (`merge`): a
+revision setting, env var, volume or tag the config does not name stays as deployed, and
+`loop plan` lists what is kept. With `traffic = "candidate"` each new revision is named,
+tagged `loop-it<N>` and given no traffic until `promote` moves it there.
 
 Image placeholders: `{iteration}` is the iteration number; `{git_sha}` is the SHA as the
 iteration recorded it: 40 hex digits, with `-dirty` appended when tracked files differ from

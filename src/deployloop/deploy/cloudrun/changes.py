@@ -85,7 +85,7 @@ def describe_changes(
             f"candidate revision tagged {tags[0].tag}, with no traffic: the traffic stays"
             " where it is until promoted"
         )
-        return tuple(changes) + _kept(current, service)
+        return tuple(changes) + _kept(current, desired, service)
     pinned = [
         t for t in current.traffic
         if t.type_ != run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
@@ -94,11 +94,13 @@ def describe_changes(
     if pinned:
         where = ", ".join(f"{t.percent}% on {t.revision}" for t in pinned)
         changes.append(f"traffic {where} -> 100% on the new revision")
-    return tuple(changes) + _kept(current, service)
+    return tuple(changes) + _kept(current, desired, service)
 
 
-def _kept(current: run_v2.Service, service: ServiceConfig) -> tuple[str, ...]:
-    kept = unmanaged_settings(current, service)
+def _kept(
+    current: run_v2.Service, desired: run_v2.Service, service: ServiceConfig
+) -> tuple[str, ...]:
+    kept = unmanaged_settings(current, desired, service)
     return ("kept as deployed: " + "; ".join(kept),) if kept else ()
 
 

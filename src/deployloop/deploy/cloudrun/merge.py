@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from deployloop.config import ServiceConfig
+from deployloop.config import ServiceConfig, url_env_var
 from deployloop.deploy.cloudrun.spec import (
     ANNOTATION_DEPLOY_ID,
     ANNOTATION_GIT_SHA,
@@ -204,10 +204,13 @@ def tags_kept(traffic: Sequence[run_v2.TrafficTarget]) -> list[run_v2.TrafficTar
     return kept
 
 
-def unmanaged_settings(current: run_v2.Service, service: ServiceConfig) -> tuple[str, ...]:
+def unmanaged_settings(
+    current: run_v2.Service, desired: run_v2.Service, service: ServiceConfig
+) -> tuple[str, ...]:
     """What the live service holds that the config does not manage and a team set on
     purpose (Cloud Run's own defaults, which GetService reports filled in, are left out): a
-    deploy keeps each of them, and `loop plan` says so."""
+    deploy keeps each of them, and `loop plan` says so. `desired` is what the deploy sends
+    (merged or not: only the env vars it manages are read)."""
     from google.cloud import run_v2
 
     template = current.template
@@ -217,6 +220,12 @@ def unmanaged_settings(current: run_v2.Service, service: ServiceConfig) -> tuple
     volumes_managed = _manages_volumes(service)
     container = main_container(template)
     if container is not None:
+        # A dependency's URL var is loop's even while that URL is not known (`loop plan`).
+        ours = managed_env(template) | managed_env(desired.template)
+        ours |= {url_env_var(d) for d in service.depends_on}
+        theirs = [v.name for v in container.env if v.name not in ours]
+        if theirs:
+            kept.append("env " + ", ".join(theirs))
         ports = [p.container_port for p in container.ports]
         if ports and ports != [8080] and service.port is None:
             kept.append("port " + ", ".join(str(p) for p in ports))

@@ -120,6 +120,7 @@ class _Abandoned(Exception):
 class _Started:
     operation: Operation
     previous: str | None  # latest created revision before this deploy (short name)
+    created: bool = False  # the service did not exist: its first revision takes the traffic
 
 
 class CloudRunTarget:
@@ -450,6 +451,11 @@ class CloudRunTarget:
                 # Reached by its tag's URL: the service's own still serves what it served.
                 record.tag = candidate_tag(ctx.iteration)
                 record.url = tag_url(svc, record.tag)
+                if started.created:
+                    record.warning = (
+                        f"{NEW_SERVICE}: nothing served before, so this first revision takes"
+                        " its traffic; later candidates stay beside the serving one"
+                    )
             public = service.public
             if not service.invoker_iam_disabled:  # public without a binding otherwise
                 try:
@@ -461,7 +467,7 @@ class CloudRunTarget:
                         f"{PUBLIC_REFUSED}: {refused}; the service stays private (its"
                         " tests and health checks get ID tokens); `invoker_iam_disabled ="
                         " true` makes it public without an allUsers binding"
-                    )
+                    ) + (f"; {record.warning}" if record.warning else "")
             if not internal_ingress(svc):  # its URL answers only inside the VPC
                 self._check_health(
                     service, record.url or "", abort, audience=svc.uri,
@@ -511,7 +517,7 @@ class CloudRunTarget:
                     parent=parent_path(config), service=new, service_id=service.cloud_run_name,
                     retry=None, timeout=self.settings.rpc_timeout_s,
                 )
-                return _Started(operation, previous)
+                return _Started(operation, previous, created=True)
             action = "update"
             operation = client.update_service(
                 service=merge_for_update(current, new, service),
@@ -759,6 +765,7 @@ class CloudRunTarget:
 
 
 PUBLIC_REFUSED = "public access refused"
+NEW_SERVICE = "new service"  # a candidate deploy that created it
 
 
 class _PolicyForbids(Exception):
