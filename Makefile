@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint bench demo-reset clean
+.PHONY: setup test lint bench demo-reset demo-staging clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,16 @@ bench:
 	$(BIN)/python bench/run_bench.py
 
 demo-reset:
-	rm -rf .loop examples/shop/fixes
+	rm -rf .loop .loop-fake examples/shop/fixes
+
+# configs/staging.toml against the fake Cloud Run Admin API, whose revisions run the shop's
+# services on this machine (examples/shop/images.toml). No Google account needed.
+GCP_PROJECT ?= deployloop-demo
+GCP_REGION ?= europe-west1
+demo-staging:
+	rm -rf examples/shop/fixes
+	GCP_PROJECT=$(GCP_PROJECT) GCP_REGION=$(GCP_REGION) $(BIN)/python tests/cloudrun_fake.py \
+		--images examples/shop/images.toml -- $(BIN)/loop run --env staging
 
 clean:
 	rm -rf $(VENV) .loop build src/*.egg-info

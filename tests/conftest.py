@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 LOOP = Path(sys.executable).parent / "loop"
+ROOT = Path(__file__).resolve().parent.parent
 
 # Variables of the outer pytest (or the user's shell, or an outer `loop run`) that must not
 # leak into the projects: LOOP_STATE_DIR would move their state, LOOP_<NAME>_URL would point
@@ -186,6 +188,29 @@ class Project:
                 proc.stdout.close()
             if proc.stderr:
                 proc.stderr.close()
+
+
+def shop_checkout(root: Path, env: str) -> Project:
+    """A git checkout of the shop example with this repository's configs/<env>.toml, as a
+    new user has it: one commit, the repository's own ignore rules (a fix written to an
+    ignored file would be no change of code to loop, and its fixed tests would read as
+    flaky)."""
+    project = Project(root)
+    shutil.copytree(
+        ROOT / "examples",
+        project.root / "examples",
+        ignore=shutil.ignore_patterns("__pycache__", "fixes", ".pytest_cache", ".broken"),
+    )
+    (project.root / "configs").mkdir()
+    shutil.copy(ROOT / "configs" / f"{env}.toml", project.root / "configs" / f"{env}.toml")
+    shutil.copy(ROOT / ".gitignore", project.root / ".gitignore")
+    for argv in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "example"],
+    ):
+        subprocess.run(argv, cwd=project.root, check=True, capture_output=True)
+    return project
 
 
 def output(result: subprocess.CompletedProcess[str]) -> str:

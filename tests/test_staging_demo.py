@@ -1,0 +1,186 @@
+"""`loop run --env staging` with the shipped configs/staging.toml, against the fake Admin API
+whose revisions run the shop's real services (fake_containers.py): the whole Cloud Run path,
+create, update, candidate tags, promotion, with real processes behind each revision."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cloudrun_fake import FakeCloudRun
+from conftest import ROOT, Project, loop_env, output, shop_checkout
+from fake_containers import Containers, read_image_map
+
+PROJECT_ENV = {"GCP_PROJECT": "deployloop-demo", "GCP_REGION": "europe-west1"}
+PARENT = "projects/deployloop-demo/locations/europe-west1/services"
+IMAGES = "europe-west1-docker.pkg.dev/deployloop-demo/shop"
+
+
+def deployments(project: Project, iteration: int) -> dict[str, dict[str, Any]]:
+    summary = project.summary(iteration, env="staging")
+    return {d["service"]: d for d in summary["deployments"]}
+
+
+def revision_processes(root: Path) -> list[int]:
+    """Processes still running a fake revision (Cloud Run's K_REVISION) started in `root`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            cwd = (proc / "cwd").resolve()
+        except OSError:
+            continue
+        if b"\0K_REVISION=" in b"\0" + environ and cwd == root.resolve():
+            found.append(int(proc.name))
+    return found
+
+
+def test_make_demo_staging_reaches_green_in_two_iterations(tmp_path: Path) -> None:
+    """What `make demo-staging` runs: the fake, its revisions running the shop's services,
+    and `loop run --env staging` with the shipped config and fix step."""
+    project = shop_checkout(tmp_path / "checkout", "staging")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "cloudrun_fake.py"),
+         "--images", "examples/shop/images.toml", "--logs", str(tmp_path / "logs"),
+         "--", str(Path(sys.executable).parent / "loop"), "run", "--env", "staging"],
+        cwd=project.root, env=loop_env(PROJECT_ENV), capture_output=True, text=True,
+        timeout=240, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, output(result)
+    first, second = deployments(project, 1), deployments(project, 2)
+    assert project.summary(1, env="staging")["totals"]["failed"] == 5
+    assert {d["tag"] for d in first.values()} == {"loop-it1"}
+    assert not any(d["promoted"] for d in first.values())
+    # Nothing served before: the new services' first revisions serve, and the run says so.
+    assert all(d["warning"].startswith("new service") for d in first.values()), first
+    assert "push_images: the fake Admin API runs this work tree's services" in result.stdout
+    summary = project.summary(2, env="staging")
+    assert summary["totals"]["failed"] == 0 and not summary["flaky"], summary["flaky"]
+    assert all(d["promoted"] and d["tag"] == "loop-it2" for d in second.values()), second
+    assert "promoted backend: all traffic on shop-backend-loop2-" in result.stdout
+    # Each revision ran as its own process, and none is left once the fake stops.
+    logs = sorted(p.name for p in (tmp_path / "logs").rglob("*.log"))
+    assert [name.split("-loop")[0] for name in logs] == [
+        "shop-auth", "shop-auth", "shop-backend", "shop-backend",
+    ]
+    assert revision_processes(project.root) == []
+
+
+@pytest.fixture
+def shop_fake(tmp_path: Path) -> Iterator[FakeCloudRun]:
+    images = read_image_map(ROOT / "examples" / "shop" / "images.toml")
+    containers = Containers(images, tmp_path / "logs", workdir=tmp_path / "checkout")
+    with FakeCloudRun(containers) as fake:
+        yield fake
+
+
+def seed_team_shop(fake: FakeCloudRun) -> dict[str, str]:
+    """The shop as the team runs it on shared staging, deployed some other way: both
+    services serving their first revision, the backend with a setting loop's config does not
+    name (FEATURE_FLAGS). Returns each service's serving revision."""
+    from google.cloud import run_v2
+
+    auth = fake.seed(f"{PARENT}/shop-auth", run_v2.Service(template=run_v2.RevisionTemplate(
+        containers=[run_v2.Container(image=f"{IMAGES}/auth:release-7")],
+    )))
+    backend = fake.seed(f"{PARENT}/shop-backend", run_v2.Service(template=run_v2.RevisionTemplate(
+        containers=[run_v2.Container(image=f"{IMAGES}/backend:release-7", env=[
+            run_v2.EnvVar(name="LOOP_AUTH_URL", value=fake.service("shop-auth").uri),
+            run_v2.EnvVar(name="FEATURE_FLAGS", value="new-checkout"),
+        ])],
+    )))
+    return {"shop-auth": auth, "shop-backend": backend}
+
+
+def test_a_failing_candidate_leaves_the_teams_revisions_serving_until_one_passes(
+    shop_fake: FakeCloudRun, tmp_path: Path
+) -> None:
+    fake = shop_fake
+    project = shop_checkout(tmp_path / "checkout", "staging")
+    team = seed_team_shop(fake)
+    env = {**PROJECT_ENV, "CLOUDRUN_EMULATOR_HOST": fake.address, "GRPC_VERBOSITY": "ERROR"}
+
+    plan = project.run("plan", "--env", "staging", env=env)
+    assert plan.returncode == 0, output(plan)
+    assert "FEATURE_FLAGS" in plan.stdout and "kept as deployed" in plan.stdout, output(plan)
+
+    first = project.run("run", "--env", "staging", "--max-iterations", "1", env=env,
+                        timeout=180)
+    assert first.returncode == 1, output(first)
+    assert project.summary(1, env="staging")["totals"]["failed"] == 5
+    # The team's revisions still serve; the failing candidates run beside them, by tag.
+    assert {s: fake.serving_revision(s) for s in team} == team
+    candidates = {s: fake.tagged_revision(s, "loop-it1") for s in team}
+    assert set(fake.containers.running()) == {*team.values(), *candidates.values()}
+    backend = fake.service("shop-backend")
+    assert {e.name: e.value for e in backend.template.containers[0].env}["FEATURE_FLAGS"] == (
+        "new-checkout"
+    )
+
+    # The fix step, as loop would run it between iterations (against the fake: no build).
+    summary = project.iteration_dir(1, env="staging") / "summary.json"
+    fix = subprocess.run(
+        [sys.executable, "examples/shop/fix.py", "--push-images"], cwd=project.root,
+        env={**os.environ, **env, "LOOP_SUMMARY_JSON": str(summary)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert fix.returncode == 0, fix.stdout + fix.stderr
+    assert "nothing to build" in fix.stdout
+
+    second = project.run("run", "--env", "staging", "--max-iterations", "1", env=env,
+                         timeout=180)
+    assert second.returncode == 0, output(second)
+    promoted = {s: fake.tagged_revision(s, "loop-it2") for s in team}
+    assert {s: fake.serving_revision(s) for s in team} == promoted
+    assert all(d["promoted"] for d in deployments(project, 2).values())
+    # Only the promoted revisions still run: the team's and iteration 1's scaled to zero
+    # (the it1 tag was dropped when it2's candidate came).
+    assert set(fake.containers.running()) == set(promoted.values())
+    # The service's own URL now reaches the fixed auth: tokens for the backend too.
+    token = httpx.post(fake.service("shop-auth").uri + "/token", json={"user": "alice"},
+                       timeout=10)
+    assert token.status_code == 200 and "backend" in token.json()["audiences"], token.text
+
+
+def test_a_revision_whose_container_never_listens_fails_the_deploy_with_its_log(
+    tmp_path: Path,
+) -> None:
+    project = Project(tmp_path / "checkout")
+    project.config(f"""
+        [deploy]
+        target = "cloudrun"
+        project = "deployloop-demo"
+        region = "europe-west1"
+
+        [[deploy.services]]
+        name = "api"
+        image = "{IMAGES}/api:1"
+        allow_unauthenticated = true
+        health_path = "/health"
+
+        [[tests.suites]]
+        name = "Smoke"
+        paths = ["tests/test_smoke.py"]
+    """, env="staging")
+    project.write("tests/test_smoke.py", "def test_nothing():\n    pass\n")
+    containers = Containers(
+        {"shop/api": ["{python}", "-c", "import sys; sys.exit('api: DATABASE_URL is not set')"]},
+        tmp_path / "logs", workdir=project.root,
+    )
+    with FakeCloudRun(containers) as fake:
+        result = project.run("run", "--env", "staging", env={
+            "CLOUDRUN_EMULATOR_HOST": fake.address, "GRPC_VERBOSITY": "ERROR",
+        })
+    assert result.returncode == 3, output(result)
+    error = deployments(project, 1)["api"]["error"]
+    assert "failed to start and listen on the port defined provided by the PORT=" in error
+    assert "api: DATABASE_URL is not set" in error, error
+    assert project.summary(1, env="staging")["totals"]["executed"] == 0
