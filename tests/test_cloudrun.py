@@ -385,8 +385,23 @@ def test_missing_credentials_name_the_login_command(
     assert "gcloud auth application-default login" in message and "\n" not in message
     assert "CLOUDRUN_EMULATOR_HOST" in message  # the other way forward: the fake
     assert {d.status for d in caught.value.deployments} == {DeployStatus.FAILED}
-    planned = t.plan(config(), ctx())
-    assert all(p.changes[0].startswith("current state unknown: no Google Cloud") for p in planned)
+    with pytest.raises(DeployError) as planned:
+        t.plan(config(), ctx())
+    assert str(planned.value) == message
+
+
+def test_loop_run_without_credentials_stops_in_one_line_before_an_iteration(
+    project: Project, tmp_path: Path
+) -> None:
+    cloudrun_project(project)
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "missing.json")}
+    for command in ("plan", "run"):
+        result = project.run(command, "--env", "cloudrun", env=env)
+        assert result.returncode == 3, output(result)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: no Google Cloud credentials")
+        assert "CLOUDRUN_EMULATOR_HOST" in lines[0]
+    assert not (project.state / "runs").exists()  # no iteration: nothing was tried
 
 
 # --- rollback --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from deployloop.store import Store
 
 EXIT_USAGE = 2
+EXIT_DEPLOY = 3
 EXIT_INTERNAL = 4
 
 app = typer.Typer(
@@ -285,7 +286,8 @@ def run(
     0 target reached;
     1 ended below target;
     2 usage or config error;
-    3 deploy failed, or a service never became ready;
+    3 deploy failed, or could not start (credentials, a missing image), or a service
+    never became ready;
     4 loop itself failed (state database, disk);
     130 interrupted (`--resume` goes on).
     """
@@ -293,6 +295,7 @@ def run(
 
     from deployloop.children import Children
     from deployloop.config import ConfigError, check_markers, config_path
+    from deployloop.deploy import DeployError, preflight
     from deployloop.lock import EnvLock, EnvLocked
     from deployloop.loop import RunOptions, run_loop, settings_for
     from deployloop.stages.plan import select_suites
@@ -319,6 +322,10 @@ def run(
             check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
     except UsageError as exc:
         _fail(str(exc))
+    try:
+        preflight(config)  # no iteration for a deploy that cannot start (credentials)
+    except DeployError as exc:
+        _fail(str(exc), EXIT_DEPLOY)
     redaction = redaction_for(config, os.environ)
     # Everything loop writes is the user's alone (0600 files, 0700 folders); the tests and
     # services get the umask the user set.
@@ -612,7 +619,14 @@ def plan(
     config_dir: ConfigDirOption = Path("configs"),
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
-    """Validate the config; show what would deploy and run. Changes nothing."""
+    """Validate the config; show what would deploy and run. Changes nothing.
+
+    Exit codes:
+    0 the plan is shown;
+    2 usage or config error, or the tests cannot be collected;
+    3 the deploy could not start (no credentials, an image missing);
+    4 loop itself failed (state database, disk).
+    """
     with _reading(state_dir):
         from deployloop.config import ConfigError, check_markers, config_path
         from deployloop.deploy import DeployError
@@ -644,8 +658,10 @@ def plan(
         try:
             python = resolve_python(config, Path.cwd())
             show_plan(env, config, Path.cwd(), _console, next_iteration, checks)
-        except (UsageError, DeployError) as exc:
+        except UsageError as exc:
             _fail(str(exc))
+        except DeployError as exc:  # the deploy could not start: as `loop run` would exit
+            _fail(str(exc), EXIT_DEPLOY)
 
 
 @app.command()

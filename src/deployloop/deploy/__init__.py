@@ -8,7 +8,31 @@ from __future__ import annotations
 from deployloop.config import Config, ConfigError
 from deployloop.deploy.base import DeployContext, DeployError, DeployTarget
 
-__all__ = ["DeployContext", "DeployError", "DeployTarget", "make_target"]
+__all__ = ["DeployContext", "DeployError", "DeployTarget", "make_target", "preflight"]
+
+
+def preflight(config: Config) -> None:
+    """What stops every deploy of this config before it starts, as one DeployError line, so
+    that `loop run` says it before an iteration is recorded and `loop plan` says it instead of
+    a plan: for cloudrun (not against the fake), Google credentials that are missing, or that
+    cannot mint the ID tokens its private services need."""
+    if config.deploy.target != "cloudrun":
+        return
+    from deployloop.deploy import gcp
+
+    if gcp.emulator_host() is not None:
+        return
+    try:
+        credentials = gcp.default_credentials()
+    except gcp.CredentialsError as exc:
+        raise DeployError(str(exc), []) from None
+    private = [s.name for s in config.deploy.services if not s.public]
+    if private and config.deploy.invoker_service_account is None:
+        problem = gcp.id_token_problem(credentials)
+        if problem is not None:
+            raise DeployError(
+                f"private services {', '.join(private)} need ID tokens, and {problem}", []
+            )
 
 
 def make_target(config: Config) -> DeployTarget:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from deployloop.config import Config, ServiceConfig, url_env_var
-from deployloop.deploy import gcp
+from deployloop.deploy import gcp, preflight
 from deployloop.deploy.base import (
     DeployContext,
     DeployError,
@@ -350,11 +350,11 @@ class CloudRunTarget:
     def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:
         """Images and changes from what runs now; only GetService and GetIamPolicy calls."""
         services = config.deploy.services
+        preflight(config)
         try:
             client = self._client()
         except gcp.CredentialsError as exc:
-            unknown = (f"current state unknown: {exc}",)
-            return [PlannedDeploy(s.name, image_for(s, ctx), unknown) for s in services]
+            raise DeployError(str(exc), []) from None
         pinned, missing = self._resolve_images(config, ctx)
         if missing:
             raise DeployError("; ".join(missing.values()), [])
@@ -362,14 +362,6 @@ class CloudRunTarget:
             s.name: pinned[s.name].pinned if s.name in pinned else image_for(s, ctx)
             for s in services
         }
-        private = [s.name for s in services if not s.public]
-        invoker = config.deploy.invoker_service_account
-        if private and invoker is None and gcp.emulator_host() is None:
-            problem = gcp.id_token_problem(gcp.default_credentials())
-            if problem is not None:
-                raise DeployError(
-                    f"private services {', '.join(private)} need ID tokens, and {problem}", []
-                )
         current: dict[str, run_v2.Service | None] = {}
         problems: dict[str, str] = {}
         for s in services:
