@@ -47,7 +47,7 @@ from typing import Any
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # no GOAWAY lines when the server stops
 
 import grpc  # noqa: E402
-from fake_containers import Containers, read_image_map  # noqa: E402
+from fake_containers import Containers, Running, read_image_map, read_running  # noqa: E402
 from google.cloud import run_v2  # noqa: E402
 from google.iam.v1 import iam_policy_pb2, policy_pb2  # noqa: E402
 from google.longrunning import operations_pb2  # noqa: E402
@@ -305,6 +305,27 @@ class FakeCloudRun:
             self.services[service_id] = fake
             self._roll_out(fake, new_template=True)
             return fake.service.latest_created_revision.rsplit("/", 1)[-1]
+
+    def seed_running(self, running: list[Running]) -> dict[str, str]:
+        """`seed` each service of the list, in order (`{uri:ID}` in an env value is the URL of
+        one seeded before); returns each service id's serving revision."""
+        seeded: dict[str, str] = {}
+        for entry in running:
+            env = [
+                run_v2.EnvVar(name=name, value=re.sub(
+                    r"\{uri:([^}]+)\}", lambda m: self.service(m[1]).uri, value
+                ))
+                for name, value in entry.env.items()
+            ]
+            container = run_v2.Container(image=entry.image, env=env)
+            service = run_v2.Service(template=run_v2.RevisionTemplate(containers=[container]))
+            service_id = _service_id(entry.service)
+            seeded[service_id] = self.seed(entry.service, service)
+            if not self.service(service_id).latest_ready_revision:
+                raise RuntimeError(
+                    f"{service_id}: {self.service(service_id).terminal_condition.message}"
+                )
+        return seeded
 
     def set_traffic(self, service: str, traffic: list[run_v2.TrafficTarget]) -> None:
         """Traffic set by someone else (a revision tag, a pinned revision)."""
@@ -812,7 +833,7 @@ def main() -> int:
     parser.add_argument(
         "--images", type=Path, metavar="TOML",
         help="run revisions for real: an [images] table mapping a repository to a local"
-        " command (see fake_containers.py)",
+        " command, and [[running]] services deployed before (see fake_containers.py)",
     )
     parser.add_argument(
         "--logs", type=Path, default=Path(".loop-fake/logs"), metavar="DIR",
@@ -827,6 +848,9 @@ def main() -> int:
     # SIGTERM (`kill`, make) ends the fake as Ctrl-C does, so no revision process is left.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with FakeCloudRun(containers) as fake:
+        if args.images is not None:
+            for service, revision in fake.seed_running(read_running(args.images)).items():
+                print(f"fake: {service} was deployed before, serving {revision}", flush=True)
         if not command:
             print(f"fake Cloud Run Admin API on {fake.address}; Ctrl-C stops it. In another shell:")
             print(f"  CLOUDRUN_EMULATOR_HOST={fake.address} loop run --env <a cloudrun env>")

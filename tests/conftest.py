@@ -199,7 +199,7 @@ def shop_checkout(root: Path, env: str) -> Project:
     shutil.copytree(
         ROOT / "examples",
         project.root / "examples",
-        ignore=shutil.ignore_patterns("__pycache__", "fixes", ".pytest_cache", ".broken"),
+        ignore=shutil.ignore_patterns("__pycache__", "fixes", ".pytest_cache"),
     )
     (project.root / "configs").mkdir()
     shutil.copy(ROOT / "configs" / f"{env}.toml", project.root / "configs" / f"{env}.toml")

@@ -14,11 +14,16 @@ in `<logs>/<service>/<revision>.log`. A process that exits, or does not listen w
 `start_timeout_s`, fails its revision with Cloud Run's message and the end of that log.
 `keep_only` stops the processes of revisions that no longer serve traffic or carry a tag
 (Cloud Run scales those to zero); `stop_all` stops the rest.
+
+The same file may list what is `[[running]]` when the fake starts: services a team deployed
+some other way, each serving its first revision (`service` is the full resource name, `image`,
+`env`); `{env:NAME}` is this machine's variable, `{uri:ID}` the URL of a service listed before.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,8 +32,9 @@ import threading
 import time
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 STOP_GRACE_S = 5.0
 
@@ -42,12 +48,50 @@ class Container:
     log: Path
 
 
-def read_image_map(path: Path) -> dict[str, list[str]]:
-    """The `[images]` table of a TOML file: repository suffix -> command (a list of strings)."""
+@dataclass(frozen=True)
+class Running:
+    """A service deployed before the fake started (see the module's docstring)."""
+
+    service: str  # projects/P/locations/R/services/ID
+    image: str
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _read(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise SystemExit(f"{path}: cannot read the image map: {exc}") from None
+
+
+def read_running(path: Path) -> list[Running]:
+    """The `[[running]]` tables of the file, `{env:NAME}` filled in (`{uri:ID}` is left for
+    when the service it names is up)."""
+    out = []
+    for i, entry in enumerate(_read(path).get("running", [])):
+        where = f"{path}: running[{i}]"
+        if not (isinstance(entry, dict) and isinstance(entry.get("service"), str)
+                and isinstance(entry.get("image"), str)
+                and isinstance(entry.get("env", {}), dict)):
+            raise SystemExit(f"{where}: needs service and image (strings), env (a table)")
+        env = {str(k): _fill_env(str(v), where) for k, v in entry.get("env", {}).items()}
+        out.append(Running(_fill_env(entry["service"], where),
+                           _fill_env(entry["image"], where), env))
+    return out
+
+
+def _fill_env(text: str, where: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        if match[1] not in os.environ:
+            raise SystemExit(f"{where}: {{env:{match[1]}}}: {match[1]} is not set")
+        return os.environ[match[1]]
+
+    return re.sub(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}", value, text)
+
+
+def read_image_map(path: Path) -> dict[str, list[str]]:
+    """The `[images]` table of a TOML file: repository suffix -> command (a list of strings)."""
+    data = _read(path)
     images = data.get("images")
     if not isinstance(images, dict) or not images:
         raise SystemExit(f"{path}: needs an [images] table: \"<repository>\" = [command...]")

@@ -15,11 +15,11 @@ import httpx
 import pytest
 from cloudrun_fake import FakeCloudRun
 from conftest import ROOT, Project, loop_env, output, shop_checkout
-from fake_containers import Containers, read_image_map
+from fake_containers import Containers, read_image_map, read_running
 
 PROJECT_ENV = {"GCP_PROJECT": "deployloop-demo", "GCP_REGION": "europe-west1"}
-PARENT = "projects/deployloop-demo/locations/europe-west1/services"
 IMAGES = "europe-west1-docker.pkg.dev/deployloop-demo/shop"
+SHOP_IMAGES = ROOT / "examples" / "shop" / "images.toml"
 
 
 def deployments(project: Project, iteration: int) -> dict[str, dict[str, Any]]:
@@ -44,8 +44,9 @@ def revision_processes(root: Path) -> list[int]:
 
 
 def test_make_demo_staging_reaches_green_in_two_iterations(tmp_path: Path) -> None:
-    """What `make demo-staging` runs: the fake, its revisions running the shop's services,
-    and `loop run --env staging` with the shipped config and fix step."""
+    """What `make demo-staging` runs: the fake holding the team's release, its revisions
+    running the shop's services, and `loop run --env staging` with the shipped config and
+    fix step."""
     project = shop_checkout(tmp_path / "checkout", "staging")
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "cloudrun_fake.py"),
@@ -55,49 +56,36 @@ def test_make_demo_staging_reaches_green_in_two_iterations(tmp_path: Path) -> No
         timeout=240, stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 0, output(result)
+    assert "fake: shop-backend was deployed before, serving shop-backend-00001-abc" in (
+        result.stdout
+    )
     first, second = deployments(project, 1), deployments(project, 2)
     assert project.summary(1, env="staging")["totals"]["failed"] == 5
     assert {d["tag"] for d in first.values()} == {"loop-it1"}
-    assert not any(d["promoted"] for d in first.values())
-    # Nothing served before: the new services' first revisions serve, and the run says so.
-    assert all(d["warning"].startswith("new service") for d in first.values()), first
+    assert not any(d["promoted"] or d["warning"] for d in first.values()), first
+    assert "not promoted: the iteration is below its target; traffic stays" in result.stdout
     assert "push_images: the fake Admin API runs this work tree's services" in result.stdout
     summary = project.summary(2, env="staging")
     assert summary["totals"]["failed"] == 0 and not summary["flaky"], summary["flaky"]
     assert all(d["promoted"] and d["tag"] == "loop-it2" for d in second.values()), second
     assert "promoted backend: all traffic on shop-backend-loop2-" in result.stdout
     # Each revision ran as its own process, and none is left once the fake stops.
-    logs = sorted(p.name for p in (tmp_path / "logs").rglob("*.log"))
-    assert [name.split("-loop")[0] for name in logs] == [
-        "shop-auth", "shop-auth", "shop-backend", "shop-backend",
-    ]
+    # (the team's release, iteration 1's candidate, iteration 2's: three per service)
+    logs = sorted(p.relative_to(tmp_path / "logs").parent.name
+                  for p in (tmp_path / "logs").rglob("*.log"))
+    assert logs == ["shop-auth"] * 3 + ["shop-backend"] * 3
     assert revision_processes(project.root) == []
 
 
 @pytest.fixture
-def shop_fake(tmp_path: Path) -> Iterator[FakeCloudRun]:
-    images = read_image_map(ROOT / "examples" / "shop" / "images.toml")
-    containers = Containers(images, tmp_path / "logs", workdir=tmp_path / "checkout")
+def shop_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudRun]:
+    for name, value in PROJECT_ENV.items():
+        monkeypatch.setenv(name, value)
+    containers = Containers(
+        read_image_map(SHOP_IMAGES), tmp_path / "logs", workdir=tmp_path / "checkout"
+    )
     with FakeCloudRun(containers) as fake:
         yield fake
-
-
-def seed_team_shop(fake: FakeCloudRun) -> dict[str, str]:
-    """The shop as the team runs it on shared staging, deployed some other way: both
-    services serving their first revision, the backend with a setting loop's config does not
-    name (FEATURE_FLAGS). Returns each service's serving revision."""
-    from google.cloud import run_v2
-
-    auth = fake.seed(f"{PARENT}/shop-auth", run_v2.Service(template=run_v2.RevisionTemplate(
-        containers=[run_v2.Container(image=f"{IMAGES}/auth:release-7")],
-    )))
-    backend = fake.seed(f"{PARENT}/shop-backend", run_v2.Service(template=run_v2.RevisionTemplate(
-        containers=[run_v2.Container(image=f"{IMAGES}/backend:release-7", env=[
-            run_v2.EnvVar(name="LOOP_AUTH_URL", value=fake.service("shop-auth").uri),
-            run_v2.EnvVar(name="FEATURE_FLAGS", value="new-checkout"),
-        ])],
-    )))
-    return {"shop-auth": auth, "shop-backend": backend}
 
 
 def test_a_failing_candidate_leaves_the_teams_revisions_serving_until_one_passes(
@@ -105,7 +93,8 @@ def test_a_failing_candidate_leaves_the_teams_revisions_serving_until_one_passes
 ) -> None:
     fake = shop_fake
     project = shop_checkout(tmp_path / "checkout", "staging")
-    team = seed_team_shop(fake)
+    # The team's release, as the demo starts with it: FEATURE_FLAGS is the backend's own.
+    team = fake.seed_running(read_running(SHOP_IMAGES))
     env = {**PROJECT_ENV, "CLOUDRUN_EMULATOR_HOST": fake.address, "GRPC_VERBOSITY": "ERROR"}
 
     plan = project.run("plan", "--env", "staging", env=env)
@@ -184,3 +173,20 @@ def test_a_revision_whose_container_never_listens_fails_the_deploy_with_its_log(
     assert "failed to start and listen on the port defined provided by the PORT=" in error
     assert "api: DATABASE_URL is not set" in error, error
     assert project.summary(1, env="staging")["totals"]["executed"] == 0
+
+
+@pytest.mark.parametrize("path", [
+    "configs/local.toml", "configs/staging.toml", "examples/cloudrun/staging.toml",
+])
+def test_every_config_this_repository_ships_loads(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deployloop.config.loading import load_config
+
+    for name, value in PROJECT_ENV.items():
+        monkeypatch.setenv(name, value)
+    config = load_config(ROOT / Path(path).parent, Path(path).stem)
+    assert config.deploy.services, path
+    assert sorted(str(p) for p in ROOT.glob("configs/*.toml")) == [
+        str(ROOT / "configs/local.toml"), str(ROOT / "configs/staging.toml"),
+    ]  # a new one belongs in the list above
