@@ -271,6 +271,7 @@ def test_json_has_every_contract_key_in_order() -> None:
         "tag",
         "promoted",
         "warning",
+        "serving",
     ]
     assert list(data["timing"]) == ["elapsed_s", "estimated_remaining_s"]
 

@@ -63,11 +63,18 @@ def test_make_demo_staging_reaches_green_in_two_iterations(tmp_path: Path) -> No
     assert project.summary(1, env="staging")["totals"]["failed"] == 5
     assert {d["tag"] for d in first.values()} == {"loop-it1"}
     assert not any(d["promoted"] or d["warning"] for d in first.values()), first
+    # The team's release kept the traffic, and the reports say so.
+    assert {n: d["serving"] for n, d in first.items()} == {
+        "auth": "shop-auth-00001-abc", "backend": "shop-backend-00001-abc",
+    }
+    report = (project.iteration_dir(1, env="staging") / "report.md").read_text()
+    assert "not promoted; traffic on shop-backend-00001-abc)" in report
     assert "not promoted: the iteration is below its target; traffic stays" in result.stdout
     assert "push_images: the fake Admin API runs this work tree's services" in result.stdout
     summary = project.summary(2, env="staging")
     assert summary["totals"]["failed"] == 0 and not summary["flaky"], summary["flaky"]
     assert all(d["promoted"] and d["tag"] == "loop-it2" for d in second.values()), second
+    assert all(d["serving"] == d["revision"] for d in second.values()), second
     assert "promoted backend: all traffic on shop-backend-loop2-" in result.stdout
     # Each revision ran as its own process, and none is left once the fake stops.
     # (the team's release, iteration 1's candidate, iteration 2's: three per service)

@@ -86,3 +86,30 @@ def test_a_schema_5_database_keeps_its_deployments_and_records_candidates(
     (after,) = store.deployments(record.id)
     assert (after.revision, after.tag, after.promoted) == ("r2", "loop-it1", True)
     store.close()
+
+
+def test_a_schema_6_database_gets_what_serves_the_traffic(tmp_path: Path) -> None:
+    db = tmp_path / "loop.db"
+    store = Store.open(db)
+    record = store.start_iteration("staging", "abc", 100.0, 1)
+    store.record_deployments(
+        record.id, [Deployment("api", DeployStatus.READY, revision="r2", tag="loop-it1")]
+    )
+    store.close()
+    conn = sqlite3.connect(db)
+    conn.execute("ALTER TABLE deployments DROP COLUMN serving")
+    conn.execute("PRAGMA user_version = 6")
+    conn.commit()
+    conn.close()
+    store = Store.open(db, verify=True)
+    (before,) = store.deployments(record.id)
+    assert (before.revision, before.serving) == ("r2", None)
+    store.record_deployments(record.id, [Deployment(
+        "api", DeployStatus.READY, revision="r2", tag="loop-it1", serving="r1",
+    )])
+    assert store.deployments(record.id)[0].serving == "r1"  # a candidate: r1 still serves
+    store.record_promotion(record.id, ["api"])
+    assert store.deployments(record.id)[0].serving == "r2"
+    store.record_rollback(record.id, "api", "r0")
+    assert store.deployments(record.id)[0].serving == "r0"
+    store.close()

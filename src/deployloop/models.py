@@ -104,6 +104,9 @@ class Deployment:
     promoted: bool = False
     # The image's digest when the deploy resolved its tag (the revision runs image@digest).
     digest: str | None = None
+    # What served the service's traffic once this iteration was done with it (cloudrun):
+    # a revision, or "rev-a 90%, rev-b 10%". A candidate that was not promoted is not it.
+    serving: str | None = None
     # Ready, with something the team should know (public access an organization policy
     # refused, ...): shown with the deployment, never a failure.
     warning: str | None = None

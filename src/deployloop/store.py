@@ -34,7 +34,7 @@ from deployloop.models import (
 )
 from deployloop.safetext import printable
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE iterations (
@@ -67,6 +67,7 @@ CREATE TABLE deployments (
     promoted INTEGER NOT NULL DEFAULT 0,
     warning TEXT,
     digest TEXT,
+    serving TEXT,
     PRIMARY KEY (iteration_id, service)
 );
 CREATE TABLE suites (
@@ -521,11 +522,12 @@ class Store:
             tx.executemany(
                 "INSERT OR REPLACE INTO deployments (iteration_id, service, status, url, revision,"
                 " started_at, ready_at, error, image, rolled_back_to, tag, promoted, warning,"
-                " digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " digest, serving) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (iteration_id, d.service, d.status, d.url, d.revision, d.started_at,
                      d.ready_at, self._keep(d.error, MAX_MESSAGE), d.image, d.rolled_back_to,
-                     d.tag, int(d.promoted), self._keep(d.warning, MAX_MESSAGE), d.digest)
+                     d.tag, int(d.promoted), self._keep(d.warning, MAX_MESSAGE), d.digest,
+                     d.serving)
                     for d in deployments
                 ],
             )
@@ -541,14 +543,16 @@ class Store:
         """The traffic of `services` moved to this iteration's revisions."""
         with self._tx() as tx:
             tx.executemany(
-                "UPDATE deployments SET promoted = 1 WHERE iteration_id = ? AND service = ?",
+                "UPDATE deployments SET promoted = 1, serving = revision"
+                " WHERE iteration_id = ? AND service = ?",
                 [(iteration_id, service) for service in services],
             )
 
     def record_rollback(self, iteration_id: int, service: str, to_revision: str) -> None:
         self._write(
-            "UPDATE deployments SET rolled_back_to = ? WHERE iteration_id = ? AND service = ?",
-            (to_revision, iteration_id, service),
+            "UPDATE deployments SET rolled_back_to = ?, serving = ?"
+            " WHERE iteration_id = ? AND service = ?",
+            (to_revision, to_revision, iteration_id, service),
         )
 
     def last_good_revisions(self, env: str, before_number: int) -> dict[str, str]:
@@ -565,7 +569,7 @@ class Store:
     def deployments(self, iteration_id: int) -> list[Deployment]:
         rows = self._conn.execute(
             "SELECT service, status, url, revision, started_at, ready_at, error, image,"
-            " rolled_back_to, tag, promoted, warning, digest FROM deployments"
+            " rolled_back_to, tag, promoted, warning, digest, serving FROM deployments"
             " WHERE iteration_id = ?"
             " ORDER BY rowid",
             (iteration_id,),
@@ -573,7 +577,7 @@ class Store:
         return [
             Deployment(
                 r[0], DeployStatus(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], tag=r[9],
-                promoted=bool(r[10]), warning=r[11], digest=r[12],
+                promoted=bool(r[10]), warning=r[11], digest=r[12], serving=r[13],
             )
             for r in rows
         ]
@@ -1157,11 +1161,11 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             _execute_script(conn, _kept_triggers())
         if version <= 4:  # finished iterations' summaries, kept once computed
             _execute_script(conn, _SUMMARIES)
-        if 1 <= version <= 5:  # candidate revisions (tag, promoted); a ready one's warning
+        if 1 <= version <= 6:  # candidate revisions (tag, promoted, serving); warnings
             have = {row[1] for row in conn.execute("PRAGMA table_info(deployments)")}
             for column, kind in (
                 ("tag", "TEXT"), ("promoted", "INTEGER NOT NULL DEFAULT 0"), ("warning", "TEXT"),
-                ("digest", "TEXT"),
+                ("digest", "TEXT"), ("serving", "TEXT"),
             ):
                 if column not in have:
                     conn.execute(f"ALTER TABLE deployments ADD COLUMN {column} {kind}")

@@ -110,14 +110,18 @@ def _safe(value: object, field: str) -> object:
 
 
 def revision_text(deployment: Deployment) -> str:
-    """A deployment's revision, with its image's digest, its candidate tag and whether it was
-    promoted."""
+    """A deployment's revision, with its image's digest, its candidate tag, whether it was
+    promoted, and what served the traffic when that was another revision."""
     text = deployment.revision or "-"
     if deployment.digest:
         text += f" ({deployment.digest[:19]})"  # sha256: and 12 hex digits, as docker shows
+    elsewhere = deployment.serving and deployment.serving != deployment.revision
+    traffic = f"traffic on {deployment.serving}" if elsewhere else ""
     if deployment.tag:
         promoted = "promoted" if deployment.promoted else "not promoted"
-        text += f" (candidate {deployment.tag}, {promoted})"
+        text += f" (candidate {deployment.tag}, {promoted}{'; ' + traffic if traffic else ''})"
+    elif traffic:
+        text += f" ({traffic})"
     return text
 
 

@@ -189,6 +189,7 @@ def _deployment(deployment: Deployment) -> dict[str, Any]:
         "tag": deployment.tag,
         "promoted": deployment.promoted,
         "warning": deployment.warning,
+        "serving": deployment.serving,
     }
 
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from deployloop.analysis.figures import figures
 from deployloop.deploy import DeployError
 from deployloop.deploy.base import DeployTarget
-from deployloop.models import DeployStatus, IterationRecord
+from deployloop.models import Deployment, DeployStatus, IterationRecord
 from deployloop.safetext import shown_text
 from deployloop.stages.settings import IterationSettings
 from deployloop.store import Store
@@ -31,22 +31,23 @@ def promote_if_passed(
     rate = figures(store.tests(record.id)).pass_rate
     passed = rate is not None and rate >= settings.target_pass_rate
     ready = bool(deployments) and all(d.status is DeployStatus.READY for d in deployments)
+    stays = _where_traffic_stays(deployments)
     if record.partial or settings.suite_globs:
         console.print(
             "  candidate revisions not promoted: only some tests ran (--failed-only or"
-            " --suite); traffic stays where it was"
+            f" --suite); {stays}", highlight=False,
         )
         return []
     if not (passed and ready):
         console.print(
-            "  candidate revisions not promoted: the iteration is below its target; traffic"
-            " stays where it was"
+            f"  candidate revisions not promoted: the iteration is below its target; {stays}",
+            highlight=False,
         )
         return []
     if not deploy.promote:
         console.print(
-            "  candidate revisions passed; traffic stays where it was (`promote = true` moves"
-            " it to them)"
+            f"  candidate revisions passed; {stays} (`promote = true` moves it to them)",
+            highlight=False,
         )
         return []
     try:
@@ -62,3 +63,10 @@ def promote_if_passed(
                 highlight=False,
             )
     return promoted
+
+
+def _where_traffic_stays(deployments: list[Deployment]) -> str:
+    serving = [f"{d.service} on {d.serving}" for d in deployments if d.serving]
+    if not serving:
+        return "traffic stays where it was"
+    return shown_text("traffic stays where it was: " + "; ".join(serving))

@@ -318,6 +318,20 @@ def condition_message(svc: run_v2.Service) -> str:
     return ""
 
 
+def serving_text(svc: run_v2.Service) -> str | None:
+    """The revisions that serve the traffic: `rev` alone, or `rev-a 90%, rev-b 10%`."""
+    shares: dict[str, int] = {}
+    for status in svc.traffic_statuses:
+        if status.percent > 0:
+            name = short_name(status.revision)
+            shares[name] = shares.get(name, 0) + status.percent
+    if not shares:
+        return None
+    if len(shares) == 1:
+        return next(iter(shares))
+    return ", ".join(f"{name} {percent}%" for name, percent in shares.items())
+
+
 def serving_share(svc: run_v2.Service, revision: str) -> int | None:
     """Percent of the traffic `revision` serves, from traffic_statuses; None if not reported."""
     if not svc.traffic_statuses:

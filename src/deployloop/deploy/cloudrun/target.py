@@ -48,6 +48,7 @@ from deployloop.deploy.cloudrun.spec import (
     parent_path,
     service_path,
     serving_share,
+    serving_text,
     short_name,
     tag_url,
     token_env_var,
@@ -439,6 +440,7 @@ class CloudRunTarget:
             # Kept on failure too: the record names the revision that did not become ready.
             record.revision = short_name(svc.latest_created_revision) or None
             check_rollout(svc, started.previous, deploy_id)
+            record.serving = serving_text(svc)
             if candidate:
                 # Reached by its tag's URL: the service's own still serves what it served.
                 record.tag = candidate_tag(ctx.iteration)
