@@ -73,7 +73,8 @@ def default_credentials() -> Credentials:
         raise CredentialsError(
             f"no Google Cloud credentials (Application Default Credentials){detail}:"
             f" {LOGIN_HINT}; or, to try loop without Google, point it at a fake Admin API"
-            " with CLOUDRUN_EMULATOR_HOST (README: \"Trying it without a Google account\")"
+            " with CLOUDRUN_EMULATOR_HOST (`make demo-staging`; README: \"Trying it without a"
+            " Google account\")"
         ) from None
     scoped: Credentials = google.auth.credentials.with_scopes_if_required(  # type: ignore[no-untyped-call]
         credentials, [CLOUD_PLATFORM_SCOPE]
