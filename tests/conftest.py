@@ -250,6 +250,21 @@ def read_pid(path: Path, timeout: float = 30) -> int:
     return int(text)
 
 
+def pids_where(test: Callable[[Path], bool]) -> list[int]:
+    """The processes whose /proc/<pid> folder passes `test` (one that ends meanwhile, or
+    is not ours to read, is left out)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if test(proc):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Project, output, pid_alive, wait_for
+from conftest import Project, output, pid_alive, pids_where, wait_for
 
 from deployloop.runner.inventory import INVENTORY_END
 from deployloop.runner.process import PLUGIN_DIR
@@ -444,20 +444,14 @@ def test_the_plugin_and_loop_agree_on_the_inventorys_last_line(
 
 def _server_pids(project: Project) -> list[int]:
     """The fork servers of a run in `project`, by their command line."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if any(part.startswith(b"--loop-zygote") for part in cmdline) and cwd == str(
-            project.root
-        ):
-            pids.append(int(proc.name))
-    return pids
+
+    def is_server(proc: Path) -> bool:
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        return any(part.startswith(b"--loop-zygote") for part in cmdline) and os.readlink(
+            proc / "cwd"
+        ) == str(project.root)
+
+    return pids_where(is_server)
 
 
 def test_a_fork_server_killed_mid_run_costs_only_the_tests_running(project: Project) -> None:

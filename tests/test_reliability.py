@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LOOP, Project, loop_env, output, pid_alive, read_pid, wait_for
+from conftest import LOOP, Project, loop_env, output, pid_alive, pids_where, read_pid, wait_for
 
 SERVICE_CONFIG = """
 [loop]
@@ -68,19 +68,12 @@ def hanging_project(project: Project) -> None:
 
 def watchdog_pids(loop_pid: int) -> list[int]:
     """loop's watchdog: its child running deployloop/watchdog.py."""
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            stat_line = (proc / "stat").read_text()
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat_line.rsplit(")", 1)[1].split()[1])
-        if ppid == loop_pid and b"watchdog.py" in cmdline:
-            out.append(int(proc.name))
-    return out
+
+    def is_watchdog(proc: Path) -> bool:
+        ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        return ppid == loop_pid and b"watchdog.py" in (proc / "cmdline").read_bytes()
+
+    return pids_where(is_watchdog)
 
 
 def start_and_wait_for_hang(project: Project) -> tuple[subprocess.Popen[str], int, int]:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from cloudrun_fake import FakeCloudRun
-from conftest import ROOT, Project, loop_env, output, shop_checkout
+from conftest import ROOT, Project, loop_env, output, pids_where, shop_checkout
 from fake_containers import Containers, read_image_map, read_running
 
 PROJECT_ENV = {"GCP_PROJECT": "deployloop-demo", "GCP_REGION": "europe-west1"}
@@ -29,18 +29,12 @@ def deployments(project: Project, iteration: int) -> dict[str, dict[str, Any]]:
 
 def revision_processes(root: Path) -> list[int]:
     """Processes still running a fake revision (Cloud Run's K_REVISION) started in `root`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            environ = (proc / "environ").read_bytes()
-            cwd = (proc / "cwd").resolve()
-        except OSError:
-            continue
-        if b"\0K_REVISION=" in b"\0" + environ and cwd == root.resolve():
-            found.append(int(proc.name))
-    return found
+
+    def is_revision(proc: Path) -> bool:
+        environ = b"\0" + (proc / "environ").read_bytes()
+        return b"\0K_REVISION=" in environ and (proc / "cwd").resolve() == root.resolve()
+
+    return pids_where(is_revision)
 
 
 def test_make_demo_staging_reaches_green_in_two_iterations(tmp_path: Path) -> None:
