@@ -4,9 +4,11 @@ failing tests as fixed, not as flaky."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
-from conftest import output, shop_checkout
+import pytest
+from conftest import ROOT, output, shop_checkout
 
 
 def test_the_main_example_fixes_its_failures_in_two_iterations(tmp_path: Path) -> None:
@@ -16,3 +18,14 @@ def test_the_main_example_fixes_its_failures_in_two_iterations(tmp_path: Path) -
     assert "vs iteration 1: 5 fixed, 0 new failures" in result.stdout, output(result)
     second = project.summary(2)
     assert second["totals"]["failed"] == 0 and not second["flaky"], second["flaky"]
+
+
+def test_a_fresh_clone_starts_with_the_bug() -> None:
+    """A fix file committed by mistake (a demo run writes one) would make the main example
+    start green for everyone who clones the repository."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "examples/shop/fixes"], cwd=ROOT, capture_output=True, text=True
+    )
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert tracked.stdout == "", f"committed: {tracked.stdout}"
