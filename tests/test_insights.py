@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from deployloop.analysis.clusters import cluster_failures
 from deployloop.analysis.normalize import normalize
-from deployloop.analysis.progress import iterations_to_green
+from deployloop.analysis.progress import iterations_to_green, pace_of
 from deployloop.config import Config
 from deployloop.gitinfo import file_digests
 from deployloop.models import (
@@ -44,8 +44,10 @@ from deployloop.models import (
     SuiteStatus,
     Summary,
     TestResult,
+    Trend,
 )
 from deployloop.models import TestRow as Row  # aliased: pytest collects classes named Test*
+from deployloop.report._format import to_green_text
 from deployloop.runner.process import PLUGIN_DIR
 from deployloop.runner.reportlog import ReportLogReader
 from deployloop.stages.analyze import load_summary
@@ -741,6 +743,19 @@ def test_iterations_to_green_follows_the_least_squares_slope() -> None:
     assert iterations_to_green([(1, 70.0), (2, 60.0)], 100.0) is None
     assert iterations_to_green([(1, 70.0)], 100.0) is None
     assert iterations_to_green([(1, 70.0), (2, None), (3, 100.0)], 100.0) == 0.0
+
+
+def test_a_drop_is_never_projected_to_green() -> None:
+    """The hand-written reports' trap: 80 -> 90 -> 99.3 -> 96.2 has a rising slope, and
+    "about 1 more iteration to green" after a drop is a promise nothing supports."""
+    rates = [(1, 80.0), (2, 90.0), (3, 99.3), (4, 96.2)]
+    assert iterations_to_green(rates, 100.0) is None
+    assert pace_of(rates) == "falling"
+    assert pace_of([(1, 90.0), (2, 90.0)]) == "flat"
+    assert pace_of([(1, 90.0), (2, None), (3, 95.0)]) == "rising"  # a setup failure between
+    assert pace_of([(1, 90.0)]) == "unknown"
+    falling = Trend(tuple(rates), None, "falling")
+    assert to_green_text(falling) == "the pass rate is falling: no estimate of iterations to green"
 
 
 # --- properties ------------------------------------------------------------------------------

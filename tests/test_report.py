@@ -629,7 +629,10 @@ def make_insights() -> Insights:
             remaining_tests=40,
             basis=PROJECTION_BASIS,
         ),
-        trend=Trend(((1, 60.0), (2, 75.55), (3, None), (4, 89.13)), iterations_to_green=1.6),
+        trend=Trend(
+            ((1, 60.0), (2, 75.55), (3, None), (4, 89.13)), iterations_to_green=1.6,
+            pace="rising",
+        ),
         diff=IterationDiff(
             compared_to=3,
             fixed=FIXED,
@@ -721,6 +724,7 @@ def test_json_carries_every_insight() -> None:
             {"iteration": 4, "pass_rate": 89.1},
         ],
         "iterations_to_green": 1.6,
+        "pace": "rising",
     }
     assert data["diff"] == {
         "compared_to": 3,

@@ -358,7 +358,10 @@ class Trend:
     """Pass rate per iteration so far, and how many more iterations to green at that pace."""
 
     pass_rates: tuple[tuple[int, float | None], ...]
-    iterations_to_green: float | None  # None: not improving, or not enough history
+    iterations_to_green: float | None  # None: not rising, or not enough history
+    # "rising", "falling" (a drop at the end counts, whatever came before), "flat", or
+    # "unknown" (fewer than two rates)
+    pace: str = "unknown"
 
 
 @dataclass(frozen=True)

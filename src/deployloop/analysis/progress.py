@@ -110,12 +110,17 @@ def trend(
 
     The pace is the least-squares slope of the rate over the last TREND_WINDOW iterations
     with a rate; iterations_to_green is 0 when the latest rate is at the target, else
-    (target - latest) / slope when the slope is positive, else None.
+    (target - latest) / slope while the rate is rising, else None: a drop is never projected
+    to green, however it went before.
     """
     counts = past_of(history).counts
     numbers = [r.number for r in iterations] or sorted(counts)
     rates = tuple((n, _rate(*counts.get(n, (0, 0)))) for n in numbers)
-    return Trend(pass_rates=rates, iterations_to_green=iterations_to_green(rates, target))
+    return Trend(
+        pass_rates=rates,
+        iterations_to_green=iterations_to_green(rates, target),
+        pace=pace_of(rates),
+    )
 
 
 def _rate(passed: int, executed: int) -> float | None:
@@ -123,16 +128,33 @@ def _rate(passed: int, executed: int) -> float | None:
 
 
 def iterations_to_green(rates: Sequence[tuple[int, float | None]], target: float) -> float | None:
-    window = [(n, r) for n, r in rates[-TREND_WINDOW:] if r is not None]
+    window = _window(rates)
     if not window:
         return None
     latest = window[-1][1]
     if latest >= target:
         return 0.0
     slope = least_squares_slope(window)
-    if slope is None or slope <= 0:
+    if pace_of(rates) != "rising" or slope is None:
         return None
     return (target - latest) / slope
+
+
+def pace_of(rates: Sequence[tuple[int, float | None]]) -> str:
+    """Which way the pass rate goes over the last iterations with a rate (see Trend.pace)."""
+    window = _window(rates)
+    if len(window) < 2:
+        return "unknown"
+    if window[-1][1] < window[-2][1]:
+        return "falling"
+    slope = least_squares_slope(window)
+    if not slope:
+        return "flat"
+    return "rising" if slope > 0 else "falling"
+
+
+def _window(rates: Sequence[tuple[int, float | None]]) -> list[tuple[int, float]]:
+    return [(n, r) for n, r in rates if r is not None][-TREND_WINDOW:]
 
 
 def least_squares_slope(points: Sequence[tuple[int, float]]) -> float | None:

@@ -542,11 +542,15 @@ def round_rate(value: float | None) -> float | None:
 
 def to_green_text(trend: Trend) -> str:
     steps = trend.iterations_to_green
-    if steps is None:
-        return "no estimate of iterations to green (not improving, or too little history)"
-    if steps <= 0:
+    if steps is not None and steps <= 0:
         return "the target is reached"
-    return f"about {plural(math.ceil(steps), 'more iteration')} to green at this pace"
+    if steps is not None:
+        return f"about {plural(math.ceil(steps), 'more iteration')} to green at this pace"
+    if trend.pace == "falling":
+        return "the pass rate is falling: no estimate of iterations to green"
+    if trend.pace == "flat":
+        return "the pass rate is flat: no estimate of iterations to green"
+    return "too little history for an estimate of iterations to green"
 
 
 def trend_text(trend: Trend) -> str:

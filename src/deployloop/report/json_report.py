@@ -240,6 +240,7 @@ def _trend(trend: Trend | None) -> dict[str, Any] | None:
             for number, rate in trend.pass_rates
         ],
         "iterations_to_green": None if steps is None else round(steps, 1),
+        "pace": trend.pace,
     }
 
 
