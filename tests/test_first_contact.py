@@ -106,11 +106,40 @@ def test_pytest_refusing_an_option_shows_its_own_message(
     project.config(CONFIG.format(python=foreign_python, extra='pytest_args = ["--bogus"]'))
     project.write("tests/test_a.py", "def test_a(): pass\n")
     result = project.run("run")
-    assert result.returncode == 1, output(result)
+    assert result.returncode == 2, output(result)  # a config error, found by pytest
     summary = project.summary()
+    assert summary["status"] == "setup_failed"
+    assert summary["left_out"].startswith("setup failed: unrecognized arguments: --bogus")
     labels = " ".join(c["label"] for c in summary["clusters"])
     assert "unrecognized arguments: --bogus" in labels, labels
     assert "usage:" not in labels
+    report = (project.iteration_dir(1) / "report.md").read_text()
+    assert "unrecognized arguments: --bogus (pytest exit 4)" in report.split("\n## ")[0]
+
+
+def test_an_iteration_pytest_could_not_start_leaves_no_figures_behind(
+    project: Project, foreign_python: Path
+) -> None:
+    """Not a result: a usage error between two passing iterations makes no test fixed,
+    flaky or new, and no point of the trend."""
+    project.config(CONFIG.format(python=foreign_python, extra=""))
+    project.write("tests/test_a.py", "def test_a(): pass\ndef test_b(): pass\n")
+    assert project.run("run").returncode == 0
+    project.config(CONFIG.format(python=foreign_python, extra='pytest_args = ["--bogus"]'))
+    second = project.run("run")
+    assert second.returncode == 2, output(second)
+    assert "Stopped: pytest could not run a test (exit 2)" in second.stdout
+    assert project.summary(2)["diff"] is None and project.summary(2)["integrity"] == []
+    project.config(CONFIG.format(python=foreign_python, extra=""))
+    third = project.run("run")
+    assert third.returncode == 0, output(third)
+    summary = project.summary(3)
+    assert summary["diff"]["compared_to"] == 1
+    assert (summary["diff"]["fixed"], summary["diff"]["new_failures"]) == ([], [])
+    assert summary["flaky"] == [] and summary["broken"] == [] and summary["integrity"] == []
+    assert [p["iteration"] for p in summary["trend"]["pass_rates"]] == [1, 3]
+    history = project.json("history", "--format", "json")
+    assert [h["left_out"] is not None for h in history] == [False, True, False]
 
 
 def test_a_hanging_test_is_named_while_it_hangs(project: Project) -> None:
@@ -297,3 +326,40 @@ def test_piped_output_keeps_ids_paths_and_dates_whole(project: Project) -> None:
             (row,) = [ln for ln in result.stdout.splitlines() if ln.strip().startswith("1 ")]
             assert "failed" in row and "0.0%" in row
             assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", row), row
+
+
+def test_tests_that_read_a_service_url_at_import_are_collected_once_it_exists(
+    project: Project,
+) -> None:
+    """A conftest (the whole suite fails to collect) or a test module (one file does) that
+    reads LOOP_API_URL at import: before the deploy there is no URL; loop collects those
+    suites again once the service is up, and their tests run."""
+    project.service()
+    project.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "local"
+
+        [[deploy.services]]
+        name = "api"
+        command = ["{python}", "svc.py", "--port", "{port}"]
+
+        [[tests.suites]]
+        name = "Conftest reads it"
+        paths = ["a"]
+
+        [[tests.suites]]
+        name = "Module reads it"
+        paths = ["b"]
+    """)
+    project.write("a/conftest.py", "import os\nAPI = os.environ['LOOP_API_URL']\n")
+    project.write("a/test_a.py", "def test_a():\n    pass\n")
+    project.write("b/test_b.py", "import os\nAPI = os.environ['LOOP_API_URL']\n\n"
+                                 "def test_b():\n    assert API.startswith('http://')\n")
+    result = project.run("run")
+    assert result.returncode == 0, output(result)
+    assert "collecting 2 suites again, with the services' URLs" in result.stdout
+    totals = project.summary()["totals"]
+    assert (totals["collected"], totals["passed"], totals["errors"]) == (2, 2, 0)

@@ -497,7 +497,7 @@ def test_a_schema_4_database_gets_the_summaries_table(tmp_path: Path) -> None:
     assert kept_summary(store, record, None, date.today()) == summary
     store.close()
     (version,) = sqlite3.connect(db).execute("PRAGMA user_version").fetchone()
-    assert version == SCHEMA_VERSION == 7
+    assert version == SCHEMA_VERSION == 8
 
 
 # --- helpers ----------------------------------------------------------------------------------

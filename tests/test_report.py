@@ -221,6 +221,7 @@ def test_json_has_every_contract_key_in_order() -> None:
         # Later additions, after every key an older version wrote.
         "running",
         "partial",
+        "left_out",
     ]
     assert list(data["totals"]) == [
         "collected",

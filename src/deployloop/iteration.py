@@ -14,6 +14,7 @@ from datetime import date
 from rich.console import Console
 
 from deployloop.analysis.figures import figures
+from deployloop.analysis.setup_failure import LEFT_OUT_STATUSES, pytest_setup_error
 from deployloop.deploy import DeployError, DeployTarget, make_target
 from deployloop.models import IterationRecord, IterationStatus, Summary
 from deployloop.runner.execute import Interrupted
@@ -91,11 +92,25 @@ def run_iteration(
         _stop(target)
         raise IterationError(exc, _mark_error(store, record, exc)) from exc
     interrupted = _stop(target) or interrupted
+    setup_error = None if deploy_error or interrupted else pytest_setup_error(
+        store.tests(record.id)
+    )
     status = _final_status(store, record, settings.target_pass_rate, deploy_error, interrupted)
-    store.finish_iteration(record.id, status, error=deploy_error)
+    if setup_error is not None:
+        status = IterationStatus.SETUP_FAILED
+    error = deploy_error or setup_error
+    store.finish_iteration(
+        record.id, status, error=error,
+        left_out=f"{status.value.replace('_', ' ')}: {error}" if status in LEFT_OUT_STATUSES
+        else None,
+    )
     finished = store.iteration_by_id(record.id)
     assert finished is not None
     summary = load_summary(store, finished, settings.config, date.today())
+    if summary.insights.outage and finished.left_out is None:
+        # Most tests failed one way: the environment, not the code. The iterations after
+        # this one leave it out; its own report says so first.
+        store.leave_out(record.id, f"outage: {summary.insights.outage}")
     write_reports(settings.layout, summary)
     _keep(store, summary, settings)
     # The workers end their sessions (JUnit XML, teardown) while loop reports: waited for

@@ -33,6 +33,9 @@ class IterationStatus(StrEnum):
     PASSED = "passed"  # pass rate reached the target
     FAILED = "failed"  # finished below the target
     DEPLOY_FAILED = "deploy_failed"
+    # pytest never ran a test: a usage error, a missing plugin or module, every collection
+    # failed. Not a result: loop stops (exit 2) and the iteration counts in no figure after.
+    SETUP_FAILED = "setup_failed"
     INTERRUPTED = "interrupted"
     ERROR = "error"  # the loop itself could not go on (a bug, a broken hook)
     # `loop` was killed (kill -9, out of memory) mid-iteration: the next loop command found it
@@ -126,6 +129,9 @@ class IterationRecord:
     error: str | None = None
     code_key: str | None = None  # identity of the code tested: git state and revisions
     partial: bool = False  # --failed-only: the tests that passed before were not run
+    # Why this iteration is no result for the ones after it (a setup failure, an outage):
+    # its outcomes count in no flaky, broken, fixed, diff or trend figure. None: it counts.
+    left_out: str | None = None
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from deployloop.models import (
 )
 from deployloop.safetext import printable
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = """
 CREATE TABLE iterations (
@@ -50,6 +50,7 @@ CREATE TABLE iterations (
     error TEXT,
     code_key TEXT,
     partial INTEGER NOT NULL DEFAULT 0,
+    left_out TEXT,
     UNIQUE (env, number)
 );
 CREATE TABLE deployments (
@@ -441,12 +442,25 @@ class Store:
         )
 
     def finish_iteration(
-        self, iteration_id: int, status: IterationStatus, error: str | None = None
+        self,
+        iteration_id: int,
+        status: IterationStatus,
+        error: str | None = None,
+        left_out: str | None = None,
     ) -> None:
         self._check_path(force=True)
         self._write(
-            "UPDATE iterations SET status = ?, finished_at = ?, error = ? WHERE id = ?",
-            (status, now_iso(), self._keep(error, MAX_MESSAGE), iteration_id),
+            "UPDATE iterations SET status = ?, finished_at = ?, error = ?, left_out = ?"
+            " WHERE id = ?",
+            (status, now_iso(), self._keep(error, MAX_MESSAGE),
+             self._keep(left_out, MAX_MESSAGE), iteration_id),
+        )
+
+    def leave_out(self, iteration_id: int, reason: str) -> None:
+        """The iteration is no result for the ones after it (see IterationRecord.left_out)."""
+        self._write(
+            "UPDATE iterations SET left_out = ? WHERE id = ?",
+            (self._keep(reason, MAX_MESSAGE), iteration_id),
         )
 
     def mark_crashed(
@@ -724,13 +738,13 @@ class Store:
             "SELECT i.number, t.nodeid, t.suite, t.outcome, 1, t.message, t.duration_s,"
             " i.code_key, f.sha256 FROM tests t JOIN iterations i ON i.id = t.iteration_id"
             " LEFT JOIN test_files f ON f.iteration_id = t.iteration_id AND f.path = t.file"
-            " WHERE i.env = ? AND i.number <= ? AND t.outcome IS NOT NULL"
+            " WHERE i.env = ? AND i.number <= ? AND t.outcome IS NOT NULL AND i.left_out IS NULL"
             " UNION ALL"
             " SELECT i.number, a.nodeid, a.suite, a.outcome, a.attempt, a.message, a.duration_s,"
             " i.code_key, f.sha256 FROM attempts a JOIN iterations i ON i.id = a.iteration_id"
             " LEFT JOIN test_files f ON f.iteration_id = a.iteration_id"
             " AND f.path = substr(a.nodeid, 1, instr(a.nodeid || '::', '::') - 1)"
-            " WHERE i.env = ? AND i.number <= ?"
+            " WHERE i.env = ? AND i.number <= ? AND i.left_out IS NULL"
             " ORDER BY 1, 2, 5",
             (env, up_to, env, up_to),
         ).fetchall()
@@ -743,36 +757,41 @@ class Store:
         """env's results of iterations 1..up_to from the kept tables: what store.history holds,
         in a form whose size grows with the tests, not with tests x iterations."""
         iterations = self._conn.execute(
-            "SELECT number, code_key FROM iterations WHERE env = ? AND number <= ?",
+            "SELECT number, code_key, left_out FROM iterations WHERE env = ? AND number <= ?",
             (env, up_to),
         ).fetchall()
+        # An iteration left out (a setup failure, an outage) is no result: its outcomes are
+        # blanked where the kept strings hold them, and left out of every other part.
+        blank = sorted(int(n) for n, _, left_out in iterations if left_out is not None)
         tests = tuple(
-            KeptTest(r[0], _unkey(r[1]), _unkey(r[2]), r[3])
+            KeptTest(r[0], _unkey(r[1]), _unkey(r[2]), kept)
             for r in self._conn.execute(
                 "SELECT suite, nodeid, file, substr(outcomes, 1, ?) AS kept FROM test_history"
                 " WHERE env = ? AND trim(kept) != ''",
                 (up_to, env),
             )
+            if (kept := _blanked(r[3], blank)).strip()
         )
         reruns = self._history_rows(
             "SELECT i.number, a.nodeid, a.suite, a.outcome, a.attempt, a.message, a.duration_s,"
             " i.code_key, f.sha256 FROM attempts a JOIN iterations i ON i.id = a.iteration_id"
             " LEFT JOIN test_files f ON f.iteration_id = a.iteration_id"
             " AND f.path = substr(a.nodeid, 1, instr(a.nodeid || '::', '::') - 1)"
-            " WHERE i.env = ? AND i.number <= ? ORDER BY 1, 2, 5",
+            " WHERE i.env = ? AND i.number <= ? AND i.left_out IS NULL ORDER BY 1, 2, 5",
             (env, up_to),
         )
         failures = self._history_rows(
             "SELECT i.number, t.nodeid, t.suite, t.outcome, 1, t.message, t.duration_s,"
             " i.code_key, NULL FROM iterations i JOIN tests t ON t.iteration_id = i.id"
-            " WHERE i.env = ? AND i.number <= ? AND t.outcome IN (?, ?)",
+            " WHERE i.env = ? AND i.number <= ? AND t.outcome IN (?, ?) AND i.left_out IS NULL",
             (env, up_to, Outcome.FAILED, Outcome.ERROR),
         )
         hashes = {
             (int(r[0]), _unkey(r[1])): str(r[2])
             for r in self._conn.execute(
                 "SELECT i.number, f.path, f.sha256 FROM test_files f"
-                " JOIN iterations i ON i.id = f.iteration_id WHERE i.env = ? AND i.number <= ?",
+                " JOIN iterations i ON i.id = f.iteration_id WHERE i.env = ? AND i.number <= ?"
+                " AND i.left_out IS NULL",
                 (env, up_to),
             )
         }
@@ -782,7 +801,7 @@ class Store:
             " SUM(CASE WHEN c.outcome IN (?, ?, ?) THEN c.count ELSE 0 END)"
             " FROM outcome_counts c JOIN iterations i ON i.id = c.iteration_id"
             " WHERE i.env = ? AND i.number <= ? AND c.outcome != '' AND c.count > 0"
-            " GROUP BY i.number",
+            " AND i.left_out IS NULL GROUP BY i.number",
             (Outcome.PASSED, Outcome.PASSED, Outcome.FAILED, Outcome.ERROR, env, up_to),
         ):
             counts[int(number)] = (int(passed), int(executed))
@@ -790,7 +809,7 @@ class Store:
             tests=tests,
             reruns=tuple(reruns),
             failures=tuple(failures),
-            code_keys={int(n): k for n, k in iterations},
+            code_keys={int(n): k for n, k, left_out in iterations if left_out is None},
             file_hashes=hashes,
             durations=self._durations(env, up_to, reruns),
             counts=counts,
@@ -879,7 +898,8 @@ class Store:
         outcomes come from the iterations before it, back to a full one."""
         rows = self._conn.execute(
             "SELECT i.id, i.number, i.partial FROM iterations i WHERE i.env = ?"
-            " AND i.number < ? AND i.status != ? AND EXISTS (SELECT 1 FROM tests t"
+            " AND i.number < ? AND i.status != ? AND i.left_out IS NULL"
+            " AND EXISTS (SELECT 1 FROM tests t"
             " WHERE t.iteration_id = i.id AND t.outcome IN (?, ?, ?))"
             " ORDER BY i.number DESC",
             (env, before_number, IterationStatus.DEPLOY_FAILED,
@@ -1032,8 +1052,19 @@ def _figures(counts: dict[str, int]) -> Figures:
 
 _ITERATION_COLUMNS = (
     "id, env, number, status, git_sha, started_at, finished_at, target_pass_rate, workers, error,"
-    " code_key, partial"
+    " code_key, partial, left_out"
 )
+
+
+def _blanked(outcomes: str, numbers: Sequence[int]) -> str:
+    """`outcomes` (one character per iteration number) with those of `numbers` blank."""
+    if not numbers:
+        return outcomes
+    chars = list(outcomes)
+    for number in numbers:
+        if number <= len(chars):
+            chars[number - 1] = " "
+    return "".join(chars)
 
 
 def _iteration(row: Sequence[object]) -> IterationRecord:
@@ -1050,6 +1081,7 @@ def _iteration(row: Sequence[object]) -> IterationRecord:
         error=row[9] if isinstance(row[9], str) else None,
         code_key=row[10] if isinstance(row[10], str) else None,
         partial=bool(row[11]),
+        left_out=row[12] if isinstance(row[12], str) else None,
     )
 
 
@@ -1161,6 +1193,10 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             _execute_script(conn, _kept_triggers())
         if version <= 4:  # finished iterations' summaries, kept once computed
             _execute_script(conn, _SUMMARIES)
+        if 1 <= version <= 7:  # iterations that are no result for the ones after them
+            have = {row[1] for row in conn.execute("PRAGMA table_info(iterations)")}
+            if "left_out" not in have:
+                conn.execute("ALTER TABLE iterations ADD COLUMN left_out TEXT")
         if 1 <= version <= 6:  # candidate revisions (tag, promoted, serving); warnings
             have = {row[1] for row in conn.execute("PRAGMA table_info(deployments)")}
             for column, kind in (

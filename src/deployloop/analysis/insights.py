@@ -49,7 +49,10 @@ def build_insights(
     return Insights(
         flaky=flaky,
         broken=broken,
-        integrity=integrity_flags(rows, context.previous, context.history, iteration.number),
+        # Collection itself failed: what it collected says nothing of the suites.
+        integrity=()
+        if iteration.status is IterationStatus.SETUP_FAILED
+        else integrity_flags(rows, context.previous, context.history, iteration.number),
         false_greens=()
         if setup_failed
         else false_greens(totals, suites, rows, context.previous, context.settings),

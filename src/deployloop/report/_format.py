@@ -301,7 +301,7 @@ def verdict_detail(summary: Summary) -> str:
     if setup_failed:
         # Not a result: say what went wrong before the figures, which only show what is left.
         parts = [setup_failure_text(summary)]
-        if totals.executed:
+        if totals.executed and summary.iteration.status is not IterationStatus.SETUP_FAILED:
             parts.append(f"{totals.passed}/{totals.executed} executed tests passed before that")
     elif totals.executed == 0:
         parts = ["no tests executed"]
@@ -311,7 +311,8 @@ def verdict_detail(summary: Summary) -> str:
             f"{totals.passed}/{totals.executed} executed tests passed "
             f"({rate}, target {target:.1f}%)"
         ]
-    parts.extend(_failing_phrase(summary))
+    if summary.iteration.status is not IterationStatus.SETUP_FAILED:  # errors of no test
+        parts.extend(_failing_phrase(summary))
     if not setup_failed:
         parts.extend(_deploy_phrase(summary))
     text = ", ".join(parts)
@@ -340,12 +341,20 @@ def setup_failure_text(summary: Summary) -> str:
     status = iteration.status
     if status is IterationStatus.DEPLOY_FAILED:
         return f"the deploy failed: {deploy_error(summary)}; no test ran, so there is no result"
+    if status is IterationStatus.SETUP_FAILED:
+        return f"{pytest_error(summary)}; no test ran, so there is no result"
     error = f" ({one_line(iteration.error)})" if iteration.error else ""
     if status is IterationStatus.CRASHED:
         return f"loop crashed before any test ran{error}"
     if status is IterationStatus.INTERRUPTED:
         return f"interrupted before any test ran{error}"
     return f"loop could not go on before any test ran{error}"
+
+
+def pytest_error(summary: Summary) -> str:
+    """Why pytest ran no test, in its own words (the error recorded with the iteration)."""
+    error = one_line(summary.iteration.error) if summary.iteration.error else "no error recorded"
+    return f"pytest could not run a test: {error}"
 
 
 def deploy_error(summary: Summary) -> str:
@@ -606,6 +615,16 @@ def _deploy_failed_fact(summary: Summary, name: Namer) -> Fact | None:
     return Fact("deploy_failed", "error", f"Deploy failed: {deploy_error(summary)}")
 
 
+def _setup_failed_fact(summary: Summary, name: Namer) -> Fact | None:
+    if summary.iteration.status is not IterationStatus.SETUP_FAILED:
+        return None
+    return Fact(
+        "setup_failed", "error",
+        f"Setup failed: {pytest_error(summary)}. No test ran: this iteration counts in no"
+        " flaky, fixed, diff or trend figure.",
+    )
+
+
 def _outage_fact(summary: Summary, name: Namer) -> Fact | None:
     outage = summary.insights.outage
     if not outage:
@@ -725,6 +744,7 @@ def _progress_fact(summary: Summary, name: Namer) -> Fact:
 _FACT_BUILDERS: tuple[Callable[[Summary, Namer], Fact | None], ...] = (
     _crash_fact,
     _deploy_failed_fact,
+    _setup_failed_fact,
     _outage_fact,
     _integrity_fact,
     _new_failures_fact,

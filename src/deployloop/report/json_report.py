@@ -94,6 +94,9 @@ def _summary_dict(summary: Summary) -> dict[str, Any]:
         ],
         # Only some tests ran (--failed-only, or --suite): the figures are not the inventory's.
         "partial": summary.partial,
+        # Why the iterations after this one leave it out of every figure (a setup failure,
+        # an outage); null: it counts.
+        "left_out": iteration.left_out,
     }
 
 
@@ -272,6 +275,7 @@ def history_to_list(rows: Sequence[tuple[IterationRecord, Figures]]) -> list[dic
                 "started_at": record.started_at,
                 "finished_at": record.finished_at,
                 "totals": figures_to_dict(figures),
+                "left_out": record.left_out,
             }
             for record, figures in rows
         ]

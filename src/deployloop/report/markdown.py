@@ -411,6 +411,7 @@ def _key_metrics(summary: Summary) -> str:
 # What the error recorded with an iteration is, by how the iteration ended.
 _ERROR_NAMES = {
     IterationStatus.DEPLOY_FAILED: "Deploy error",
+    IterationStatus.SETUP_FAILED: "Why pytest ran no test",
     IterationStatus.CRASHED: "Why loop crashed",
     IterationStatus.INTERRUPTED: "Why it stopped",
 }

@@ -52,6 +52,7 @@ from deployloop.report._format import (
     percent,
     plural,
     projection_text,
+    pytest_error,
     remaining_time,
     revision_text,
     safe_summary,
@@ -77,6 +78,7 @@ _ITERATION_STYLES = {
     IterationStatus.INTERRUPTED: "bold yellow",
     IterationStatus.FAILED: "bold red",
     IterationStatus.DEPLOY_FAILED: "bold red",
+    IterationStatus.SETUP_FAILED: "bold red",
     IterationStatus.ERROR: "bold red",
     IterationStatus.CRASHED: "bold red",
 }
@@ -196,7 +198,8 @@ def render_history(rows: Sequence[tuple[IterationRecord, Figures]], console: Con
             Text(str(figures.passed)),
             _bad(figures.failed),
             _bad(figures.errors),
-            _rate(figures),
+            # Not a result: no rate to read across iterations (`--format json` says why).
+            Text("left out", style="dim") if record.left_out else _rate(figures),
             Text(short_sha(record.git_sha)),
         )
     console.print(table)
@@ -226,8 +229,10 @@ def _attention(summary: Summary) -> Group | None:
     insights = summary.insights
     crashed = crashed_services(summary.deployments)
     deploy_failed = summary.iteration.status is IterationStatus.DEPLOY_FAILED
+    setup_failed = summary.iteration.status is IterationStatus.SETUP_FAILED
     if not (
-        crashed or deploy_failed or insights.outage or insights.integrity or insights.false_greens
+        crashed or deploy_failed or setup_failed or insights.outage or insights.integrity
+        or insights.false_greens
     ):
         return None
     rows: list[tuple[str, str, str]] = []  # (label, text, style)
@@ -235,6 +240,8 @@ def _attention(summary: Summary) -> Group | None:
     if deploy_failed:
         ran = "" if summary.totals.executed else "; no test ran"
         rows.append(("Deploy failed", f"{deploy_error(summary)}{ran}", "red"))
+    if setup_failed:
+        rows.append(("Setup failed", pytest_error(summary), "red"))
     if insights.outage:
         rows.append(("Outage", one_line(insights.outage), "red"))
     rows += [("Integrity", integrity_line(f), "red") for f in insights.integrity[:ATTENTION_LINES]]

@@ -221,6 +221,11 @@ def _read_inventory(path: Path) -> list[dict[str, str]]:
     return items
 
 
+# How the error of a suite whose collection failed as a whole begins (a usage error, a
+# conftest that cannot be imported): recollected once the services' URLs are known.
+SUITE_NOT_COLLECTED = "pytest could not collect this suite"
+
+
 def _failed_as_a_whole(collected: _Collected) -> bool:
     # Usage errors (a missing path, a bad option), internal errors, a hang: nothing listed.
     return collected.timed_out_after is not None or (
@@ -259,7 +264,7 @@ def _assign(
                 " (tests.suite_timeout_s): pytest was stopped"
             )
         elif _failed_as_a_whole(collected):
-            message = f"pytest could not collect this suite (exit {collected.returncode}): "
+            message = f"{SUITE_NOT_COLLECTED} (exit {collected.returncode}): "
             message += error_line(collected.output)
         else:
             message = "no tests collected from " + ", ".join(suite.paths)

@@ -25,7 +25,11 @@ def load_summary(
     compare = previous if compare_to is None else _rows(store, record.env, compare_to)
     context = AnalysisContext(
         history=store.past_results(record.env, record.number),
-        iterations=[r for r in store.iterations(record.env) if r.number <= record.number],
+        # Those left out (a setup failure, an outage) have no place on the trend.
+        iterations=[
+            r for r in store.iterations(record.env)
+            if r.number <= record.number and r.left_out is None
+        ],
         previous=previous,
         compare=compare,
         categories=config.categories if config else (),
@@ -49,7 +53,9 @@ def _previous_result(store: Store, env: str, number: int) -> IterationRows | Non
     for earlier in range(number - 1, 0, -1):
         record = store.iteration(env, earlier)
         # The kept figures tell a setup failure without reading its rows.
-        if record is not None and not is_setup_failure(record.status, _executed(store, record)):
+        if record is not None and record.left_out is None and not is_setup_failure(
+            record.status, _executed(store, record)
+        ):
             return IterationRows(record, store.tests(record.id))
     return None
 

@@ -37,6 +37,10 @@ def decide(results: Sequence[IterationResult], loop: LoopSection, max_iterations
         return Decision(True, EXIT_INTERRUPTED, "interrupted")
     if last.status == IterationStatus.DEPLOY_FAILED:
         return Decision(True, EXIT_DEPLOY_FAILED, "deploy failed")
+    if last.status == IterationStatus.SETUP_FAILED:
+        # Another iteration would fail the same way: the fix is in the config or the tests'
+        # environment, which a person (or the fix step's next run) has to change first.
+        return Decision(True, EXIT_USAGE, "pytest could not run a test")
     if last.status == IterationStatus.PASSED and last.partial:
         # Only the tests that failed before ran: the others are confirmed by a full
         # iteration, when there is one left.

@@ -26,7 +26,11 @@ from deployloop.runner.execute import (
     SuiteProgress,
     TestRunner,
 )
-from deployloop.runner.inventory import collect_inventory, suites_covering_others
+from deployloop.runner.inventory import (
+    SUITE_NOT_COLLECTED,
+    collect_inventory,
+    suites_covering_others,
+)
 from deployloop.runner.jobs import plan_jobs
 from deployloop.runner.phase import run_on_pool
 from deployloop.runner.pool import WorkerPool
@@ -248,7 +252,8 @@ def recollect_with_services(
     broken = {
         row.suite
         for row in store.tests(plan.record.id)
-        if row.outcome == Outcome.ERROR and (row.message or "").startswith(COLLECTION_ERROR)
+        if row.outcome == Outcome.ERROR
+        and (row.message or "").startswith((COLLECTION_ERROR, SUITE_NOT_COLLECTED))
     }
     suites = [s for s in plan.suites if s.name in broken]
     if not suites:
