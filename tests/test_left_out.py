@@ -73,3 +73,32 @@ def test_an_outage_is_left_out_of_the_next_iterations_figures(project: Project) 
     assert summary["diff"]["fixed"] == [] and summary["flaky"] == []
     assert [p["iteration"] for p in summary["trend"]["pass_rates"]] == [1, 3]
     assert "vs iteration 1: 0 fixed" in third.stdout, output(third)
+
+
+def test_loop_forget_drops_an_iteration_and_its_files_from_every_figure(
+    project: Project,
+) -> None:
+    project.config("""
+        [deploy]
+        target = "none"
+
+        [[tests.suites]]
+        name = "Main"
+        paths = ["tests"]
+    """)
+    project.write("tests/test_a.py", "def test_a():\n    assert False, 'not yet'\n")
+    assert project.run("run", "--max-iterations", "1").returncode == 1
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    assert project.run("run", "--max-iterations", "1").returncode == 0
+    assert project.summary(2)["diff"]["fixed"] == ["tests/test_a.py::test_a"]
+
+    refused = project.run("forget", "--iteration", "1")  # no terminal to ask on
+    assert refused.returncode == 2 and "add --yes" in refused.stderr, output(refused)
+    forgot = project.run("forget", "--iteration", "1", "--yes")
+    assert forgot.returncode == 0, output(forgot)
+    assert not project.iteration_dir(1).exists() and project.iteration_dir(2).exists()
+    assert [h["iteration"] for h in project.json("history", "--format", "json")] == [2]
+    again = project.json("summarize", "--iteration", "2", "--format", "json")
+    assert again["diff"] is None and [p["iteration"] for p in again["trend"]["pass_rates"]] == [2]
+    missing = project.run("forget", "--iteration", "1", "--yes")
+    assert missing.returncode == 2 and "has no iteration 1" in missing.stderr

@@ -665,6 +665,56 @@ def plan(
 
 
 @app.command()
+def forget(
+    iteration: Annotated[
+        int, typer.Option("--iteration", "-i", min=1, help="The iteration to drop (required).")
+    ],
+    env: EnvOption = "local",
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Do not ask; needed when not on a terminal.")
+    ] = False,
+    state_dir: StateDirOption = Path(".loop"),
+) -> None:
+    """Drop an iteration from history on purpose, with its files (report, summary, raw pytest
+    output). Later figures (flaky, fixed, diff, trend) are computed as if it never ran; the
+    numbers of the others do not change. Cannot be undone (`loop.db.bak` holds the last
+    backup)."""
+    with _reading(state_dir):
+        import shutil
+
+        from deployloop.layout import StateLayout
+        from deployloop.lock import EnvLock, EnvLocked
+
+        layout = StateLayout(state_dir)
+        if not layout.db.exists():
+            _fail(f"no state in {state_dir}: nothing to forget")
+        store = _open_store(state_dir, create=False)
+        try:
+            with EnvLock(state_dir, env):
+                _settle(store, state_dir, env)
+                record = store.iteration(env, iteration)
+                if record is None:
+                    _fail(f"env {env!r} has no iteration {iteration} (`loop history --env"
+                          f" {env}` lists them)")
+                folder = layout.iteration_dir(env, iteration)
+                what = (
+                    f"iteration {iteration} of env {env!r} ({record.status.value}, started"
+                    f" {record.started_at[:16].replace('T', ' ')})"
+                )
+                if not yes:
+                    if not sys.stdin.isatty():
+                        _fail(f"forgetting {what} cannot be undone: add --yes")
+                    typer.confirm(f"Forget {what} and delete {folder}?", abort=True)
+                store.forget_iteration(record.id)
+                shutil.rmtree(folder, ignore_errors=True)
+        except EnvLocked as exc:
+            _fail(str(exc))
+        finally:
+            store.close()
+    typer.echo(f"forgot {what}; deleted {folder}")
+
+
+@app.command()
 def init(
     env: EnvOption = "local",
     config_dir: ConfigDirOption = Path("configs"),

@@ -456,6 +456,17 @@ class Store:
              self._keep(left_out, MAX_MESSAGE), iteration_id),
         )
 
+    def forget_iteration(self, iteration_id: int) -> None:
+        """Drop an iteration and everything recorded with it. The triggers take its results
+        out of the kept counts and histories, and drop its kept summary; the summaries of
+        later iterations are keyed on the iterations before them, so they are computed again."""
+        with self._tx() as tx:
+            for table in ("attempts", "test_files", "deployments", "suites", "tests"):
+                tx.execute(f"DELETE FROM {table} WHERE iteration_id = ?", (iteration_id,))
+            tx.execute("DELETE FROM outcome_counts WHERE iteration_id = ?", (iteration_id,))
+            tx.execute("DELETE FROM iterations WHERE id = ?", (iteration_id,))
+            tx.execute("DELETE FROM test_history WHERE trim(outcomes) = '' AND timed = 0")
+
     def leave_out(self, iteration_id: int, reason: str) -> None:
         """The iteration is no result for the ones after it (see IterationRecord.left_out)."""
         self._write(
