@@ -18,6 +18,14 @@ def test_the_main_example_fixes_its_failures_in_two_iterations(tmp_path: Path) -
     assert "vs iteration 1: 5 fixed, 0 new failures" in result.stdout, output(result)
     second = project.summary(2)
     assert second["totals"]["failed"] == 0 and not second["flaky"], second["flaky"]
+    # The cluster carries the backend's own line saying why it refused the stream, and only
+    # that: the other tests' refusals (401s they expect) logged meanwhile are left out.
+    (cluster,) = project.summary(1)["clusters"]
+    (log,) = cluster["service_logs"]
+    assert log["service"] == "backend" and len(log["lines"]) == 1, log
+    assert "GET /events refused (403): token audience ['auth']" in log["lines"][0]
+    report = (project.iteration_dir(1) / "report.md").read_text()
+    assert "Service log, `backend`, while these tests ran:" in report
 
 
 def test_a_fresh_clone_starts_with_the_bug() -> None:

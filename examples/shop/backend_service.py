@@ -193,6 +193,9 @@ class Handler(JsonHandler):
             else:
                 raise HttpError(404, f"no route {method} {path}")
         except HttpError as exc:
+            if exc.status in (401, 403):  # a refusal the caller may not understand: said here
+                print(f"backend: WARNING {method} {url.path} refused ({exc.status}): {exc}",
+                      file=sys.stderr, flush=True)
             self._send(exc.status, {"error": str(exc)})
         except Exception as exc:  # a bug here: answer 500, log it, keep serving
             self.log_error("%s %s failed: %r", method, self.path, exc)

@@ -96,6 +96,7 @@ class Children:
         stop_signal: int = signal.SIGTERM,
         through_loop: bool = True,
         pass_fds: tuple[int, ...] = (),
+        stamped: bool = False,
     ) -> Child:
         """Start argv as the leader of a new session (its group id is its pid), its output
         going to `log` through loop's redaction. Raises OSError if it cannot start.
@@ -103,10 +104,11 @@ class Children:
         `through_loop=False`: the output goes to `log` directly, and is redacted there once
         the process has ended (`finished`). For a process that may leave something running
         after loop has gone (a deploy script starting a server in the background): a pipe
-        would end with loop, and the server with it, at its next write."""
+        would end with loop, and the server with it, at its next write.
+        `stamped`: each line of the log starts with the time it was written (log_lines)."""
         if self._closed:
             raise OSError("loop is stopping: no new process is started")
-        pump = LogPump(log, self._redactor) if through_loop else None
+        pump = LogPump(log, self._redactor, stamped) if through_loop else None
         direct = None if pump is not None else _open_private(log)
         try:
             process = subprocess.Popen(

@@ -430,7 +430,7 @@ def status(
         record = store.iteration(env)
         if record is None:
             _no_iterations(env, format, config_dir)
-        summary = _summary(store, record, config_dir)
+        summary = _summary(store, record, config_dir, state_dir)
         if format == TableFormat.json:
             from deployloop.report.json_report import summary_to_dict
 
@@ -455,7 +455,11 @@ def _no_iterations(env: str, format: TableFormat, config_dir: Path | None = None
 
 
 def _summary(
-    store: Store, record: IterationRecord, config_dir: Path, compare: int | None = None
+    store: Store,
+    record: IterationRecord,
+    config_dir: Path,
+    state_dir: Path,
+    compare: int | None = None,
 ) -> Summary:
     """The iteration's summary: kept in the store once a finished iteration's is computed
     (analysis.kept says when it still holds), computed from its records otherwise."""
@@ -478,10 +482,14 @@ def _summary(
         if summary is not None:
             return summary
 
+    from deployloop.layout import StateLayout
     from deployloop.stages.analyze import load_summary
 
     config = _optional_config(config_dir, record.env)
-    summary = load_summary(store, record, config, today, compare_to=compare)
+    summary = load_summary(
+        store, record, config, today, compare_to=compare,
+        services_dir=StateLayout(state_dir).services_dir(record.env, record.number),
+    )
     # Kept only for the config it was computed with: one that loaded (a config refused now
     # must warn every time), or none at all; and a file edited meanwhile is not that config.
     if keeps and (config is not None or before is None) and _same_bytes(config_file, before):
@@ -547,7 +555,7 @@ def summarize(
             _fail(f"iteration {iteration} is not recorded for env {env!r} in {state_dir}/")
         if compare is not None and store.iteration(env, compare) is None:
             _fail(f"--compare {compare}: no iteration {compare} recorded for env {env!r}")
-        summary = _summary(store, record, config_dir, compare)
+        summary = _summary(store, record, config_dir, state_dir, compare)
         if format == ReportFormat.table and output is None:
             from deployloop.report.terminal import render_summary
 

@@ -106,7 +106,10 @@ def run_iteration(
     )
     finished = store.iteration_by_id(record.id)
     assert finished is not None
-    summary = load_summary(store, finished, settings.config, date.today())
+    summary = load_summary(
+        store, finished, settings.config, date.today(),
+        services_dir=settings.layout.services_dir(record.env, record.number),
+    )
     if summary.insights.outage and finished.left_out is None:
         # Most tests failed one way: the environment, not the code. The iterations after
         # this one leave it out; its own report says so first.

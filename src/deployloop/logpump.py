@@ -13,9 +13,11 @@ from __future__ import annotations
 import codecs
 import os
 import threading
+import time
 from pathlib import Path
 from typing import IO
 
+from deployloop.log_lines import stamp
 from deployloop.runner.plugin.deployloop_redact import Redactor
 
 _CHUNK = 64 * 1024
@@ -24,8 +26,11 @@ _OVERLAP = 4096  # a cut is never inside the last this-many characters of a long
 
 
 class LogPump:
-    def __init__(self, path: Path, redactor: Redactor) -> None:
+    def __init__(self, path: Path, redactor: Redactor, stamped: bool = False) -> None:
+        """`stamped`: each line starts with the time it was read (log_lines.stamp)."""
         self._redactor = redactor
+        self._stamped = stamped
+        self._line_start = True
         read_fd, self.write_fd = os.pipe()
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -92,8 +97,11 @@ class LogPump:
         # draining: a child writing into a full pipe would hang.
         if self._out is None:
             return
+        text = self._redactor.redact(text)
+        if self._stamped:
+            text = self._stamp(text)
         try:
-            self._out.write(self._redactor.redact(text).encode("utf-8", "surrogateescape"))
+            self._out.write(text.encode("utf-8", "surrogateescape"))
             self._out.flush()
         except OSError:
             try:
@@ -101,3 +109,12 @@ class LogPump:
             except OSError:
                 pass
             self._out = None
+
+    def _stamp(self, text: str) -> str:
+        now = stamp(time.time())
+        pieces = text.splitlines(keepends=True)
+        out = []
+        for piece in pieces:
+            out.append(now + piece if self._line_start else piece)
+            self._line_start = piece.endswith("\n")
+        return "".join(out)

@@ -212,6 +212,14 @@ class Category(StrEnum):
 
 
 @dataclass(frozen=True)
+class ServiceLog:
+    """A service's log lines written while a cluster's tests ran ("HH:MM:SS.mmm text")."""
+
+    service: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Cluster:
     label: str
     signature: str
@@ -220,6 +228,7 @@ class Cluster:
     known_issue: str | None = None
     category: Category = Category.UNKNOWN
     first_iteration: int | None = None  # the earliest iteration with this signature
+    service_logs: tuple[ServiceLog, ...] = ()  # the evidence beside it (analysis.service_logs)
 
     @property
     def count(self) -> int:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from deployloop.log_lines import LogLine
 from deployloop.models import HistoryRow, IterationRecord, PastResults, TestRow
 
 if TYPE_CHECKING:  # the config's pydantic models cost ~0.2 s to import
@@ -36,3 +37,5 @@ class AnalysisContext:
     compare: IterationRows | None = None  # the diff's other side (default: previous)
     categories: Sequence[CategoryRule] = ()
     settings: AnalysisSection = field(default_factory=_default_settings)
+    # The services' log lines of the iteration, in time order: the clusters' evidence.
+    service_logs: Sequence[LogLine] = ()

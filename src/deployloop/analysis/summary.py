@@ -19,6 +19,7 @@ from deployloop.analysis.known_issues import match_known_issues
 from deployloop.analysis.normalize import is_failure
 from deployloop.analysis.past import past_of
 from deployloop.analysis.progress import estimate_remaining_s
+from deployloop.analysis.service_logs import cluster_service_logs
 from deployloop.analysis.setup_failure import crashed_services, is_setup_failure
 from deployloop.models import (
     Cluster,
@@ -149,6 +150,14 @@ def _clusters(
     clusters = cluster_failures(
         rows, known_issues, context.categories, context.history, iteration.number
     )
+    if context.service_logs:
+        by_nodeid = {row.nodeid: row for row in rows if is_failure(row)}
+        clusters = tuple(
+            replace(cluster, service_logs=cluster_service_logs(
+                [by_nodeid[n] for n in cluster.tests if n in by_nodeid], context.service_logs
+            ))
+            for cluster in clusters
+        )
     return mark_outage(
         clusters, executed, context.settings.outage_share, crashed_services(deployments)
     )

@@ -24,6 +24,7 @@ from deployloop.deploy.readiness import (
     now_iso,
     wait_ready,
 )
+from deployloop.log_lines import unstamped
 from deployloop.models import Deployment, DeployStatus
 from deployloop.safetext import one_line
 
@@ -110,7 +111,9 @@ class LocalTarget(TargetDefaults):
         record = Deployment(service.name, DeployStatus.PENDING, started_at=now_iso())
         argv = [fill(arg, port=port, python=ctx.python) for arg in service.command or []]
         try:
-            child = children.start(argv, env=service_env(service, ctx, port, ready), log=log_path)
+            child = children.start(
+                argv, env=service_env(service, ctx, port, ready), log=log_path, stamped=True
+            )
         except OSError as exc:
             return failed_or_abandoned(record, cannot_run(argv, exc), abort)
         run = _Running(service.name, child, children, log_path)
@@ -152,7 +155,9 @@ def service_env(
     service: ServiceConfig, ctx: DeployContext, port: int, ready: Mapping[str, Deployment]
 ) -> dict[str, str]:
     """The loop's own variables win over `service.env`: the service must get its real port."""
-    env = {**ctx.base_env, **service.env}
+    # Line by line, so each log line's time is when it was written (log_lines); a service's
+    # own setting wins.
+    env = {"PYTHONUNBUFFERED": "1", **ctx.base_env, **service.env}
     env["PORT"] = str(port)
     env.update(loop_env(ctx))
     for name, record in ready.items():
@@ -195,7 +200,7 @@ def log_tail(path: Path, count: int) -> list[str]:
             data = log.read()
     except OSError:
         return []
-    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+    lines = [unstamped(line).strip() for line in data.decode("utf-8", "replace").splitlines()]
     return [_shorten(line) for line in lines if line][-count:]
 
 

@@ -164,6 +164,10 @@ def _cluster(cluster: Cluster) -> dict[str, Any]:
         "suites": list(cluster.suites),
         "category": cluster.category.value,
         "first_iteration": cluster.first_iteration,
+        # What the services logged while its tests ran (the evidence; see README).
+        "service_logs": [
+            {"service": log.service, "lines": list(log.lines)} for log in cluster.service_logs
+        ],
     }
 
 

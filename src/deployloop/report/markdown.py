@@ -286,7 +286,20 @@ def _cluster(summary: Summary, number: int, cluster: Cluster, messages: dict[str
         lines.append(f"- {known_issue_note(summary, cluster.known_issue)}")
     lines.append("- Tests:")
     lines.extend("  " + _test_line(nodeid, messages) for nodeid in cluster.tests)
+    for log in cluster.service_logs:
+        lines += ["", f"Service log, `{cell(log.service)}`, while these tests ran:", ""]
+        lines.append(fenced(log.lines))
     return "\n".join(lines)
+
+
+def fenced(lines: Sequence[str]) -> str:
+    """A code block holding `lines` as they are: its fence is longer than any run of
+    backticks in them."""
+    body = "\n".join(one_line(line) for line in lines)
+    fence = "```"
+    while fence in body:
+        fence += "`"
+    return f"{fence}text\n{body}\n{fence}"
 
 
 def _test_line(nodeid: str, messages: dict[str, str]) -> str:

@@ -67,6 +67,7 @@ from deployloop.report._format import (
 )
 
 TOP_CLUSTERS = 5
+LOG_LINES_PER_SERVICE = 6  # of a cluster's evidence; report.md and summary.json hold all
 TESTS_PER_CLUSTER = 3
 ATTENTION_LINES = 5  # per kind: integrity flags, false greens
 
@@ -397,6 +398,14 @@ def _clusters(summary: Summary) -> Text:
             text.append("\n     " + known_issue_note(summary, cluster.known_issue), style="yellow")
         for test in _first_tests(cluster):
             text.append(f"\n     {test}")
+        for log in cluster.service_logs:
+            text.append(f"\n     {one_line(log.service)} log:", style="cyan")
+            for line in log.lines[:LOG_LINES_PER_SERVICE]:
+                text.append(f"\n       {one_line(line)}", style="dim")
+            more = len(log.lines) - LOG_LINES_PER_SERVICE
+            if more > 0:
+                text.append(f"\n       ... and {plural(more, 'more line')} in report.md",
+                            style="dim")
     hidden = len(clusters) - len(shown)
     if hidden:
         text.append(f"\n     ... and {plural(hidden, 'more pattern')}", style="dim")

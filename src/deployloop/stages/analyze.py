@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from deployloop.analysis.context import AnalysisContext, IterationRows
+from deployloop.analysis.normalize import is_failure
 from deployloop.analysis.setup_failure import is_setup_failure
 from deployloop.analysis.summary import build_summary
 from deployloop.config import AnalysisSection, Config
+from deployloop.log_lines import read_service_logs
 from deployloop.models import IterationRecord, Summary
 from deployloop.store import Store
 
@@ -18,9 +21,12 @@ def load_summary(
     config: Config | None,
     today: date,
     compare_to: int | None = None,
+    services_dir: Path | None = None,
 ) -> Summary:
     """`config` gives known issues, categories and thresholds; reports work without one.
-    `compare_to` picks the diff's other iteration (default: the one before)."""
+    `compare_to` picks the diff's other iteration (default: the one before).
+    `services_dir`: the iteration's service logs, read when a test failed (the evidence)."""
+    rows = store.tests(record.id)
     previous = _previous_result(store, record.env, record.number)
     compare = previous if compare_to is None else _rows(store, record.env, compare_to)
     context = AnalysisContext(
@@ -34,11 +40,14 @@ def load_summary(
         compare=compare,
         categories=config.categories if config else (),
         settings=config.analysis if config else AnalysisSection(),
+        service_logs=read_service_logs(services_dir)
+        if services_dir is not None and any(is_failure(row) for row in rows)
+        else (),
     )
     return build_summary(
         iteration=record,
         suites=store.suites(record.id),
-        rows=store.tests(record.id),
+        rows=rows,
         deployments=store.deployments(record.id),
         known_issues=config.known_issues if config else (),
         today=today,
