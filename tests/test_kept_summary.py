@@ -45,7 +45,9 @@ from deployloop.models import (
     KnownIssueMatch,
     Outcome,
     Projection,
+    RootCause,
     RunningTest,
+    ServiceLog,
     SignatureChange,
     SuiteRecord,
     SuiteStatus,
@@ -207,7 +209,8 @@ def test_every_kind_of_record_reads_back_as_it_was() -> None:
         totals=Figures(5, 4, 2, 1, 1, 1, 0, 0),
         suites=(SuiteSummary("s\u202e1", 1, SuiteStatus.FAILED, False, Figures(1), "k"),),
         clusters=(
-            Cluster("l", "sig", ("a::t[é]",), ("s",), "ki", Category.PRODUCT, 3),
+            Cluster("l", "sig", ("a::t[é]",), ("s",), "ki", Category.PRODUCT, 3,
+                    (ServiceLog("api", ("09:00:00.000 ERROR x", "09:00:01.000 y")),)),
             Cluster("l2", "sig2", (), (), None, Category.UNKNOWN, None),
         ),
         known_issues=(KnownIssueMatch("ki", "why", True, ("a::t",)),),
@@ -230,13 +233,15 @@ def test_every_kind_of_record_reads_back_as_it_was() -> None:
             failures_with_known_issue=1,
             failures_without_known_issue=2,
             projection=Projection(99.5, 98.25, 100.0, 7, "basis"),
-            trend=Trend(((1, None), (2, 50.0), (3, 75)), math.inf),
+            trend=Trend(((1, None), (2, 50.0), (3, 75)), math.inf, "rising"),
             diff=IterationDiff(2, ("f",), ("n",), (), ("a",), ("r",),
                                (SignatureChange("t", "b", "a"),)),
             remaining_suite_tests=(("s2", 4),),
         ),
         running=(RunningTest("a::u", "s", 1.5),),
         partial=True,
+        root_causes=(RootCause("POST /x answered 500", ("e1", "e2"), ("l", "l2"),
+                               (("a::t", "a.py:3"), ("a::u", None))),),
     )  # fmt: skip
     again = summary_from_bytes(summary_to_bytes(summary))
     assert again == summary
@@ -315,7 +320,7 @@ def test_a_config_that_cannot_be_read_keeps_nothing(project: Path) -> None:
     store = Store.open(project / ".loop" / "loop.db")
     record = store.iteration(ENV)
     assert record is not None
-    summary = cli._summary(store, record, project / "configs")
+    summary = cli._summary(store, record, project / "configs", project / ".loop")
     assert summary == computed(store, 4, None, date.today())
     assert store.kept_summary(record.id) is None
     store.close()
@@ -357,11 +362,11 @@ def test_a_running_iteration_never_uses_or_keeps_one(project: Path) -> None:
         summary_to_bytes(stale),
     )  # fmt: skip
     assert kept_summary(store, running, config_bytes, date.today()) is None
-    got = cli._summary(store, running, project / "configs")
+    got = cli._summary(store, running, project / "configs", project / ".loop")
     assert got.totals.skipped != 4321
     # ...and none is kept for it.
     store._conn.execute("DELETE FROM summaries")
-    cli._summary(store, running, project / "configs")
+    cli._summary(store, running, project / "configs", project / ".loop")
     assert keep_summary(store, got, config_bytes, (), date.today()) is False
     assert store.kept_summary(running.id) is None
     store.close()
@@ -371,14 +376,14 @@ def test_a_resumed_iteration_gets_its_summary_computed_again(project: Path) -> N
     store = Store.open(project / ".loop" / "loop.db")
     record = store.iteration(ENV)
     assert record is not None
-    first = cli._summary(store, record, project / "configs")
+    first = cli._summary(store, record, project / "configs", project / ".loop")
     assert store.kept_summary(record.id) is not None
     store.reopen_iteration(record.id)
     store.record_results(record.id, [TestResult("t_b.py::test_11", "b", Outcome.PASSED, 0.1)])
     store.finish_iteration(record.id, IterationStatus.FAILED)
     finished = store.iteration(ENV)
     assert finished is not None
-    again = cli._summary(store, finished, project / "configs")
+    again = cli._summary(store, finished, project / "configs", project / ".loop")
     assert again.totals.passed == first.totals.passed + 1
     assert again == computed(store, finished.number, project / "configs", date.today())
     store.close()
@@ -404,7 +409,7 @@ def test_forgetting_an_iteration_drops_its_summary_and_stales_later_ones(project
     # iteration, so it no longer holds.
     assert set(kept_rows(project)) == {2, 4}
     assert kept_summary(store, latest, config_bytes, date.today()) is None
-    summary = cli._summary(store, latest, project / "configs")
+    summary = cli._summary(store, latest, project / "configs", project / ".loop")
     assert summary.insights.diff is not None and summary.insights.diff.compared_to == 2
     assert summary == computed(store, latest.number, project / "configs", date.today())
     assert kept_summary(store, latest, config_bytes, date.today()) == summary
@@ -442,7 +447,7 @@ def test_other_analysis_code_computes_it_again(
     store = Store.open(project / ".loop" / "loop.db")
     record = store.iteration(ENV)
     assert record is not None
-    summary = cli._summary(store, record, project / "configs")
+    summary = cli._summary(store, record, project / "configs", project / ".loop")
     config_bytes = (project / "configs" / f"{ENV}.toml").read_bytes()
     assert kept_summary(store, record, config_bytes, date.today()) == summary
     monkeypatch.setattr(kept, "KEPT_FORMAT", kept.KEPT_FORMAT + 1)

@@ -222,6 +222,7 @@ def test_json_has_every_contract_key_in_order() -> None:
         "running",
         "partial",
         "left_out",
+        "root_causes",
     ]
     assert list(data["totals"]) == [
         "collected",
@@ -256,6 +257,7 @@ def test_json_has_every_contract_key_in_order() -> None:
         "suites",
         "category",
         "first_iteration",
+        "service_logs",
     ]
     assert list(data["known_issues"][0]) == ["id", "reason", "failures", "expired", "matched"]
     assert list(data["deployments"][0]) == [

@@ -236,6 +236,16 @@ class Cluster:
 
 
 @dataclass(frozen=True)
+class RootCause:
+    """Failures of several clusters with one cause (analysis.root_causes)."""
+
+    label: str  # "POST /orders answered 500"
+    evidence: tuple[str, ...]
+    clusters: tuple[str, ...]  # the labels of the clusters it ties
+    tests: tuple[tuple[str, str | None], ...]  # (node id, file:line of its failing assertion)
+
+
+@dataclass(frozen=True)
 class KnownIssueMatch:
     id: str
     reason: str
@@ -416,3 +426,4 @@ class Summary:
     # Only some tests ran: the iteration ran only the failed ones (--failed-only), or not
     # every suite was selected (--suite). Its pass rate is not the whole inventory's.
     partial: bool = False
+    root_causes: tuple[RootCause, ...] = ()  # causes that tie several clusters

@@ -19,6 +19,7 @@ from deployloop.analysis.known_issues import match_known_issues
 from deployloop.analysis.normalize import is_failure
 from deployloop.analysis.past import past_of
 from deployloop.analysis.progress import estimate_remaining_s
+from deployloop.analysis.root_causes import root_causes
 from deployloop.analysis.service_logs import cluster_service_logs
 from deployloop.analysis.setup_failure import crashed_services, is_setup_failure
 from deployloop.models import (
@@ -26,6 +27,7 @@ from deployloop.models import (
     Deployment,
     IterationRecord,
     IterationStatus,
+    PastResults,
     RunningTest,
     SuiteRecord,
     SuiteStatus,
@@ -118,6 +120,9 @@ def build_summary(
         ),
         running=running_tests(iteration, rows),
         partial=iteration.partial or not all(suite.selected for suite in suites),
+        root_causes=root_causes(clusters, rows, context.history)
+        if isinstance(context.history, PastResults) and clusters
+        else (),
     )
 
 

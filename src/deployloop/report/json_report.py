@@ -97,6 +97,17 @@ def _summary_dict(summary: Summary) -> dict[str, Any]:
         # Why the iterations after this one leave it out of every figure (a setup failure,
         # an outage); null: it counts.
         "left_out": iteration.left_out,
+        # Causes that tie several clusters (one endpoint failing several ways, patterns
+        # that came and went together), each test with its failing assertion's file:line.
+        "root_causes": [
+            {
+                "label": cause.label,
+                "evidence": list(cause.evidence),
+                "clusters": list(cause.clusters),
+                "tests": [{"test": test, "where": where} for test, where in cause.tests],
+            }
+            for cause in summary.root_causes
+        ],
     }
 
 

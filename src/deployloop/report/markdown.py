@@ -258,6 +258,8 @@ def _failure_analysis(summary: Summary) -> str:
             f"{plural(count, 'failing test')} in {plural(len(summary.clusters), 'pattern')}."
             + _known_issue_counts(summary)
         )
+    if summary.root_causes:
+        parts.append(_root_causes(summary))
     messages = failure_messages(summary)
     for number, cluster in enumerate(clusters_in_order(summary), start=1):
         parts.append(_cluster(summary, number, cluster, messages))
@@ -270,6 +272,20 @@ def _failure_analysis(summary: Summary) -> str:
     if known:
         parts.append(known)
     return "\n\n".join(parts)
+
+
+def _root_causes(summary: Summary) -> str:
+    lines = ["### Root causes", ""]
+    for cause in summary.root_causes:
+        lines.append(f"- **{one_line(cause.label)}** — {plural(len(cause.clusters), 'pattern')},"
+                     f" {plural(len(cause.tests), 'test')}")
+        lines.extend(f"  - {one_line(item)}" for item in cause.evidence)
+        lines.extend(f"  - pattern: {one_line(label)}" for label in cause.clusters)
+        lines.extend(
+            f"  - {code(test)}" + (f" at {code(where)}" if where else "")
+            for test, where in cause.tests
+        )
+    return "\n".join(lines)
 
 
 def _cluster(summary: Summary, number: int, cluster: Cluster, messages: dict[str, str]) -> str:

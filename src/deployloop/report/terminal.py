@@ -111,6 +111,9 @@ def render_summary(summary: Summary, console: Console) -> None:
     console.print(_suite_table(summary, console.width))
     for problem in figures_disagreement(summary):
         console.print(Text(f"Totals disagree with the suite rows: {problem}", style="bold red"))
+    if summary.root_causes:
+        console.print(_root_causes(summary))
+        console.print()
     if summary.clusters:
         console.print(_clusters(summary))
         console.print()
@@ -409,6 +412,24 @@ def _clusters(summary: Summary) -> Text:
     hidden = len(clusters) - len(shown)
     if hidden:
         text.append(f"\n     ... and {plural(hidden, 'more pattern')}", style="dim")
+    return text
+
+
+def _root_causes(summary: Summary) -> Text:
+    """Causes that tie several patterns, above the patterns: read these first."""
+    text = Text("Root causes", style="bold")
+    for cause in summary.root_causes:
+        text.append("\n")
+        text.append(f"{len(cause.tests):>4} ", style="bold red")
+        text.append(one_line(cause.label), style="bold")
+        text.append(f"  ({plural(len(cause.clusters), 'pattern')} below)", style="dim")
+        for item in cause.evidence:
+            text.append(f"\n     {one_line(item)}")
+        for test, where in cause.tests[:TESTS_PER_CLUSTER]:
+            text.append(f"\n     {test}" + (f"  at {where}" if where else ""), style="dim")
+        hidden = len(cause.tests) - TESTS_PER_CLUSTER
+        if hidden > 0:
+            text.append(f"\n     ... and {plural(hidden, 'more test')}", style="dim")
     return text
 
 
