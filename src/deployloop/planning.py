@@ -119,7 +119,7 @@ def _show_deploy(
     from rich.text import Text
 
     from deployloop.config import deploy_waves
-    from deployloop.deploy import DeployContext, make_target
+    from deployloop.deploy import DeployContext, deploy_notes, make_target
     from deployloop.gitinfo import git_sha
 
     console.print(Text.assemble((f"Plan for env '{one_line(env)}'", "bold"), ": config is valid"))
@@ -160,3 +160,5 @@ def _show_deploy(
                 Text("\n".join(one_line(change) for change in what.changes) if what else ""),
             )
     console.print(services)
+    for warning in deploy_notes(config):
+        console.print(Text(f"  {warning}", style="yellow"))

@@ -121,7 +121,68 @@ def _service_checks(deploy: dict[str, Any]) -> list[Problem]:
         other = env_vars.setdefault(var, name)
         if other != name:
             problem(i, "name", f"services {other!r} and {name!r} both map to {var}")
-    return problems + _target_checks(deploy, services, names)
+    return problems + _target_checks(deploy, services, names) + _same_secret_checks(
+        deploy, services, names
+    )
+
+
+def _same_secret_checks(
+    deploy: dict[str, Any], services: list[tuple[int, dict[str, Any]]], names: dict[int, str]
+) -> list[Problem]:
+    """Each [[deploy.same_secret]]: its refs name a service's env var or secret, and all of
+    them read the same secret (or, without Secret Manager, hold the same value)."""
+    problems: list[Problem] = []
+    by_name = {names[i]: service for i, service in services if i in names}
+    for i, table in _tables(deploy.get("same_secret")):
+        refs = table.get("refs")
+        if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+            continue
+        key: Loc = ("deploy", "same_secret", i, "refs")
+        sources: list[tuple[str, str, str]] = []  # (ref, kind, what)
+        for ref in refs:
+            name, _, var = ref.rpartition(".")
+            service = by_name.get(name)
+            if service is None:
+                problems.append(Problem(key, f"{ref}: no service named {name!r}"))
+                continue
+            secrets = _table(service.get("secrets"))
+            env = _table(service.get("env"))
+            if isinstance(secrets.get(var), str):
+                sources.append((ref, "secret", secrets[var].split(":", 1)[0]))
+            elif isinstance(env.get(var), str):
+                sources.append((ref, "value", env[var]))
+            else:
+                problems.append(Problem(key, f"{ref}: service {name!r} sets no {var}"))
+        problems += [Problem(key, m) for m in _different_sources(sources)]
+    return problems
+
+
+def _table(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _different_sources(sources: list[tuple[str, str, str]]) -> list[str]:
+    """Why these refs do not read one secret: each one that differs from the first."""
+    if not sources:
+        return []
+    first_ref, first_kind, first_what = sources[0]
+    out = []
+    for ref, kind, what in sources[1:]:
+        if (kind, what) == (first_kind, first_what):
+            continue
+        if kind == first_kind == "secret":
+            out.append(
+                f"{first_ref} reads secret {first_what!r} and {ref} reads secret {what!r}:"
+                " they must come from the same secret"
+            )
+        elif kind == first_kind == "value":
+            out.append(f"{first_ref} and {ref} hold different values (not shown): they must"
+                       " be the same")
+        else:
+            secret = first_what if first_kind == "secret" else what
+            plain = ref if kind == "value" else first_ref
+            out.append(f"{plain} is a plain value, not the secret {secret!r} the others read")
+    return out
 
 
 def _target_checks(

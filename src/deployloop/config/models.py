@@ -289,6 +289,17 @@ class ServiceConfig(_Strict):
         return value.rstrip("/") if value else value
 
 
+class SameSecret(_Strict):
+    """Values that must come from one secret: `refs = ["auth.JWT_SIGNING_KEY",
+    "backend.JWT_SECRET_KEY"]` (service name, dot, env var). Checked when the config loads:
+    the same Secret Manager secret (cloudrun), or the same value (other targets; never
+    shown)."""
+
+    refs: list[Annotated[str, Field(pattern=r"^[^.\s]+\.[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        min_length=2
+    )
+
+
 class DeploySection(_Strict):
     target: Literal["local", "command", "cloudrun", "none"] = "local"
     command: Argv | None = Field(None, min_length=1)
@@ -304,6 +315,7 @@ class DeploySection(_Strict):
     # from whatever credentials run loop (user, service account, workload identity).
     invoker_service_account: str | None = Field(None, pattern=_SERVICE_ACCOUNT)
     services: list[ServiceConfig] = Field(default_factory=list)
+    same_secret: list[SameSecret] = Field(default_factory=list)
 
 
 class SuiteConfig(_Strict):

@@ -8,7 +8,39 @@ from __future__ import annotations
 from deployloop.config import Config, ConfigError
 from deployloop.deploy.base import DeployContext, DeployError, DeployTarget
 
-__all__ = ["DeployContext", "DeployError", "DeployTarget", "make_target", "preflight"]
+__all__ = [
+    "DeployContext", "DeployError", "DeployTarget", "deploy_notes", "make_target", "preflight",
+]
+
+
+def deploy_notes(config: Config) -> list[str]:
+    """What a deploy of this config should say before it starts ("note: ..." when something
+    is not checked, "warning: ..." when something looks wrong): for `loop plan` and each
+    iteration's deploy."""
+    from deployloop.deploy.secret_lookalikes import lookalike_warnings
+
+    notes = []
+    if config.deploy.target == "cloudrun":
+        from deployloop.deploy.cloudrun.registry import AS_WRITTEN_NOTE, used_as_written
+
+        if used_as_written():
+            notes.append(f"note: {AS_WRITTEN_NOTE}")
+        if _secrets_skipped(config):
+            from deployloop.deploy.cloudrun.secrets import SKIPPED_NOTE
+
+            notes.append(f"note: {SKIPPED_NOTE}")
+    return notes + [f"warning: {w}" for w in lookalike_warnings(config)]
+
+
+def _secrets_skipped(config: Config) -> bool:
+    import os
+
+    from deployloop.deploy import gcp
+
+    reads = any(s.secrets or s.volumes for s in config.deploy.services)
+    return reads and gcp.emulator_host() is not None and not os.environ.get(
+        gcp.SECRETMANAGER_EMULATOR_ENV, ""
+    ).strip()
 
 
 def preflight(config: Config) -> None:

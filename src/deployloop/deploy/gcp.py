@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
     from google.cloud.run_v2 import ServicesClient
+    from google.cloud.secretmanager_v1 import SecretManagerServiceClient
 
 EMULATOR_ENV = "CLOUDRUN_EMULATOR_HOST"
+SECRETMANAGER_EMULATOR_ENV = "SECRETMANAGER_EMULATOR_HOST"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 LOGIN_HINT = (
     "run `gcloud auth application-default login`"
@@ -35,6 +37,26 @@ def emulator_host() -> str | None:
     return host or None
 
 
+def secret_manager_client() -> SecretManagerServiceClient | None:
+    """A Secret Manager client: SECRETMANAGER_EMULATOR_HOST's (insecure, no credentials)
+    when set; None against the Cloud Run emulator without one (nothing to ask: the check is
+    skipped, and the caller says so); else ADC's."""
+    from google.cloud import secretmanager_v1
+
+    host = os.environ.get(SECRETMANAGER_EMULATOR_ENV, "").strip()
+    if host:
+        import grpc  # type: ignore[import-untyped,unused-ignore]
+        from google.cloud.secretmanager_v1.services.secret_manager_service.transports.grpc import (  # noqa: E501
+            SecretManagerServiceGrpcTransport,
+        )
+
+        transport = SecretManagerServiceGrpcTransport(channel=grpc.insecure_channel(host))
+        return secretmanager_v1.SecretManagerServiceClient(transport=transport)
+    if emulator_host() is not None:
+        return None
+    return secretmanager_v1.SecretManagerServiceClient(credentials=default_credentials())
+
+
 def services_client() -> ServicesClient:
     """A Cloud Run Admin API v2 client: the emulator's when configured, else ADC's.
 
@@ -46,7 +68,7 @@ def services_client() -> ServicesClient:
 
     host = emulator_host()
     if host is not None:
-        import grpc  # type: ignore[import-untyped]
+        import grpc  # type: ignore[import-untyped,unused-ignore]
         from google.cloud.run_v2.services.services.transports.grpc import (
             ServicesGrpcTransport,
         )

@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from deployloop.deploy import DeployContext
+from deployloop.deploy import DeployContext, deploy_notes
 from deployloop.deploy.base import DeployTarget
 from deployloop.models import Deployment
 from deployloop.safetext import shown_text
@@ -37,11 +37,8 @@ def deploy_services(
         base_env=dict(os.environ),
         children=settings.children,
     )
-    if config.deploy.target == "cloudrun":
-        from deployloop.deploy.cloudrun.registry import AS_WRITTEN_NOTE, used_as_written
-
-        if used_as_written():
-            console.print(f"  note: {AS_WRITTEN_NOTE}")
+    for note in deploy_notes(config):
+        console.print(f"  {shown_text(note)}", highlight=False)
     deployments = target.deploy(config, ctx)
     store.record_deployments(plan.record.id, deployments)
     revisions = sorted(f"{d.service}@{d.revision}" for d in deployments if d.revision)

@@ -37,6 +37,7 @@ from deployloop.deploy.cloudrun.errors import (
 from deployloop.deploy.cloudrun.merge import copy_of, merge_for_update, tags_kept
 from deployloop.deploy.cloudrun.registry import ImageError, ImageRef, used_as_written
 from deployloop.deploy.cloudrun.registry import resolve as resolve_image
+from deployloop.deploy.cloudrun.secrets import check_secrets
 from deployloop.deploy.cloudrun.spec import (
     base_url,
     build_service,
@@ -161,6 +162,18 @@ class CloudRunTarget:
                 for s in config.deploy.services
             ]
             raise DeployError("; ".join(missing.values()), records)
+        secrets = check_secrets(config)
+        if secrets.errors:
+            records = [
+                Deployment(
+                    s.name, DeployStatus.FAILED, image=image_for(s, ctx),
+                    error="; ".join(e for e in secrets.errors if e.startswith(
+                        f"service {s.name}:"
+                    )) or "not deployed: another service's secret is missing",
+                )
+                for s in config.deploy.services
+            ]
+            raise DeployError("; ".join(secrets.errors), records)
 
         def bring_up(
             service: ServiceConfig, ready: Mapping[str, Deployment], abort: threading.Event
@@ -169,7 +182,11 @@ class CloudRunTarget:
                 client, config, service, ctx, ready, abort, deploy_id, pinned.get(service.name)
             )
 
-        return deploy_in_waves(config.deploy.services, bring_up)
+        records = deploy_in_waves(config.deploy.services, bring_up)
+        for record in records:
+            for warning in secrets.warnings.get(record.service, ()):
+                record.warning = f"{record.warning}; {warning}" if record.warning else warning
+        return records
 
     def _resolve_images(
         self, config: Config, ctx: DeployContext
@@ -359,6 +376,9 @@ class CloudRunTarget:
         pinned, missing = self._resolve_images(config, ctx)
         if missing:
             raise DeployError("; ".join(missing.values()), [])
+        secrets = check_secrets(config)
+        if secrets.errors:
+            raise DeployError("; ".join(secrets.errors), [])
         images = {
             s.name: pinned[s.name].pinned if s.name in pinned else image_for(s, ctx)
             for s in services
@@ -401,6 +421,7 @@ class CloudRunTarget:
                     )
                 if internal_ingress(merged):
                     changes += (INTERNAL_NOTE,)
+            changes += tuple(f"warning: {w}" for w in secrets.warnings.get(s.name, ()))
             planned.append(PlannedDeploy(s.name, images[s.name], changes))
         return planned
 
