@@ -322,6 +322,7 @@ def run(
             check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
     except UsageError as exc:
         _fail(str(exc))
+    _check_sources(config)
     try:
         preflight(config)  # no iteration for a deploy that cannot start (credentials)
     except DeployError as exc:
@@ -358,6 +359,16 @@ def run(
     finally:
         store.close()
     raise typer.Exit(code)
+
+
+def _check_sources(config: Config) -> None:
+    """A service's `source` folder must be there: it is part of the code an iteration tests."""
+    missing = [
+        f"deploy.services: {s.name}: source {p!r} is not a folder"
+        for s in config.deploy.services for p in s.source if not Path(p).is_dir()
+    ]
+    if missing:
+        _fail("\n".join(missing))
 
 
 def _interrupted_late(store: Store, env: str) -> int:
@@ -662,6 +673,7 @@ def plan(
                 _fail(str(exc))
             if python != sys.executable:
                 check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
+            _check_sources(config)
 
         try:
             python = resolve_python(config, Path.cwd())

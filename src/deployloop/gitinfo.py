@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -55,6 +56,46 @@ def _git(workdir: Path, *args: str) -> str:
         ["git", *args], cwd=workdir, capture_output=True, timeout=20, check=True
     ).stdout
     return out.decode("utf-8", errors="surrogateescape")
+
+
+def folder_state(folder: Path) -> str:
+    """An identity of the code in a folder outside the work tree (a service's own
+    repository): its git state (HEAD, uncommitted and untracked changes) when it is in a git
+    checkout, else a digest of its files' names and contents."""
+    state = code_state(folder) if (folder / ".git").exists() or _in_git(folder) else None
+    if state is not None:
+        return f"git:{state}"
+    digest = hashlib.sha256()
+    for path in sorted(_files(folder)):
+        digest.update(str(path.relative_to(folder)).encode("utf-8", "surrogateescape") + b"\0")
+        try:
+            if path.stat().st_size <= _MAX_UNTRACKED_BYTES:
+                digest.update(path.read_bytes())
+            else:  # a large file: its size and time stand for it
+                stat = path.stat()
+                digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        except OSError:
+            continue
+    return f"files:{digest.hexdigest()[:16]}"
+
+
+_SKIPPED_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", "node_modules", ".mypy_cache",
+                           ".pytest_cache", ".ruff_cache", ".tox", ".loop"})
+
+
+def _files(folder: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if d not in _SKIPPED_DIRS]
+        out += [Path(root, name) for name in files if not name.endswith(".pyc")]
+    return out
+
+
+def _in_git(folder: Path) -> bool:
+    try:
+        return _git(folder, "rev-parse", "--is-inside-work-tree").strip() == "true"
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def file_digests(workdir: Path, paths: set[str]) -> dict[str, str]:

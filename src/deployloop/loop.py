@@ -12,7 +12,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from deployloop.config import Config
-from deployloop.gitinfo import code_state, git_sha
+from deployloop.gitinfo import code_state, folder_state, git_sha
 from deployloop.models import IterationRecord, IterationStatus
 from deployloop.runner.pool import WorkerPool
 from deployloop.safetext import shown_text
@@ -161,11 +161,22 @@ def _tidy(settings: IterationSettings, number: int, console: Console) -> None:
 
 
 def _code_key(settings: IterationSettings) -> str | None:
-    """What code an iteration tests, for telling flaky tests from fixed ones. None when it
-    cannot be known: services of the command and none targets are built outside this tree."""
-    if settings.config.deploy.services and settings.config.deploy.target in ("command", "none"):
+    """What code an iteration tests, for telling flaky tests from fixed ones: the work tree,
+    and each service's `source` folders elsewhere. None when it cannot be known: services
+    of the command and none targets are built outside this tree, unless each names its
+    source."""
+    services = settings.config.deploy.services
+    if (
+        services
+        and settings.config.deploy.target in ("command", "none")
+        and not all(s.source for s in services)
+    ):
         return None
-    return code_state(settings.workdir, ignore=(settings.layout.root,))
+    key = code_state(settings.workdir, ignore=(settings.layout.root,))
+    folders = [settings.workdir / p for s in services for p in s.source]
+    if not folders:
+        return key
+    return f"{key}|" + ",".join(folder_state(folder) for folder in folders)
 
 
 def _between_iterations(

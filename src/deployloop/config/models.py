@@ -181,6 +181,9 @@ class ServiceConfig(_Strict):
     url: str | None = None  # command and none targets
     env: dict[str, str] = Field(default_factory=dict)
     depends_on: list[str] = Field(default_factory=list)
+    # Folders of the service's code outside this work tree (its own repository): part of
+    # the code an iteration tests, so a fix made there is a change of code, not flakiness.
+    source: list[PathText] = Field(default_factory=list)
     health_path: str = "/health"
     ready_timeout_s: float = Field(30.0, gt=0, le=_MAX_SECONDS)
     # cloudrun target
