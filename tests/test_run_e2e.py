@@ -895,6 +895,43 @@ def test_service_that_cannot_start_shows_why(
     assert deployments["backend"]["status"] == "skipped"
 
 
+def test_a_failed_deploy_leads_with_the_line_that_says_why(project: Project) -> None:
+    """A service's closing traceback ends with teardown lines; the one that says why comes
+    first in the error, not cut off after them."""
+    project.write("svc.py", """
+        import sys, traceback
+
+        print("api: starting", flush=True)
+        try:
+            raise RuntimeError("DATABASE_URL is not set")
+        except RuntimeError:
+            traceback.print_exc()
+        for step in range(12):
+            print(f"api: shutting down: closing pool {step}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    """)
+    project.config("""
+        [deploy]
+        target = "local"
+
+        [[deploy.services]]
+        name = "api"
+        command = ["{python}", "svc.py", "--port", "{port}"]
+
+        [[tests.suites]]
+        name = "A"
+        paths = ["tests"]
+    """)
+    project.write("tests/test_a.py", "def test_a():\n    pass\n")
+    result = project.run("run")
+    assert result.returncode == 3, output(result)
+    (deployment,) = project.summary()["deployments"]
+    assert deployment["error"].startswith(
+        "service 'api': exited with code 1: RuntimeError: DATABASE_URL is not set (log: "
+    ), deployment["error"]
+    assert "estimated remaining" not in result.stdout and "False green" not in result.stdout
+
+
 # --- 9. services and the environment of the tests -----------------------------------------
 
 

@@ -29,7 +29,9 @@ from deployloop.models import Deployment, DeployStatus
 from deployloop.safetext import one_line
 
 STOP_GRACE_S = 5.0
-_ERROR_LINE = re.compile(r"(?i)\b(error|exception|fatal|panic|critical)\b|^Traceback")
+_ERROR_LINE = re.compile(r"(?i)\b(error|exception|fatal|panic|critical)\b")
+# Python's (and most languages') last traceback line: `pkg.SomeError: what happened`.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Fault)\b(:|$)")
 LOG_TAIL_LINES = 10
 _LOG_TAIL_BYTES = 64 * 1024
 _LOG_LINE_CHARS = 300
@@ -185,11 +187,14 @@ def exit_reason(returncode: int) -> str:
 
 
 def with_log_tail(reason: str, log_path: Path) -> str:
-    """One line: the reason, where the log is, and its last lines."""
+    """One line: the reason, the log's line that says why (an exception's own line, else its
+    first error line), where the log is, and its last lines."""
     lines = log_tail(log_path, LOG_TAIL_LINES)
     if not lines:
         return f"{reason} (log: {log_path}, empty)"
-    return f"{reason} (log: {log_path}) | last log lines: " + " | ".join(lines)
+    cause = first_error_line(log_path)
+    said = f"{reason}: {cause}" if cause else reason
+    return f"{said} (log: {log_path}) | last log lines: " + " | ".join(lines)
 
 
 def log_tail(path: Path, count: int) -> list[str]:
@@ -237,12 +242,15 @@ def stop_children(started: Iterable[tuple[Children, Child]], grace_s: float) -> 
 
 
 def first_error_line(path: Path) -> str | None:
-    """The line of a service's log that says what went wrong: its first error-looking line
-    (a closing traceback's last lines are often only the teardown), else its last line."""
+    """The line of a service's log that says what went wrong: the first exception line
+    (`RuntimeError: DATABASE_URL is not set`, not the `Traceback` line above it, nor the
+    teardown lines a closing service prints after it), else its first error-looking line,
+    else its last line."""
     lines = log_tail(path, 200)
-    for line in lines:
-        if _ERROR_LINE.search(line):
-            return line
+    for pattern in (_EXCEPTION_LINE, _ERROR_LINE):
+        for line in lines:
+            if pattern.search(line) and not line.startswith("Traceback"):
+                return line
     return lines[-1] if lines else None
 
 
