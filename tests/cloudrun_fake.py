@@ -53,6 +53,7 @@ from google.iam.v1 import iam_policy_pb2, policy_pb2  # noqa: E402
 from google.longrunning import operations_pb2  # noqa: E402
 from google.protobuf import any_pb2  # noqa: E402
 from google.rpc import code_pb2, status_pb2  # noqa: E402
+from logging_fake import FakeLogging  # noqa: E402
 
 MUTATING = frozenset({"CreateService", "UpdateService", "DeleteService", "SetIamPolicy"})
 _PERMISSIONS = {
@@ -847,13 +848,30 @@ def main() -> int:
     )
     # SIGTERM (`kill`, make) ends the fake as Ctrl-C does, so no revision process is left.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    logging = FakeLogging(args.logs).start() if containers is not None else None
+    try:
+        return _serve(args, containers, logging, command)
+    finally:
+        if logging is not None:
+            logging.stop()
+
+
+def _serve(
+    args: argparse.Namespace,
+    containers: Containers | None,
+    logging: FakeLogging | None,
+    command: list[str],
+) -> int:
     with FakeCloudRun(containers) as fake:
         if args.images is not None:
             for service, revision in fake.seed_running(read_running(args.images)).items():
                 print(f"fake: {service} was deployed before, serving {revision}", flush=True)
         if not command:
             print(f"fake Cloud Run Admin API on {fake.address}; Ctrl-C stops it. In another shell:")
-            print(f"  CLOUDRUN_EMULATOR_HOST={fake.address} loop run --env <a cloudrun env>")
+            hosts = f"CLOUDRUN_EMULATOR_HOST={fake.address}"
+            if logging is not None:
+                hosts += f" LOGGING_EMULATOR_HOST={logging.address}"
+            print(f"  {hosts} loop run --env <a cloudrun env>")
             if containers is not None:
                 print(f"  revisions run locally; their output is in {args.logs}/")
             try:
@@ -863,6 +881,8 @@ def main() -> int:
             return 0
         print(f"fake Cloud Run Admin API on {fake.address}", flush=True)
         env = {**os.environ, "CLOUDRUN_EMULATOR_HOST": fake.address}
+        if logging is not None:  # the revisions' output, as Cloud Logging entries
+            env["LOGGING_EMULATOR_HOST"] = logging.address
         try:
             child = subprocess.Popen(command, env=env)
         except OSError as exc:

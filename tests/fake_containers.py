@@ -10,8 +10,10 @@ machine. Secret references get no value (the fake has none), so a variable fed f
 Manager is unset.
 
 Each process runs in the directory the fake was started in, in its own session, its output
-in `<logs>/<service>/<revision>.log`. A process that exits, or does not listen within
-`start_timeout_s`, fails its revision with Cloud Run's message and the end of that log.
+in `<logs>/<service>/<revision>.log`, each line stamped with the time it was written (as
+Cloud Logging records it; logging_fake.py serves these lines as the revision's entries).
+A process that exits, or does not listen within `start_timeout_s`, fails its revision with
+Cloud Run's message and the end of that log.
 `keep_only` stops the processes of revisions that no longer serve traffic or carry a tag
 (Cloud Run scales those to zero); `stop_all` stops the rest.
 
@@ -35,6 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from deployloop.log_lines import stamp, unstamped
 
 STOP_GRACE_S = 5.0
 
@@ -153,18 +157,21 @@ class Containers:
             "K_CONFIGURATION": service,
             "PYTHONUNBUFFERED": "1",
         }
-        with open(log, "ab") as out:
-            try:
-                process = subprocess.Popen(
-                    argv, cwd=self.workdir, env=container_env, stdout=out,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                )
-            except OSError as exc:
-                return f"The container could not start: {argv[0]}: {exc.strerror}"
+        try:
+            process = subprocess.Popen(
+                argv, cwd=self.workdir, env=container_env, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError as exc:
+            return f"The container could not start: {argv[0]}: {exc.strerror}"
+        copying = threading.Thread(target=_copy_stamped, args=(process, log), daemon=True)
+        copying.start()
         container = Container(service, revision, process, port, log)
         if not _listens(container, self.start_timeout_s):
             _stop(process)
-            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+            copying.join(5)
+            tail = [unstamped(line) for line in
+                    log.read_text(encoding="utf-8", errors="replace").splitlines()[-5:]]
             return (
                 "The user-provided container failed to start and listen on the port defined"
                 f" provided by the PORT={port} environment variable within the allocated"
@@ -200,6 +207,14 @@ class Containers:
             self._running.clear()
         for container in gone:
             _stop(container.process)
+
+
+def _copy_stamped(process: subprocess.Popen[bytes], log: Path) -> None:
+    assert process.stdout is not None
+    with open(log, "a", encoding="utf-8") as out:
+        for raw in process.stdout:
+            out.write(stamp(time.time()) + raw.decode("utf-8", "replace"))
+            out.flush()
 
 
 def _free_port() -> int:

@@ -156,6 +156,10 @@ def test_against_the_cloud_run_fake_alone_the_check_is_skipped_and_said(
     })
     assert result.returncode == 0, output(result)
     assert result.stdout.count("note: secrets not checked with Secret Manager:") == 1
+    assert result.stdout.count(
+        "note: service logs not read from Cloud Logging: CLOUDRUN_EMULATOR_HOST is set and"
+        " LOGGING_EMULATOR_HOST is not"
+    ) == 1
 
 
 def test_values_declared_equal_are_compared_without_being_shown(project: Project) -> None:

@@ -16,6 +16,7 @@ import pytest
 from cloudrun_fake import FakeCloudRun
 from conftest import ROOT, Project, loop_env, output, pids_where, shop_checkout
 from fake_containers import Containers, read_image_map, read_running
+from logging_fake import FakeLogging
 
 PROJECT_ENV = {"GCP_PROJECT": "deployloop-demo", "GCP_REGION": "europe-west1"}
 IMAGES = "europe-west1-docker.pkg.dev/deployloop-demo/shop"
@@ -63,6 +64,11 @@ def test_make_demo_staging_reaches_green_in_two_iterations(tmp_path: Path) -> No
     }
     report = (project.iteration_dir(1, env="staging") / "report.md").read_text()
     assert "not promoted; traffic on shop-backend-00001-abc)" in report
+    # The candidate backend's own line, read back from (the fake) Cloud Logging.
+    (cluster,) = project.summary(1, env="staging")["clusters"]
+    (log,) = cluster["service_logs"]
+    assert log["service"] == "backend", log
+    assert "GET /events refused (403): token audience ['auth']" in log["lines"][0], log
     assert "not promoted: the iteration is below its target; traffic stays" in result.stdout
     assert "push_images: the fake Admin API runs this work tree's services" in result.stdout
     summary = project.summary(2, env="staging")
@@ -162,17 +168,22 @@ def test_a_revision_whose_container_never_listens_fails_the_deploy_with_its_log(
     """, env="staging")
     project.write("tests/test_smoke.py", "def test_nothing():\n    pass\n")
     containers = Containers(
-        {"shop/api": ["{python}", "-c", "import sys; sys.exit('api: DATABASE_URL is not set')"]},
+        {"shop/api": ["{python}", "-c", "import sys; print('api: starting', flush=True);"
+                      " sys.exit('ERROR api: DATABASE_URL is not set')"]},
         tmp_path / "logs", workdir=project.root,
     )
-    with FakeCloudRun(containers) as fake:
+    with FakeCloudRun(containers) as fake, FakeLogging(tmp_path / "logs") as logs:
         result = project.run("run", "--env", "staging", env={
-            "CLOUDRUN_EMULATOR_HOST": fake.address, "GRPC_VERBOSITY": "ERROR",
+            "CLOUDRUN_EMULATOR_HOST": fake.address, "LOGGING_EMULATOR_HOST": logs.address,
+            "GRPC_VERBOSITY": "ERROR",
         })
     assert result.returncode == 3, output(result)
     error = deployments(project, 1)["api"]["error"]
     assert "failed to start and listen on the port defined provided by the PORT=" in error
-    assert "api: DATABASE_URL is not set" in error, error
+    # The revision's own entries, from Cloud Logging, and where to see the rest.
+    assert "; its log: ERROR ERROR api: DATABASE_URL is not set (console:" in error, error
+    assert error.endswith("(console: https://console.cloud.google.com/run/detail/europe-west1/"
+                          "api/revisions?project=deployloop-demo)"), error
     assert project.summary(1, env="staging")["totals"]["executed"] == 0
 
 

@@ -21,6 +21,7 @@ from deployloop.runner.execute import Interrupted
 from deployloop.runner.pool import WorkerPool
 from deployloop.stages.analyze import load_summary
 from deployloop.stages.deploy import deploy_services
+from deployloop.stages.evidence import collect_service_logs
 from deployloop.stages.plan import plan_iteration
 from deployloop.stages.promote import promote_if_passed
 from deployloop.stages.report import write_reports
@@ -75,6 +76,7 @@ def run_iteration(
         try:
             deployments = deploy_services(settings, store, console, plan, target)
             run_tests(settings, store, console, plan, deployments, target, pool)
+            collect_service_logs(settings, console, plan, deployments, target)
         except DeployError as exc:
             deploy_error = str(exc)
             store.record_deployments(record.id, exc.deployments)

@@ -95,6 +95,19 @@ class DeployTarget(Protocol):
         """What deploy() would do, changing nothing."""
         ...
 
+    def collect_logs(
+        self,
+        config: Config,
+        deployments: Sequence[Deployment],
+        since: str,
+        until: str,
+        folder: Path,
+    ) -> str | None:
+        """Write what the services logged between `since` and `until` (ISO times) into
+        folder/<service>.log in log_lines' form, when they log elsewhere (Cloud Logging);
+        return a note when they could not be read. Never raises."""
+        ...
+
 
 class TargetDefaults:
     """For targets with no revisions and no credentials: nothing to add, nothing to roll back."""
@@ -110,6 +123,16 @@ class TargetDefaults:
 
     def promote(self, config: Config, deployments: Sequence[Deployment]) -> list[str]:
         return []
+
+    def collect_logs(
+        self,
+        config: Config,
+        deployments: Sequence[Deployment],
+        since: str,
+        until: str,
+        folder: Path,
+    ) -> str | None:
+        return None  # local services write there themselves; others log where loop cannot see
 
     def plan(self, config: Config, ctx: DeployContext) -> list[PlannedDeploy]:
         return [

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
+    from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
     from google.cloud.run_v2 import ServicesClient
     from google.cloud.secretmanager_v1 import SecretManagerServiceClient
 
 EMULATOR_ENV = "CLOUDRUN_EMULATOR_HOST"
 SECRETMANAGER_EMULATOR_ENV = "SECRETMANAGER_EMULATOR_HOST"
+LOGGING_EMULATOR_ENV = "LOGGING_EMULATOR_HOST"
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 LOGIN_HINT = (
     "run `gcloud auth application-default login`"
@@ -55,6 +57,26 @@ def secret_manager_client() -> SecretManagerServiceClient | None:
     if emulator_host() is not None:
         return None
     return secretmanager_v1.SecretManagerServiceClient(credentials=default_credentials())
+
+
+def logging_client() -> LoggingServiceV2Client | None:
+    """A Cloud Logging client: LOGGING_EMULATOR_HOST's (insecure, no credentials) when set;
+    None against the Cloud Run emulator without one (the caller says the logs are not read);
+    else ADC's."""
+    from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
+
+    host = os.environ.get(LOGGING_EMULATOR_ENV, "").strip()
+    if host:
+        import grpc  # type: ignore[import-untyped,unused-ignore]
+        from google.cloud.logging_v2.services.logging_service_v2.transports.grpc import (
+            LoggingServiceV2GrpcTransport,
+        )
+
+        transport = LoggingServiceV2GrpcTransport(channel=grpc.insecure_channel(host))
+        return LoggingServiceV2Client(transport=transport)
+    if emulator_host() is not None:
+        return None
+    return LoggingServiceV2Client(credentials=default_credentials())
 
 
 def services_client() -> ServicesClient:

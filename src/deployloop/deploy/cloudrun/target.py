@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
@@ -37,6 +38,11 @@ from deployloop.deploy.cloudrun.errors import (
 from deployloop.deploy.cloudrun.merge import copy_of, merge_for_update, tags_kept
 from deployloop.deploy.cloudrun.registry import ImageError, ImageRef, used_as_written
 from deployloop.deploy.cloudrun.registry import resolve as resolve_image
+from deployloop.deploy.cloudrun.revision_logs import (
+    console_link,
+    revision_entries,
+    write_revision_logs,
+)
 from deployloop.deploy.cloudrun.secrets import check_secrets
 from deployloop.deploy.cloudrun.spec import (
     base_url,
@@ -210,6 +216,20 @@ class CloudRunTarget:
             except ImageError as exc:
                 missing[service.name] = f"image {exc}"
         return pinned, missing
+
+    def collect_logs(
+        self,
+        config: Config,
+        deployments: Sequence[Deployment],
+        since: str,
+        until: str,
+        folder: Path,
+    ) -> str | None:
+        """Each tested revision's Cloud Logging entries of the iteration (revision_logs)."""
+        try:
+            return write_revision_logs(config, deployments, since, until, folder)
+        except Exception as exc:  # noqa: BLE001 - evidence: an iteration never fails for it
+            return f"service logs not read: {type(exc).__name__}: {one_line(str(exc))}"
 
     def stop(self) -> None:
         """Services on Cloud Run stay up; only the API connection is closed."""
@@ -491,13 +511,44 @@ class CloudRunTarget:
         except _Abandoned:
             return failed_or_abandoned(record, ABANDONED, abort)
         except Failed as exc:
-            return failed_or_abandoned(record, str(exc), abort)
+            reason = str(exc)
+            if record.revision and record.started_at and "not ready" in reason:
+                reason += self._revision_evidence(config, service, record)
+            return failed_or_abandoned(record, reason, abort)
         except auth_errors() as exc:  # credentials that fail to refresh outside a call
             reason = f"Google credentials failed ({one_line(str(exc))}): {gcp.LOGIN_HINT}"
             return failed_or_abandoned(record, reason, abort)
         record.status = DeployStatus.READY
         record.ready_at = now_iso()
         return record
+
+    def _revision_evidence(
+        self, config: Config, service: ServiceConfig, record: Deployment
+    ) -> str:
+        """What a revision that did not become ready logged (its first error entries), and
+        where to see the rest: said with the failure, since Cloud Run's own message rarely
+        says more than "failed to start"."""
+        link = f" (console: {console_link(config, service)})"
+        try:
+            client = gcp.logging_client()
+        except gcp.CredentialsError:
+            return link
+        if client is None:
+            return link
+        try:
+            entries = revision_entries(
+                client, config, service, record.revision or "", record.started_at or "",
+                limit=200,
+            )
+        except _logging_failures():
+            return link
+        finally:
+            client.transport.close()  # type: ignore[no-untyped-call]
+        serious = [t for _, t in entries if t.split(" ", 1)[0] in _SERIOUS_SEVERITIES]
+        shown = (serious or [t for _, t in entries])[:3]
+        if not shown:
+            return link
+        return f"; its log: {' | '.join(one_line(t) for t in shown)}{link}"
 
     def _start_rollout(
         self,
@@ -780,6 +831,11 @@ class CloudRunTarget:
 
 
 PUBLIC_REFUSED = "public access refused"
+_SERIOUS_SEVERITIES = frozenset({"ERROR", "CRITICAL", "ALERT", "EMERGENCY", "WARNING"})
+
+
+def _logging_failures() -> tuple[type[Exception], ...]:
+    return (api_errors(), auth_errors(), OSError)
 NEW_SERVICE = "new service"  # a candidate deploy that created it
 
 
