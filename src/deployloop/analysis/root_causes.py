@@ -49,6 +49,17 @@ _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-f]{8,}|[0-9a-f-]{32,36}|[A-Za-z]+-[0-9a-f
                          re.IGNORECASE)
 _WHERE = re.compile(r"^(\S+\.py):(\d+): ", re.MULTILINE)
 _TOGETHER_MIN = 2  # iterations two clusters must have failed in together
+# Of a traceback, its start (the test's own frames, its calls) and its end (the failing
+# line, the exception): a failure of 10 MB costs no more than one of 40 kB.
+_SCANNED = 32_000
+_SCANNED_END = 8_000
+
+
+def _bounded(text: str | None) -> str:
+    text = text or ""
+    if len(text) <= _SCANNED + _SCANNED_END:
+        return text
+    return text[:_SCANNED] + "\n" + text[-_SCANNED_END:]
 
 
 @dataclass(frozen=True)
@@ -82,8 +93,8 @@ def root_causes(
 def endpoint_of(row: TestRow) -> Endpoint | None:
     """The method, path and status a failure names, from its message, its assertion lines
     and the calls in its traceback; None when it names no path."""
-    message = row.message or ""
-    longrepr = row.longrepr or ""
+    message = (row.message or "")[:_SCANNED]
+    longrepr = _bounded(row.longrepr)
     said = message + "\n" + "\n".join(
         line[2:] for line in longrepr.splitlines() if line.startswith("E ")
     )
@@ -106,7 +117,7 @@ def endpoint_of(row: TestRow) -> Endpoint | None:
 def failing_line(row: TestRow) -> str | None:
     """`file:line` of the test's failing assertion: the last traceback entry in the test's
     own file, else the last one at all."""
-    entries = _WHERE.findall(row.longrepr or "")
+    entries = _WHERE.findall(_bounded(row.longrepr))
     if not entries:
         return None
     own = [(path, line) for path, line in entries if path.endswith(row.file.rsplit("/", 1)[-1])]

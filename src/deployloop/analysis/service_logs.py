@@ -24,6 +24,7 @@ from deployloop.models import ServiceLog, TestRow
 MARGIN_S = 2.0
 MAX_LINES = 20
 _MAX_LINE_CHARS = 500
+_SCANNED = 32_000  # of a failure's message and traceback: a 10 MB one costs as a 32 kB one
 
 _SERIOUS = re.compile(
     r"(?i)\b(error|exception|traceback|fatal|critical|panic|warn(ing)?|denied|refused|"
@@ -82,10 +83,10 @@ def _named(failures: Sequence[TestRow]) -> frozenset[str]:
     """Paths and request ids the failures' messages (and assertion lines) name."""
     names: set[str] = set()
     for row in failures:
-        text = row.message or ""
-        if row.longrepr:
+        text = (row.message or "")[:_SCANNED]
+        if row.longrepr:  # its end holds the failing line and what pytest said of it
             text += "\n" + "\n".join(
-                line for line in row.longrepr.splitlines() if line.startswith("E ")
+                line for line in row.longrepr[-_SCANNED:].splitlines() if line.startswith("E ")
             )
         names.update(p.split("?", 1)[0].rstrip("/.") for p in _PATH.findall(text))
         names.update(_REQUEST_ID.findall(text))
