@@ -128,6 +128,11 @@ def test_endpoints_are_read_from_messages_urls_and_calls() -> None:
     ))
     assert called is not None and (called.route, called.status) == ("PATCH /users/{id}", "502")
     assert endpoint_of(row("t.py::d", "KeyError: 'x'")) is None
+    helper = endpoint_of(row(  # a helper of the test's own, called by name; urllib's words
+        "t.py::e", "urllib.error.HTTPError: HTTP Error 502: BAD GATEWAY",
+        '>       post("/status/502")\n\nt.py:17: \n',
+    ))
+    assert helper is not None and (helper.route, helper.status) == ("POST /status/{id}", "502")
 
 
 def test_the_failing_line_is_the_tests_own() -> None:
@@ -137,6 +142,13 @@ def test_the_failing_line_is_the_tests_own() -> None:
         "tests/test_api.py:12: X\n"
     )
     assert failing_line(row("tests/test_api.py::test_a", "X", longrepr)) == "tests/test_api.py:12"
+    # pytest names no function at the test's own frame; a helper in the same file is not it.
+    helper = (
+        "tests/test_api.py:17: \n"
+        "tests/test_api.py:7: in post\n    urlopen(req)\n"
+        "/usr/lib/python3.11/urllib/request.py:643: HTTPError\n"
+    )
+    assert failing_line(row("tests/test_api.py::test_b", "X", helper)) == "tests/test_api.py:17"
 
 
 def test_patterns_that_came_and_stayed_together_are_one_group() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
 _MAX_BYTES = 8 * 1024 * 1024  # a log read for evidence: its last 8 MB at most
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ def _lines(path: Path, service: str) -> Iterator[LogLine]:
         if match:
             last = datetime.fromisoformat(match[1] + "+00:00").timestamp()
             raw = raw[match.end():]
+        raw = _ANSI.sub("", raw)  # a colouring logger's escapes: text to match, not to show
         if last is not None and raw.strip():
             yield LogLine(service, last, raw)
 

@@ -33,7 +33,7 @@ _URL = re.compile(r"https?://[^/\s'\"]+(/[^\s'\"?#),]*)")
 # session.get(f"{BASE}/items/{sku}"), client.request("POST", "/orders").
 _URL_ARG = r"(?:[\w.\[\]'\"]+\s*\+\s*)?f?['\"](?:\{[^}'\"]*\})?(/[^'\"{?#]*)"
 _CALL = re.compile(
-    r"\.(get|post|put|patch|delete|head|options)\(\s*" + _URL_ARG, re.IGNORECASE
+    r"(?:\.|\b)(get|post|put|patch|delete|head|options)\(\s*" + _URL_ARG, re.IGNORECASE
 )
 _REQUEST_CALL = re.compile(
     r"\.request\(\s*['\"](" + _METHODS + r")['\"]\s*,\s*" + _URL_ARG
@@ -42,12 +42,13 @@ _STATUS = (
     re.compile(r"\bassert ([1-5]\d\d) ==(?: [1-5]\d\d)?"),
     re.compile(r"'([1-5]\d\d) [A-Z][A-Za-z ]+'"),  # httpx: Server error '500 Internal ...'
     re.compile(r"\b([1-5]\d\d) (?:Server|Client) Error\b"),  # requests
+    re.compile(r"\bHTTP Error ([1-5]\d\d)\b"),  # urllib
     re.compile(r"\b(?:HTTP|status(?:[ _]code)?|answered|returned)\W{0,3}([1-5]\d\d)\b",
                re.IGNORECASE),
 )
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-f]{8,}|[0-9a-f-]{32,36}|[A-Za-z]+-[0-9a-f]{6,})$",
                          re.IGNORECASE)
-_WHERE = re.compile(r"^(\S+\.py):(\d+): ", re.MULTILINE)
+_WHERE = re.compile(r"^(\S+\.py):(\d+): (?:in (\S+))?", re.MULTILINE)
 _TOGETHER_MIN = 2  # iterations two clusters must have failed in together
 # Of a traceback, its start (the test's own frames, its calls) and its end (the failing
 # line, the exception): a failure of 10 MB costs no more than one of 40 kB.
@@ -115,13 +116,15 @@ def endpoint_of(row: TestRow) -> Endpoint | None:
 
 
 def failing_line(row: TestRow) -> str | None:
-    """`file:line` of the test's failing assertion: the last traceback entry in the test's
-    own file, else the last one at all."""
+    """`file:line` of the test's failing line: the last traceback entry in the test function
+    itself, else the last one in the test's file (a helper of its own), else the last one."""
     entries = _WHERE.findall(_bounded(row.longrepr))
     if not entries:
         return None
-    own = [(path, line) for path, line in entries if path.endswith(row.file.rsplit("/", 1)[-1])]
-    path, line = (own or entries)[-1]
+    name = row.nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
+    own_file = [e for e in entries if e[0].endswith(row.file.rsplit("/", 1)[-1])]
+    in_test = [e for e in own_file if e[2] in ("", name)]  # pytest names no function there
+    path, line, _ = (in_test or own_file or entries)[-1]
     return f"{path}:{line}"
 
 

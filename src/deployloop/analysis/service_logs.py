@@ -18,6 +18,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from deployloop.analysis.root_causes import endpoint_of
 from deployloop.log_lines import LogLine
 from deployloop.models import ServiceLog, TestRow
 
@@ -92,6 +93,9 @@ def _named(failures: Sequence[TestRow]) -> frozenset[str]:
         names.update(_REQUEST_ID.findall(text))
         names.update(_STATUS.findall(text))
         names.update(a or b for a, b in _QUOTED.findall(text))
+        endpoint = endpoint_of(row)  # the path the test called, when its message has none
+        if endpoint is not None:
+            names.add(endpoint.path.split("{id}", 1)[0].rstrip("/") or endpoint.path)
     return frozenset(name for name in names if len(name) > 1)
 
 
