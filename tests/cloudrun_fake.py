@@ -38,7 +38,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from concurrent import futures
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -53,6 +52,7 @@ from google.iam.v1 import iam_policy_pb2, policy_pb2  # noqa: E402
 from google.longrunning import operations_pb2  # noqa: E402
 from google.protobuf import any_pb2  # noqa: E402
 from google.rpc import code_pb2, status_pb2  # noqa: E402
+from grpc_fake import GrpcFake, unary  # noqa: E402
 from logging_fake import FakeLogging  # noqa: E402
 
 MUTATING = frozenset({"CreateService", "UpdateService", "DeleteService", "SetIamPolicy"})
@@ -118,7 +118,7 @@ class FakeService:
     tag_servers: dict[str, ThreadingHTTPServer] = field(default_factory=dict)
 
 
-class FakeCloudRun:
+class FakeCloudRun(GrpcFake):
     def __init__(self, containers: Containers | None = None) -> None:
         self.containers = containers  # revisions that run a local command (fake_containers)
         self.calls: list[Call] = []
@@ -135,17 +135,10 @@ class FakeCloudRun:
         self._no_public: set[str] = set()
         self._never_done: set[str] = set()  # operation names
         self._lock = threading.RLock()
-        self._server: grpc.Server | None = None
-        self.address = ""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def start(self) -> FakeCloudRun:
-        def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
-            return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=request, response_serializer=response
-            )
-
+    def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
         op_out = operations_pb2.Operation.SerializeToString
         services = grpc.method_handlers_generic_handler(
             "google.cloud.run.v2.Services",
@@ -180,30 +173,16 @@ class FakeCloudRun:
                 ),
             },
         )
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-        server.add_generic_rpc_handlers((services, operations))
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        self._server = server
-        self.address = f"127.0.0.1:{port}"
-        return self
+        return (services, operations)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None).wait(5)
-            self._server = None
+        super().stop()
         for fake in self.services.values():
             for server in (fake.http, *fake.tag_servers.values()):
                 server.shutdown()
                 server.server_close()
         if self.containers is not None:
             self.containers.stop_all()
-
-    def __enter__(self) -> FakeCloudRun:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- knobs -----------------------------------------------------------------------------------
 

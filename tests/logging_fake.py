@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-from concurrent import futures
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from google.cloud.logging_v2.types import (  # noqa: E402
     LogEntry,
 )
 from google.logging.type import log_severity_pb2  # noqa: E402
+from grpc_fake import GrpcFake, unary  # noqa: E402
 
 from deployloop.log_lines import read_log  # noqa: E402
 
@@ -35,43 +35,23 @@ _TERM = re.compile(r'^\s*([\w.]+)\s*(=|>=|<=)\s*"([^"]*)"\s*$')
 _SEVERITY = re.compile(r"\b(DEBUG|INFO|NOTICE|WARNING|ERROR|CRITICAL)\b")
 
 
-class FakeLogging:
+class FakeLogging(GrpcFake):
     def __init__(self, logs: Path, project: str | None = None) -> None:
         """`project`: the one project whose logs may be read (None: any)."""
         self.logs = logs
         self.project = project
         self.filters: list[str] = []
-        self._server: grpc.Server | None = None
-        self.address = ""
 
-    def start(self) -> FakeLogging:
-        handler = grpc.method_handlers_generic_handler(
+    def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
+        return (grpc.method_handlers_generic_handler(
             "google.logging.v2.LoggingServiceV2",
             {
-                "ListLogEntries": grpc.unary_unary_rpc_method_handler(
-                    self._list, request_deserializer=ListLogEntriesRequest.deserialize,
-                    response_serializer=ListLogEntriesResponse.serialize,
+                "ListLogEntries": unary(
+                    self._list, ListLogEntriesRequest.deserialize,
+                    ListLogEntriesResponse.serialize,
                 ),
             },
-        )
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        server.add_generic_rpc_handlers((handler,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        self._server = server
-        self.address = f"127.0.0.1:{port}"
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None).wait(5)
-            self._server = None
-
-    def __enter__(self) -> FakeLogging:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        ),)
 
     def _list(self, request: ListLogEntriesRequest, context: grpc.ServicerContext) -> Any:
         self.filters.append(request.filter)

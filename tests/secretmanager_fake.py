@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +23,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 import grpc  # noqa: E402
 from google.cloud import secretmanager_v1  # noqa: E402
 from google.iam.v1 import iam_policy_pb2, policy_pb2  # noqa: E402
+from grpc_fake import GrpcFake, unary  # noqa: E402
 
 State = secretmanager_v1.SecretVersion.State
 _VERSION_NAME = re.compile(r"^projects/([^/]+)/secrets/([^/]+)/versions/([^/]+)$")
@@ -36,14 +36,12 @@ class FakeSecret:
     readers: set[str] = field(default_factory=set)  # members with secretAccessor
 
 
-class FakeSecretManager:
+class FakeSecretManager(GrpcFake):
     def __init__(self) -> None:
         self.secrets: dict[tuple[str, str], FakeSecret] = {}  # (project, secret)
         self.calls: list[tuple[str, str]] = []
         self._denied: set[str] = set()
         self._lock = threading.Lock()
-        self._server: grpc.Server | None = None
-        self.address = ""
 
     def add(
         self, project: str, secret: str, *states: State, readers: tuple[str, ...] = ()
@@ -58,13 +56,8 @@ class FakeSecretManager:
         """Every call of `method` is PERMISSION_DENIED: the caller lacks the permission."""
         self._denied.add(method)
 
-    def start(self) -> FakeSecretManager:
-        def unary(fn: Any, request: Any, response: Any) -> grpc.RpcMethodHandler:
-            return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=request, response_serializer=response
-            )
-
-        handlers = grpc.method_handlers_generic_handler(
+    def handlers(self) -> tuple[grpc.GenericRpcHandler, ...]:
+        return (grpc.method_handlers_generic_handler(
             "google.cloud.secretmanager.v1.SecretManagerService",
             {
                 "GetSecretVersion": unary(
@@ -76,25 +69,7 @@ class FakeSecretManager:
                     policy_pb2.Policy.SerializeToString,
                 ),
             },
-        )
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        server.add_generic_rpc_handlers((handlers,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        self._server = server
-        self.address = f"127.0.0.1:{port}"
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None).wait(5)
-            self._server = None
-
-    def __enter__(self) -> FakeSecretManager:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        ),)
 
     def _enter(self, method: str, name: str, context: grpc.ServicerContext) -> None:
         with self._lock:

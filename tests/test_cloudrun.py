@@ -228,9 +228,12 @@ def test_failed_rollout_reports_the_condition_and_keeps_traffic(
     backend = records["backend"]
     assert backend.status is DeployStatus.FAILED
     assert backend.revision == "backend-00002-abc"
+    # Against the Cloud Run fake alone its log is not read: where to see it is said.
     assert backend.error == (
         "service 'backend': revision 'backend-00002-abc' not ready:"
-        " Container failed to start. Failed to listen on PORT=8080."
+        " Container failed to start. Failed to listen on PORT=8080. (console:"
+        " https://console.cloud.google.com/run/detail/europe-west1/backend/revisions"
+        "?project=demo-proj)"
     )
     assert str(caught.value) == backend.error
     assert fake.serving_revision("backend") == "backend-00001-abc"
@@ -241,6 +244,7 @@ def test_rollout_ending_in_an_operation_error(fake: FakeCloudRun, target: CloudR
     with pytest.raises(DeployError) as caught:
         target.deploy(config(), ctx())
     records = by_name(caught.value.deployments)
+    # The operation failed: no revision is named as this deploy's, so no log is looked up.
     assert records["auth"].error == (
         "service 'auth': revision 'auth-00001-abc' not ready: Image not found."
     )
