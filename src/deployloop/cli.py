@@ -67,6 +67,7 @@ class ReportFormat(StrEnum):
     table = "table"
     markdown = "markdown"
     json = "json"
+    junit = "junit"
 
 
 EnvOption = Annotated[
@@ -546,7 +547,10 @@ def summarize(
     ] = None,
     format: Annotated[
         ReportFormat,
-        typer.Option("--format", "-f", help="table, markdown (for a ticket) or json."),
+        typer.Option(
+            "--format", "-f",
+            help="table, markdown (for a ticket), json, or junit (JUnit XML for CI).",
+        ),
     ] = ReportFormat.table,
     output: Annotated[
         Path | None,
@@ -580,6 +584,10 @@ def summarize(
             from deployloop.report.markdown import summary_to_markdown
 
             text = summary_to_markdown(summary)
+        elif format == ReportFormat.junit:
+            from deployloop.report.junit import summary_to_junit
+
+            text = summary_to_junit(summary, store.tests(record.id), store.reruns(record.id))
         else:
             import io
 

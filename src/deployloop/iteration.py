@@ -116,7 +116,7 @@ def run_iteration(
         # Most tests failed one way: the environment, not the code. The iterations after
         # this one leave it out; its own report says so first.
         store.leave_out(record.id, f"outage: {summary.insights.outage}")
-    write_reports(settings.layout, summary)
+    write_reports(settings.layout, summary, store.tests(record.id), store.reruns(record.id))
     _keep(store, summary, settings)
     # The workers end their sessions (JUnit XML, teardown) while loop reports: waited for
     # only now.

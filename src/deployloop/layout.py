@@ -34,5 +34,8 @@ class StateLayout:
     def report_md(self, env: str, number: int) -> Path:
         return self.iteration_dir(env, number) / "report.md"
 
+    def junit_xml(self, env: str, number: int) -> Path:
+        return self.iteration_dir(env, number) / "junit.xml"
+
     def summary_json(self, env: str, number: int) -> Path:
         return self.iteration_dir(env, number) / "summary.json"

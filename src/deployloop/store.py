@@ -735,6 +735,16 @@ class Store:
              result.duration_s, self._keep(result.message, MAX_MESSAGE)),
         )
 
+    def reruns(self, iteration_id: int) -> list[HistoryRow]:
+        """Every attempt after the first of an iteration's tests (their first attempt is the
+        test's row), in node id and attempt order."""
+        return self._history_rows(
+            "SELECT i.number, a.nodeid, a.suite, a.outcome, a.attempt, a.message, a.duration_s,"
+            " i.code_key, NULL FROM attempts a JOIN iterations i ON i.id = a.iteration_id"
+            " WHERE a.iteration_id = ? ORDER BY 2, 5",
+            (iteration_id,),
+        )
+
     def record_test_files(self, iteration_id: int, hashes: dict[str, str]) -> None:
         with self._tx() as tx:
             tx.execute("DELETE FROM test_files WHERE iteration_id = ?", (iteration_id,))

@@ -1,15 +1,25 @@
-"""Report: write the iteration's report.md and summary.json where the hook and CI read them."""
+"""Report: write the iteration's report.md, summary.json and junit.xml where the hook and CI
+read them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from deployloop.layout import StateLayout
-from deployloop.models import Summary
+from deployloop.models import HistoryRow, Summary, TestRow
 
 
-def write_reports(layout: StateLayout, summary: Summary) -> tuple[Path, Path]:
+def write_reports(
+    layout: StateLayout,
+    summary: Summary,
+    rows: Sequence[TestRow] = (),
+    reruns: Sequence[HistoryRow] = (),
+) -> tuple[Path, Path]:
+    """`rows`: every test of the iteration (junit.xml lists each); `reruns` their later
+    attempts."""
     from deployloop.report.json_report import summary_to_json
+    from deployloop.report.junit import summary_to_junit
     from deployloop.report.markdown import summary_to_markdown
 
     record = summary.iteration
@@ -18,6 +28,8 @@ def write_reports(layout: StateLayout, summary: Summary) -> tuple[Path, Path]:
     md.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(md, summary_to_markdown(summary))
     _write_atomic(js, summary_to_json(summary))
+    _write_atomic(layout.junit_xml(record.env, record.number),
+                  summary_to_junit(summary, rows, reruns))
     return md, js
 
 
