@@ -123,3 +123,44 @@ def test_junit_xml_holds_every_test_once_and_the_summary_counts(project: Project
     assert flaky["rerun.2"] == "passed" and "flaky" in flaky
     again = project.run("summarize", "--format", "junit")
     assert again.returncode == 0 and again.stdout == path.read_text(), output(again)
+
+
+def test_report_md_stays_short_enough_to_paste_and_report_full_md_has_everything(
+    project: Project,
+) -> None:
+    """A GitHub comment holds 65,536 characters: report.md stays under 60,000 however big the
+    run, and says what it left out and where it is."""
+    project.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "none"
+
+        [tests]
+        workers = 2
+
+        [[tests.suites]]
+        name = "Big"
+        paths = ["tests"]
+    """)
+    project.write("tests/test_big.py", """
+        import pytest
+
+        @pytest.mark.parametrize("n", range(700))
+        def test_case(n):
+            kind = f"Error{n % 40}"  # 40 failure patterns
+            assert n % 7 == 0, f"{kind}: " + "the service answered something long " * 12
+    """)
+    result = project.run("run", timeout=300)
+    assert result.returncode == 1, output(result)
+    short = (project.iteration_dir(1) / "report.md").read_text()
+    full = (project.iteration_dir(1) / "report-full.md").read_text()
+    assert len(short) < 60_000 < len(full), (len(short), len(full))
+    assert "more in report-full.md" in short
+    failing = project.summary()["totals"]["failed"]
+    assert failing == 600
+    # Every failing test is in the full report; the short one names where the rest is.
+    assert sum(f"test_case[{n}]" in full for n in range(700) if n % 7) == failing
+    again = project.run("summarize", "--format", "markdown")
+    assert again.stdout == short

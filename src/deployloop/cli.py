@@ -583,7 +583,7 @@ def summarize(
         elif format == ReportFormat.markdown:
             from deployloop.report.markdown import summary_to_markdown
 
-            text = summary_to_markdown(summary)
+            text = summary_to_markdown(summary, short=True)  # report.md's; report-full.md beside it
         elif format == ReportFormat.junit:
             from deployloop.report.junit import summary_to_junit
 

@@ -34,6 +34,10 @@ class StateLayout:
     def report_md(self, env: str, number: int) -> Path:
         return self.iteration_dir(env, number) / "report.md"
 
+    def report_full_md(self, env: str, number: int) -> Path:
+        """report.md with every list whole (report.md stays short enough to paste)."""
+        return self.iteration_dir(env, number) / "report-full.md"
+
     def junit_xml(self, env: str, number: int) -> Path:
         return self.iteration_dir(env, number) / "junit.xml"
 

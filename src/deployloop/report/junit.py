@@ -33,7 +33,7 @@ def summary_to_junit(
 ) -> str:
     iteration = summary.iteration
     totals = summary.totals
-    root = ET.Element("testsuites", {
+    root = ET.Element("testsuites", _attrs({
         "name": f"deployloop {iteration.env} iteration {iteration.number}",
         "tests": str(totals.collected),
         "failures": str(totals.failed),
@@ -41,7 +41,7 @@ def summary_to_junit(
         "skipped": str(totals.collected - totals.executed),
         "time": _seconds(summary.elapsed_s),
         "timestamp": iteration.started_at,
-    })
+    }))
     by_suite: dict[str, list[TestRow]] = {}
     for row in rows:
         by_suite.setdefault(row.suite, []).append(row)
@@ -53,7 +53,7 @@ def summary_to_junit(
     for suite in suites_in_order(summary):
         figures = suite.figures
         tests = sorted(by_suite.get(suite.name, []), key=lambda row: row.nodeid)
-        element = ET.SubElement(root, "testsuite", {
+        element = ET.SubElement(root, "testsuite", _attrs({
             "name": suite.name,
             "tests": str(figures.collected),
             "failures": str(figures.failed),
@@ -61,7 +61,7 @@ def summary_to_junit(
             "skipped": str(figures.collected - figures.executed),
             "time": _seconds(sum(row.duration_s or 0.0 for row in tests)),
             "timestamp": iteration.started_at,
-        })
+        }))
         properties = ET.SubElement(element, "properties")
         _property(properties, "priority", str(suite.priority))
         _property(properties, "status", suite.status.value)
@@ -82,12 +82,12 @@ def _testcase(
     path, _, name = row.nodeid.partition("::")
     module = path.removesuffix(".py").replace("/", ".")
     classname = ".".join([module, *name.split("::")[:-1]]) if "::" in name else module
-    case = ET.SubElement(parent, "testcase", {
+    case = ET.SubElement(parent, "testcase", _attrs({
         "classname": classname,
         "name": name.split("::")[-1] or row.nodeid,
         "file": row.file,
         "time": _seconds(row.duration_s or 0.0),
-    })
+    }))
     properties = [("nodeid", row.nodeid)]
     properties += [(f"rerun.{r.attempt}", r.outcome.value) for r in reruns]
     if known:
@@ -107,6 +107,10 @@ def _testcase(
     elif row.outcome in _NOT_EXECUTED:
         word = _NOT_EXECUTED[row.outcome]
         ET.SubElement(case, "skipped", {"message": f"{word}: {message}" if message else word})
+
+
+def _attrs(values: dict[str, str]) -> dict[str, str]:
+    return {key: _clean(value) for key, value in values.items()}
 
 
 def _property(parent: ET.Element, name: str, value: str) -> None:

@@ -15,6 +15,7 @@ returns, bidi overrides and bytes that were not UTF-8 show as visible escapes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from deployloop.models import (
     Cluster,
@@ -81,22 +82,55 @@ RESULT_HEADERS = (
 RESULT_ALIGN = ("left", "right", "left") + ("right",) * 7 + ("left",)
 
 
-def summary_to_markdown(summary: Summary) -> str:
+@dataclass(frozen=True)
+class _Limits:
+    """How much of each list a report shows; None: all of it."""
+
+    tests: int | None = None  # per cluster, root cause, diff group, flaky or broken list
+    clusters: int | None = None
+    log_lines: int | None = None  # per service, beside a cluster
+
+
+FULL = _Limits()
+SHORT = _Limits(tests=10, clusters=15, log_lines=8)
+MAX_SHORT_CHARS = 60_000  # a GitHub comment holds 65,536; a ticket less
+FULL_NAME = "report-full.md"
+
+
+def summary_to_markdown(summary: Summary, short: bool = False) -> str:
+    """The report; `short`: lists cut to a few of each (the rest is in report-full.md, said
+    where cut), and never more than MAX_SHORT_CHARS, whatever the size of the run."""
     summary = safe_summary(summary)
+    limits = SHORT if short else FULL
     sections = [
         _title(summary),
         _top_facts(summary),
-        _integrity(summary),
+        _integrity(summary, limits),
         _results(summary),
-        _failure_analysis(summary),
-        _flaky_and_broken(summary),
-        _false_greens(summary),
-        _changes(summary),
+        _failure_analysis(summary, limits),
+        _flaky_and_broken(summary, limits),
+        _false_greens(summary, limits),
+        _changes(summary, limits),
         _progress(summary),
         _deployments(summary),
         _key_metrics(summary),
     ]
-    return "\n\n".join(section for section in sections if section) + "\n"
+    text = "\n\n".join(section for section in sections if section) + "\n"
+    if short and len(text) > MAX_SHORT_CHARS:
+        # Still too long (hundreds of suites, long labels): whole lines up to the limit.
+        note = (f"\n\n*Cut here to stay under {MAX_SHORT_CHARS} characters: the rest is in"
+                f" {FULL_NAME}.*\n")
+        cut = text.rfind("\n", 0, MAX_SHORT_CHARS - len(note))
+        text = text[:cut] + note
+    return text
+
+
+def _listed(lines: Sequence[str], limit: int | None, what: str, indent: str = "") -> list[str]:
+    """The first `limit` lines, and one saying how many more there are and where."""
+    if limit is None or len(lines) <= limit:
+        return list(lines)
+    more = len(lines) - limit
+    return [*lines[:limit], f"{indent}- ... and {plural(more, what)} more in {FULL_NAME}"]
 
 
 def cell(text: object) -> str:
@@ -135,7 +169,7 @@ def _top_facts(summary: Summary) -> str:
     return "\n".join(f"- {fact.text}" for fact in top_facts(summary, code))
 
 
-def _integrity(summary: Summary) -> str:
+def _integrity(summary: Summary, limits: _Limits) -> str:
     flags = summary.insights.integrity
     if not flags:
         return ""
@@ -145,7 +179,7 @@ def _integrity(summary: Summary) -> str:
         f"{plural(len(flags), 'flag')}: check these before trusting the pass rate.",
         "",
     ]
-    lines.extend(f"- {integrity_line(flag, code)}" for flag in flags)
+    lines += _listed([f"- {integrity_line(flag, code)}" for flag in flags], limits.tests, "flag")
     return "\n".join(lines)
 
 
@@ -155,7 +189,7 @@ def _history_entry(history: TestHistory) -> str:
     )
 
 
-def _flaky_and_broken(summary: Summary) -> str:
+def _flaky_and_broken(summary: Summary, limits: _Limits) -> str:
     insights = summary.insights
     if not insights.flaky and not insights.broken:
         return ""
@@ -163,12 +197,12 @@ def _flaky_and_broken(summary: Summary) -> str:
     for title, tests in (("Flaky", insights.flaky), ("Broken", insights.broken)):
         if tests:
             lines = [f"### {title} ({len(tests)})", ""]
-            lines.extend(_history_entry(history) for history in tests)
+            lines += _listed([_history_entry(h) for h in tests], limits.tests, "test")
             parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
 
-def _false_greens(summary: Summary) -> str:
+def _false_greens(summary: Summary, limits: _Limits) -> str:
     greens = summary.insights.false_greens
     if not greens:
         return ""
@@ -178,11 +212,11 @@ def _false_greens(summary: Summary) -> str:
         f"{plural(len(greens), 'result')} that passed on paper but not in fact:",
         "",
     ]
-    lines.extend(f"- {false_green_line(green, code)}" for green in greens)
+    lines += _listed([f"- {false_green_line(g, code)}" for g in greens], limits.tests, "result")
     return "\n".join(lines)
 
 
-def _changes(summary: Summary) -> str:
+def _changes(summary: Summary, limits: _Limits) -> str:
     diff = summary.insights.diff
     if diff is None:
         return ""
@@ -197,14 +231,14 @@ def _changes(summary: Summary) -> str:
     for title, tests in groups:
         if tests:
             lines = [f"### {title} ({len(tests)})", ""]
-            lines.extend(f"- {code(test)}" for test in tests)
+            lines += _listed([f"- {code(test)}" for test in tests], limits.tests, "test")
             parts.append("\n".join(lines))
     if diff.changed_signatures:
         lines = [f"### Changed failure signatures ({len(diff.changed_signatures)})", ""]
-        lines.extend(
+        lines += _listed([
             f"- {code(change.test)}: {one_line(change.before)} → {one_line(change.after)}"
             for change in diff.changed_signatures
-        )
+        ], limits.tests, "test")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 
@@ -248,7 +282,7 @@ def _results(summary: Summary) -> str:
     return "\n\n".join(parts)
 
 
-def _failure_analysis(summary: Summary) -> str:
+def _failure_analysis(summary: Summary, limits: _Limits) -> str:
     parts = ["## Failure analysis"]
     count = failing(summary.totals)
     if count == 0 and not summary.clusters:
@@ -259,14 +293,21 @@ def _failure_analysis(summary: Summary) -> str:
             + _known_issue_counts(summary)
         )
     if summary.root_causes:
-        parts.append(_root_causes(summary))
+        parts.append(_root_causes(summary, limits))
     messages = failure_messages(summary)
-    for number, cluster in enumerate(clusters_in_order(summary), start=1):
-        parts.append(_cluster(summary, number, cluster, messages))
+    clusters = clusters_in_order(summary)
+    shown = clusters if limits.clusters is None else clusters[: limits.clusters]
+    for number, cluster in enumerate(shown, start=1):
+        parts.append(_cluster(summary, number, cluster, messages, limits))
+    if len(shown) < len(clusters):
+        hidden = clusters[len(shown):]
+        tests = sum(cluster.count for cluster in hidden)
+        parts.append(f"*... and {plural(len(hidden), 'more pattern')} ({plural(tests, 'test')})"
+                     f" in {FULL_NAME}.*")
     loose = unclustered_failures(summary)
     if loose:
         lines = [f"### Other failures ({len(loose)})", ""]
-        lines.extend(_test_line(nodeid, messages) for nodeid in loose)
+        lines += _listed([_test_line(n, messages) for n in loose], limits.tests, "test")
         parts.append("\n".join(lines))
     known = _known_issues(summary)
     if known:
@@ -274,21 +315,27 @@ def _failure_analysis(summary: Summary) -> str:
     return "\n\n".join(parts)
 
 
-def _root_causes(summary: Summary) -> str:
+def _root_causes(summary: Summary, limits: _Limits) -> str:
     lines = ["### Root causes", ""]
     for cause in summary.root_causes:
         lines.append(f"- **{one_line(cause.label)}** — {plural(len(cause.clusters), 'pattern')},"
                      f" {plural(len(cause.tests), 'test')}")
         lines.extend(f"  - {one_line(item)}" for item in cause.evidence)
         lines.extend(f"  - pattern: {one_line(label)}" for label in cause.clusters)
-        lines.extend(
+        lines += _listed([
             f"  - {code(test)}" + (f" at {code(where)}" if where else "")
             for test, where in cause.tests
-        )
+        ], limits.tests, "test", indent="  ")
     return "\n".join(lines)
 
 
-def _cluster(summary: Summary, number: int, cluster: Cluster, messages: dict[str, str]) -> str:
+def _cluster(
+    summary: Summary,
+    number: int,
+    cluster: Cluster,
+    messages: dict[str, str],
+    limits: _Limits,
+) -> str:
     lines = [
         f"### {number}. {one_line(cluster.label)} — {plural(cluster.count, 'failure')}",
         "",
@@ -301,10 +348,16 @@ def _cluster(summary: Summary, number: int, cluster: Cluster, messages: dict[str
     if cluster.known_issue:
         lines.append(f"- {known_issue_note(summary, cluster.known_issue)}")
     lines.append("- Tests:")
-    lines.extend("  " + _test_line(nodeid, messages) for nodeid in cluster.tests)
+    lines += _listed(
+        ["  " + _test_line(nodeid, messages) for nodeid in cluster.tests], limits.tests, "test",
+        indent="  ",
+    )
     for log in cluster.service_logs:
         lines += ["", f"Service log, `{cell(log.service)}`, while these tests ran:", ""]
-        lines.append(fenced(log.lines))
+        shown = log.lines if limits.log_lines is None else log.lines[: limits.log_lines]
+        lines.append(fenced(shown))
+        if len(shown) < len(log.lines):
+            lines.append(f"({plural(len(log.lines) - len(shown), 'more line')} in {FULL_NAME})")
     return "\n".join(lines)
 
 

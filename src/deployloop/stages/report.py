@@ -26,7 +26,8 @@ def write_reports(
     md = layout.report_md(record.env, record.number)
     js = layout.summary_json(record.env, record.number)
     md.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(md, summary_to_markdown(summary))
+    _write_atomic(md, summary_to_markdown(summary, short=True))
+    _write_atomic(layout.report_full_md(record.env, record.number), summary_to_markdown(summary))
     _write_atomic(js, summary_to_json(summary))
     _write_atomic(layout.junit_xml(record.env, record.number),
                   summary_to_junit(summary, rows, reruns))
