@@ -164,3 +164,52 @@ def test_report_md_stays_short_enough_to_paste_and_report_full_md_has_everything
     assert sum(f"test_case[{n}]" in full for n in range(700) if n % 7) == failing
     again = project.run("summarize", "--format", "markdown")
     assert again.stdout == short
+
+
+def test_in_github_actions_a_step_summary_and_one_annotation_per_pattern(
+    project: Project,
+) -> None:
+    project.config("""
+        [loop]
+        max_iterations = 1
+
+        [deploy]
+        target = "none"
+
+        [[tests.suites]]
+        name = "Main"
+        paths = ["tests"]
+    """)
+    project.write("tests/test_a.py", """
+        def test_ok():
+            pass
+
+
+        def test_bad():
+            value = 2
+            assert value == 1, "50% off, then: a, b\\nsecond line"
+
+
+        def test_also_bad():
+            raise KeyError("token")
+    """)
+    plain = project.run("run")
+    assert "::error" not in plain.stdout and "::group::" not in plain.stdout
+    step = project.root / "step-summary.md"
+    step.write_text("# an earlier step\n")
+    result = project.run("run", env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(step)})
+    assert result.returncode == 1, output(result)
+    summary = step.read_text()
+    assert summary.startswith("# an earlier step\n")  # appended, never replaced
+    assert "### deployloop: local iteration 2: FAILED" in summary
+    assert "| **TOTAL** | 3 | 3 | 1 | 2 | 0 | 0 |" in summary
+    assert "#### Failure patterns (2)" in summary
+    errors = [line for line in result.stdout.splitlines() if line.startswith("::error ")]
+    assert len(errors) == 2, result.stdout
+    bad = next(line for line in errors if "value == 1" in line or "50%25" in line)
+    # At the assertion's line; the message escaped so it cannot end the command early.
+    assert bad.startswith("::error file=tests/test_a.py,line=7,title=1 failing%3A "), bad
+    assert "50%25 off" in bad and "%0A" in bad
+    assert result.stdout.index("::group::iteration 2 report") < result.stdout.index(
+        "::endgroup::"
+    )

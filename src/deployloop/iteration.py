@@ -16,7 +16,7 @@ from rich.console import Console
 from deployloop.analysis.figures import figures
 from deployloop.analysis.setup_failure import LEFT_OUT_STATUSES, pytest_setup_error
 from deployloop.deploy import DeployError, DeployTarget, make_target
-from deployloop.models import IterationRecord, IterationStatus, Summary
+from deployloop.models import IterationRecord, IterationStatus, Summary, TestRow
 from deployloop.runner.execute import Interrupted
 from deployloop.runner.pool import WorkerPool
 from deployloop.stages.analyze import load_summary
@@ -48,6 +48,8 @@ class IterationOutcome:
     summary: Summary
     deploy_error: str | None = None
     interrupted: bool = False
+    # In GitHub Actions: one `::error` workflow command per failure pattern (report.github).
+    annotations: tuple[str, ...] = ()
 
 
 def run_iteration(
@@ -116,12 +118,24 @@ def run_iteration(
         # Most tests failed one way: the environment, not the code. The iterations after
         # this one leave it out; its own report says so first.
         store.leave_out(record.id, f"outage: {summary.insights.outage}")
-    write_reports(settings.layout, summary, store.tests(record.id), store.reruns(record.id))
+    rows = store.tests(record.id)
+    write_reports(settings.layout, summary, rows, store.reruns(record.id))
+    to_annotate = _in_actions(summary, rows)
     _keep(store, summary, settings)
     # The workers end their sessions (JUnit XML, teardown) while loop reports: waited for
     # only now.
     _close(pool)
-    return IterationOutcome(finished, summary, deploy_error, interrupted)
+    return IterationOutcome(finished, summary, deploy_error, interrupted, to_annotate)
+
+
+def _in_actions(summary: Summary, rows: list[TestRow]) -> tuple[str, ...]:
+    """In GitHub Actions: the step summary written, the annotations to print; else nothing."""
+    from deployloop.report import github
+
+    if not github.in_actions():
+        return ()
+    github.append_step_summary(summary)
+    return tuple(github.error_annotations(summary, rows))
 
 
 def _keep(store: Store, summary: Summary, settings: IterationSettings) -> None:

@@ -210,10 +210,19 @@ def _between_iterations(
 def _print_outcome(
     settings: IterationSettings, console: Console, outcome: IterationOutcome
 ) -> None:
+    from deployloop.report import github
     from deployloop.report.terminal import render_summary
 
     console.print()
+    actions = github.in_actions()
+    if actions:  # the long tables fold away in the job's log
+        console.file.write(github.group(f"iteration {outcome.record.number} report") + "\n")
     render_summary(outcome.summary, console)
+    if actions:
+        console.file.write(github.END_GROUP + "\n")
+        for line in outcome.annotations:
+            console.file.write(line + "\n")
+        console.file.flush()
     record = outcome.record
     if outcome.deploy_error:
         console.print(
