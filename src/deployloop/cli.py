@@ -693,6 +693,36 @@ def plan(
 
 
 @app.command()
+def report(
+    env: EnvOption = "local",
+    config_dir: ConfigDirOption = Path("configs"),
+    state_dir: StateDirOption = Path(".loop"),
+) -> None:
+    """Write the env's HTML page (.loop/runs/<ENV>/index.html) and print its path: the pass
+    rate over the iterations, each one's verdict, the latest in full, and a diff between any
+    two. One file, nothing fetched: it opens from disk. `loop run` writes it after each
+    iteration too."""
+    with _reading(state_dir):
+        from deployloop.layout import StateLayout
+        from deployloop.stages.report import write_index
+
+        if not StateLayout(state_dir).db.exists():
+            _fail(f"no iterations yet for env {env!r}: start one with `loop run --env {env}`")
+        store = _open_store(state_dir, create=False)
+        _settle(store, state_dir, env)
+        record = store.iteration(env)
+        if record is None:
+            _fail(f"no iterations yet for env {env!r}: start one with `loop run --env {env}`")
+        summary = _summary(store, record, config_dir, state_dir)
+        try:
+            path = write_index(StateLayout(state_dir), store, summary)
+        except OSError as exc:
+            _fail(f"cannot write the report: {exc}")
+        store.close()
+    typer.echo(str(path))
+
+
+@app.command()
 def forget(
     iteration: Annotated[
         int, typer.Option("--iteration", "-i", min=1, help="The iteration to drop (required).")

@@ -24,7 +24,7 @@ from deployloop.stages.deploy import deploy_services
 from deployloop.stages.evidence import collect_service_logs
 from deployloop.stages.plan import plan_iteration
 from deployloop.stages.promote import promote_if_passed
-from deployloop.stages.report import write_reports
+from deployloop.stages.report import write_index, write_reports
 from deployloop.stages.rollback import roll_back_if_worse
 from deployloop.stages.settings import IterationSettings
 from deployloop.stages.test import run_tests
@@ -120,12 +120,21 @@ def run_iteration(
         store.leave_out(record.id, f"outage: {summary.insights.outage}")
     rows = store.tests(record.id)
     write_reports(settings.layout, summary, rows, store.reruns(record.id))
+    _write_index(settings, store, summary)
     to_annotate = _in_actions(summary, rows)
     _keep(store, summary, settings)
     # The workers end their sessions (JUnit XML, teardown) while loop reports: waited for
     # only now.
     _close(pool)
     return IterationOutcome(finished, summary, deploy_error, interrupted, to_annotate)
+
+
+def _write_index(settings: IterationSettings, store: Store, summary: Summary) -> None:
+    """The env's page: a report beside the others, never a reason to fail the iteration."""
+    try:
+        write_index(settings.layout, store, summary)
+    except OSError:
+        pass
 
 
 def _in_actions(summary: Summary, rows: list[TestRow]) -> tuple[str, ...]:

@@ -34,6 +34,10 @@ class StateLayout:
     def report_md(self, env: str, number: int) -> Path:
         return self.iteration_dir(env, number) / "report.md"
 
+    def index_html(self, env: str) -> Path:
+        """The page of the whole loop of an env (report.html)."""
+        return self.root / "runs" / env / "index.html"
+
     def report_full_md(self, env: str, number: int) -> Path:
         """report.md with every list whole (report.md stays short enough to paste)."""
         return self.iteration_dir(env, number) / "report-full.md"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from deployloop.layout import StateLayout
 from deployloop.models import HistoryRow, Summary, TestRow
+from deployloop.store import Store
 
 
 def write_reports(
@@ -32,6 +33,24 @@ def write_reports(
     _write_atomic(layout.junit_xml(record.env, record.number),
                   summary_to_junit(summary, rows, reruns))
     return md, js
+
+
+def write_index(layout: StateLayout, store: Store, summary: Summary) -> Path:
+    """The env's page (report.html): every iteration, the latest one in full."""
+    from deployloop.report.html import render_index
+
+    record = summary.iteration
+    path = layout.index_html(record.env)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_index(
+        record.env,
+        store.iterations(record.env),
+        store.iteration_figures(record.env),
+        summary,
+        store.past_results(record.env, record.number),
+    )
+    _write_atomic(path, text)
+    return path
 
 
 def _write_atomic(path: Path, text: str) -> None:
