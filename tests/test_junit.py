@@ -4,7 +4,9 @@ its final outcome, and counts that equal summary.json's."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
+import xmlschema
 from conftest import Project, output
 
 TESTS = '''
@@ -80,6 +82,7 @@ def test_junit_xml_holds_every_test_once_and_the_summary_counts(project: Project
     assert result.returncode == 1, output(result)
     summary = project.summary()
     path = project.iteration_dir(1) / "junit.xml"
+    xmlschema.XMLSchema(str(Path(__file__).parent / "junit.xsd")).validate(str(path))
     root = ET.parse(path).getroot()
     totals = summary["totals"]
     assert root.tag == "testsuites"
