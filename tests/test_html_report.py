@@ -86,3 +86,26 @@ def test_the_html_report_of_a_two_iteration_run_in_headless_chromium(tmp_path: P
     subprocess.run([*browser, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
                    capture_output=True, timeout=120, check=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_the_shop_examples_two_iterations_leave_every_ci_report(tmp_path: Path) -> None:
+    """The issue's "done when", without the browser: junit.xml (validated), a short report.md,
+    and in GitHub Actions a step summary and annotations, read back."""
+    import xmlschema
+
+    project = shop_checkout(tmp_path / "checkout", "local")
+    step = tmp_path / "step-summary.md"
+    result = project.run("run", timeout=180, env={
+        "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(step),
+    })
+    assert result.returncode == 0, output(result)
+    schema = xmlschema.XMLSchema(str(Path(__file__).parent / "junit.xsd"))
+    for number in (1, 2):
+        schema.validate(str(project.iteration_dir(number) / "junit.xml"))
+        assert len((project.iteration_dir(number) / "report.md").read_text()) < 60_000
+    summary = step.read_text()
+    assert "### deployloop: local iteration 1: FAILED" in summary
+    assert "### deployloop: local iteration 2: PASSED" in summary
+    (annotation,) = [line for line in result.stdout.splitlines() if line.startswith("::error")]
+    assert annotation.startswith("::error file=examples/shop/tests/test_"), annotation
+    assert "events stream rejected" in annotation
