@@ -67,3 +67,17 @@ def test_a_stamped_log_reads_back_with_its_times(tmp_path: Path) -> None:
     assert read_log(path, "api") == [
         LogLine("api", at, "ERROR first"), LogLine("api", at, "  continued without a stamp"),
     ]
+
+
+def test_a_quoted_word_is_not_what_a_failure_names() -> None:
+    """'backend' in a message must not pull in every line the backend logs with its name."""
+    failure = failed("test_stream", 10.0, 0.5,
+                     "HTTP 403 {\"error\": \"token audience ['auth'] does not include 'backend'\"}")
+    lines = [
+        line("backend", 9.0, "backend: listening on http://127.0.0.1:8000"),
+        line("backend", 10.2, "backend: WARNING GET /events refused (403): token audience"
+             " ['auth'] does not include 'backend'"),
+    ]
+    (log,) = cluster_service_logs([failure], lines)
+    assert len(log.lines) == 1 and "refused (403)" in log.lines[0], log
+

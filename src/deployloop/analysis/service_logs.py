@@ -5,7 +5,8 @@ logged just before the test's clock started, a retry logged after it gave up). T
 parallel, so a window holds other tests' lines too: of the lines in any of a cluster's
 windows, only the best kind is shown, at most MAX_LINES, in time order, per service:
   1. lines naming what the failures name: an HTTP path, a request id, a 4xx/5xx status, a
-     quoted value of the message (`"token audience ['auth'] does not include 'backend'"`);
+     quoted phrase of the message (`"token audience ['auth'] does not include 'backend'"`, not
+     a quoted word like 'backend', which a service may log on every line);
   2. else error- and warning-looking lines;
   3. else every line.
 The rest stays in the service's log, which the report names.
@@ -92,7 +93,9 @@ def _named(failures: Sequence[TestRow]) -> frozenset[str]:
         names.update(p.split("?", 1)[0].rstrip("/.") for p in _PATH.findall(text))
         names.update(_REQUEST_ID.findall(text))
         names.update(_STATUS.findall(text))
-        names.update(a or b for a, b in _QUOTED.findall(text))
+        # A quoted phrase, not a quoted word: 'backend' names a service that logs its own
+        # name on every line, which would match them all.
+        names.update(q for a, b in _QUOTED.findall(text) if " " in (q := a or b).strip())
         endpoint = endpoint_of(row)  # the path the test called, when its message has none
         if endpoint is not None:
             names.add(endpoint.path.split("{id}", 1)[0].rstrip("/") or endpoint.path)
