@@ -698,10 +698,11 @@ def report(
     config_dir: ConfigDirOption = Path("configs"),
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
-    """Write the env's HTML page (.loop/runs/<ENV>/index.html) and print its path: the pass
-    rate over the iterations, each one's verdict, the latest in full, and a diff between any
-    two. One file, nothing fetched: it opens from disk. `loop run` writes it after each
-    iteration too."""
+    """Write the env's HTML page and print its path.
+
+    .loop/runs/<ENV>/index.html: the pass rate over the iterations, each one's verdict, the
+    latest in full, and a diff between any two. One file, nothing fetched: it opens from
+    disk. `loop run` writes it after each iteration too."""
     with _reading(state_dir):
         from deployloop.layout import StateLayout
         from deployloop.stages.report import write_index
@@ -733,10 +734,11 @@ def forget(
     ] = False,
     state_dir: StateDirOption = Path(".loop"),
 ) -> None:
-    """Drop an iteration from history on purpose, with its files (report, summary, raw pytest
-    output). Later figures (flaky, fixed, diff, trend) are computed as if it never ran; the
-    numbers of the others do not change. Cannot be undone (`loop.db.bak` holds the last
-    backup)."""
+    """Drop an iteration from history on purpose, with its files.
+
+    Its report, summary and raw pytest output go too. Later figures (flaky, fixed, diff,
+    trend) are computed as if it never ran; the numbers of the others do not change. Cannot
+    be undone (`loop.db.bak` holds the last backup)."""
     with _reading(state_dir):
         import shutil
 
