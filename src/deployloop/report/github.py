@@ -11,6 +11,7 @@ the suite table and the top patterns, kept well under that.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from deployloop.report._format import (
     verdict_detail,
     verdict_word,
 )
+from deployloop.report.markdown import code
 
 TOP_PATTERNS = 10
 TESTS_PER_PATTERN = 5
@@ -38,7 +40,8 @@ def error_annotations(summary: Summary, rows: Sequence[TestRow]) -> list[str]:
     """One `::error` line per failure pattern, at the file:line where its first test failed
     (the pattern's file alone when the line is not known)."""
     summary = safe_summary(summary)
-    by_nodeid = {row.nodeid: row for row in rows}
+    # The summary's node ids were made safe to show: the rows are looked up the same way.
+    by_nodeid = {one_line(row.nodeid): row for row in rows}
     lines = []
     for cluster in clusters_in_order(summary):
         first = by_nodeid.get(cluster.tests[0]) if cluster.tests else None
@@ -46,9 +49,9 @@ def error_annotations(summary: Summary, rows: Sequence[TestRow]) -> list[str]:
         properties = {"title": f"{cluster.count} failing: {one_line(cluster.label)}"[:200]}
         if where is not None:
             path, _, line = where.rpartition(":")
-            properties = {"file": path, "line": line, **properties}
+            properties = {"file": one_line(path), "line": line, **properties}
         elif first is not None:
-            properties = {"file": first.file, **properties}
+            properties = {"file": one_line(first.file), **properties}
         message = "\n".join(
             [one_line(cluster.label), *cluster.tests[:TESTS_PER_PATTERN]]
             + ([f"... and {cluster.count - TESTS_PER_PATTERN} more"]
@@ -83,8 +86,8 @@ def step_summary(summary: Summary) -> str:
     if clusters:
         lines += ["", f"#### Failure patterns ({len(clusters)})", ""]
         for cluster in clusters[:TOP_PATTERNS]:
-            lines.append(f"- **{cluster.count}** {_cell(one_line(cluster.label))}")
-            lines += [f"  - `{_cell(t)}`" for t in cluster.tests[:TESTS_PER_PATTERN]]
+            lines.append(f"- **{cluster.count}** {_text(one_line(cluster.label))}")
+            lines += [f"  - {code(t)}" for t in cluster.tests[:TESTS_PER_PATTERN]]
             if cluster.count > TESTS_PER_PATTERN:
                 more = cluster.count - TESTS_PER_PATTERN
                 lines.append(f"  - ... and {plural(more, 'more test')}")
@@ -127,4 +130,11 @@ def _property(text: str) -> str:
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|").replace("`", "'")
+    return _text(" ".join(text.split())).replace("|", "\\|")
+
+
+def _text(text: str) -> str:
+    """Markdown text that GitHub shows as written: no HTML tag (a message quoting
+    `<details>` would fold the rest away), no emphasis or link read into it."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_\[\]])", r"\\\1", text)

@@ -70,8 +70,10 @@ def render_index(
         iterations=rows,
         chart=chart,
         latest=_latest(latest) if latest is not None else None,
-        # Inside <script>: "</" would end it, whatever the JSON says.
-        outcomes_json=json.dumps(outcomes, sort_keys=True).replace("</", "<\\/"),
+        # Inside <script>: no "<" at all ("</script>", "<!--" would change how the browser
+        # reads the block), nor "&" or ">"; JSON reads \u003c as "<".
+        outcomes_json=json.dumps(outcomes, sort_keys=True)
+        .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"),
     )
 
 

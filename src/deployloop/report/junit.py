@@ -81,10 +81,14 @@ def _testcase(
 ) -> None:
     path, _, name = row.nodeid.partition("::")
     module = path.removesuffix(".py").replace("/", ".")
-    classname = ".".join([module, *name.split("::")[:-1]]) if "::" in name else module
+    # A parameter's text may hold "::" too (parametrize("x", ["a::b"])): only what comes
+    # before its "[" names classes.
+    head, bracket, params = name.partition("[")
+    parts = head.split("::")
+    classname = ".".join([module, *parts[:-1]])
     case = ET.SubElement(parent, "testcase", _attrs({
         "classname": classname,
-        "name": name.split("::")[-1] or row.nodeid,
+        "name": (parts[-1] + bracket + params) or row.nodeid,
         "file": row.file,
         "time": _seconds(row.duration_s or 0.0),
     }))
@@ -126,7 +130,8 @@ def _clean(text: str) -> str:
     """XML 1.0 holds no control characters but tab, newline and carriage return (a test's
     message may carry any; surrogates from undecodable bytes neither)."""
     return "".join(
-        c if (c in "\t\n\r" or " " <= c) and not "\ud800" <= c <= "\udfff" else "\ufffd"
+        c if (c in "\t\n\r" or " " <= c) and not "\ud800" <= c <= "\udfff"
+        and c not in "\ufffe\uffff" else "\ufffd"
         for c in text
     )
 

@@ -89,10 +89,11 @@ class _Limits:
     tests: int | None = None  # per cluster, root cause, diff group, flaky or broken list
     clusters: int | None = None
     log_lines: int | None = None  # per service, beside a cluster
+    logs: int | None = None  # services' logs beside a cluster
 
 
 FULL = _Limits()
-SHORT = _Limits(tests=10, clusters=15, log_lines=8)
+SHORT = _Limits(tests=10, clusters=15, log_lines=8, logs=3)
 MAX_SHORT_CHARS = 60_000  # a GitHub comment holds 65,536; a ticket less
 FULL_NAME = "report-full.md"
 
@@ -120,9 +121,25 @@ def summary_to_markdown(summary: Summary, short: bool = False) -> str:
         # Still too long (hundreds of suites, long labels): whole lines up to the limit.
         note = (f"\n\n*Cut here to stay under {MAX_SHORT_CHARS} characters: the rest is in"
                 f" {FULL_NAME}.*\n")
-        cut = text.rfind("\n", 0, MAX_SHORT_CHARS - len(note))
-        text = text[:cut] + note
+        room = MAX_SHORT_CHARS - len(note) - 20  # 20: a code block's closing fence
+        cut = text.rfind("\n", 0, room)
+        text = text[: cut if cut > 0 else room]
+        fence = _open_fence(text)
+        if fence:  # cut inside a code block: closed, so the note is read as text
+            text += "\n" + fence
+        text += note
     return text
+
+
+def _open_fence(text: str) -> str | None:
+    """The fence of a code block `text` leaves open (its last line within it), or None."""
+    open_fence: str | None = None
+    for line in text.splitlines():
+        if open_fence is None and line.startswith("```"):
+            open_fence = line[: len(line) - len(line.lstrip("`"))]
+        elif open_fence is not None and line == open_fence:
+            open_fence = None
+    return open_fence
 
 
 def _listed(lines: Sequence[str], limit: int | None, what: str, indent: str = "") -> list[str]:
@@ -352,7 +369,11 @@ def _cluster(
         ["  " + _test_line(nodeid, messages) for nodeid in cluster.tests], limits.tests, "test",
         indent="  ",
     )
-    for log in cluster.service_logs:
+    logs = cluster.service_logs if limits.logs is None else cluster.service_logs[: limits.logs]
+    if len(logs) < len(cluster.service_logs):
+        lines += ["", f"({plural(len(cluster.service_logs) - len(logs), 'more service log')}"
+                      f" in {FULL_NAME})"]
+    for log in logs:
         lines += ["", f"Service log, `{cell(log.service)}`, while these tests ran:", ""]
         shown = log.lines if limits.log_lines is None else log.lines[: limits.log_lines]
         lines.append(fenced(shown))
