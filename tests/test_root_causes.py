@@ -171,3 +171,22 @@ def test_patterns_that_came_and_stayed_together_are_one_group() -> None:
     assert cause.label == "2 patterns that appeared together in iteration 2"
     assert cause.clusters == ("TimeoutError", "KeyError: 'token'")
     assert cause.evidence == ("they failed in exactly the same iterations: 2, 3",)
+
+
+def test_the_call_that_failed_names_the_endpoint_not_the_first_one() -> None:
+    """Found by a review: a test that logs in first, then fails on another call."""
+    longrepr = (
+        "    def test_orders(client):\n"
+        '        client.post("/login", json=creds)\n'
+        '>       resp = client.get(f"{API}/orders/{order_id}")\n'
+        "E       assert 500 == 200\n\ntests/test_shop.py:9: AssertionError\n"
+    )
+    endpoint = endpoint_of(row("tests/test_shop.py::test_orders", "assert 500 == 200", longrepr))
+    assert endpoint is not None
+    assert (endpoint.route, endpoint.status) == ("GET /orders/{id}", "500")
+    hosted = endpoint_of(row("t.py::f", "AssertionError: POST http://127.0.0.1:8000/orders"
+                                       " returned 503"))
+    assert hosted is not None and (hosted.route, hosted.status) == ("POST /orders", "503")
+    right = endpoint_of(row("t.py::g", "assert 200 == 503", '>   client.get("/health")\n'))
+    assert right is not None and right.status == "503"
+

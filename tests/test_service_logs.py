@@ -81,3 +81,17 @@ def test_a_quoted_word_is_not_what_a_failure_names() -> None:
     (log,) = cluster_service_logs([failure], lines)
     assert len(log.lines) == 1 and "refused (403)" in log.lines[0], log
 
+
+def test_names_match_as_tokens_and_quoted_values_pair_up() -> None:
+    """Found by a review: 500 is not in "1500us", and 'a' not in 'b' quotes two values."""
+    failure = failed("test_x", 10.0, 0.5, "assert 500 == 201")
+    lines = [line("api", 10.1, "INFO GET /health 200 OK in 1500us"),
+             line("api", 10.2, "ERROR POST /orders 500: KeyError: 'price'")]
+    (log,) = cluster_service_logs([failure], lines)
+    assert log.lines == ("09:00:10.200 ERROR POST /orders 500: KeyError: 'price'",)
+    quoted = failed("test_y", 10.0, 0.5, "assert 'error' not in 'error: db down'")
+    noise = [line("api", 10.1, "INFO cache key not in store"),
+             line("api", 10.2, "ERROR error: db down")]
+    (log,) = cluster_service_logs([quoted], noise)
+    assert log.lines == ("09:00:10.200 ERROR error: db down",)
+

@@ -31,7 +31,7 @@ _METHOD_PATH = re.compile(
 _URL = re.compile(r"https?://[^/\s'\"]+(/[^\s'\"?#),]*)")
 # A call in the test's code: client.post("/orders", ...), httpx.get(API + "/items"),
 # session.get(f"{BASE}/items/{sku}"), client.request("POST", "/orders").
-_URL_ARG = r"(?:[\w.\[\]'\"]+\s*\+\s*)?f?['\"](?:\{[^}'\"]*\})?(/[^'\"{?#]*)"
+_URL_ARG = r"(?:[\w.\[\]'\"]+\s*\+\s*)?f?['\"](?:\{[^}'\"]*\})?(/[^'\"?#]*)"
 _CALL = re.compile(
     r"(?:\.|\b)(get|post|put|patch|delete|head|options)\(\s*" + _URL_ARG, re.IGNORECASE
 )
@@ -39,11 +39,11 @@ _REQUEST_CALL = re.compile(
     r"\.request\(\s*['\"](" + _METHODS + r")['\"]\s*,\s*" + _URL_ARG
 )
 _STATUS = (
-    re.compile(r"\bassert ([1-5]\d\d) ==(?: [1-5]\d\d)?"),
+    re.compile(r"\bassert ([1-5]\d\d) ==(?: ([1-5]\d\d)\b)?"),
     re.compile(r"'([1-5]\d\d) [A-Z][A-Za-z ]+'"),  # httpx: Server error '500 Internal ...'
     re.compile(r"\b([1-5]\d\d) (?:Server|Client) Error\b"),  # requests
     re.compile(r"\bHTTP Error ([1-5]\d\d)\b"),  # urllib
-    re.compile(r"\b(?:HTTP|status(?:[ _]code)?|answered|returned)\W{0,3}([1-5]\d\d)\b",
+    re.compile(r"\b(?:HTTP(?!s?://)|status(?:[ _]code)?|answered|returned)\W{0,3}([1-5]\d\d)\b",
                re.IGNORECASE),
 )
 _ID_SEGMENT = re.compile(r"^(\d+|[0-9a-f]{8,}|[0-9a-f-]{32,36}|[A-Za-z]+-[0-9a-f]{6,})$",
@@ -107,36 +107,52 @@ def endpoint_of(row: TestRow) -> Endpoint | None:
         url = _URL.search(said)
         if url:
             path = url[1]
-    call = _REQUEST_CALL.search(longrepr) or _CALL.search(longrepr)
+    call = _failing_call(longrepr)
     if call and (path is None or _folded(call[2]) == _folded(path)):
         method, path = method or call[1].upper(), path or call[2]
-    if path is None or path == "/":
+    path = path.rstrip(":;.,") if path is not None else None  # "…/orders: status 500"
+    if not path or path == "/":
         return None
     return Endpoint(method, _folded(path), _status(said))
 
 
 def failing_line(row: TestRow) -> str | None:
-    """`file:line` of the test's failing line: the last traceback entry in the test function
-    itself, else the last one in the test's file (a helper of its own), else the last one."""
+    """`file:line` of the test's failing line: pytest prints the test's own frame first, so
+    the first traceback entry in the test's file (a helper of its own comes after it), else
+    the last entry at all (the test frame is not shown)."""
     entries = _WHERE.findall(_bounded(row.longrepr))
     if not entries:
         return None
-    name = row.nodeid.rsplit("::", 1)[-1].split("[", 1)[0]
     own_file = [e for e in entries if e[0].endswith(row.file.rsplit("/", 1)[-1])]
-    in_test = [e for e in own_file if e[2] in ("", name)]  # pytest names no function there
-    path, line, _ = (in_test or own_file or entries)[-1]
+    path, line, _ = own_file[0] if own_file else entries[-1]
     return f"{path}:{line}"
 
 
-def _status(text: str) -> str | None:
-    for pattern in _STATUS:
-        found = pattern.search(text)
-        if found and found[1][0] in "45":
-            return found[1]
+def _failing_call(longrepr: str) -> re.Match[str] | None:
+    """The HTTP call of the test's own frame that failed: on its `>` line, else the last
+    call before that frame ends (a login call at its start is not the one that failed)."""
+    frame = re.split(r"^\S+\.py:\d+: ", longrepr, maxsplit=1, flags=re.MULTILINE)[0]
+    marked = [line for line in frame.splitlines() if line.startswith(">")]
+    for text in (*marked, frame):
+        calls = [*_REQUEST_CALL.finditer(text), *_CALL.finditer(text)]
+        if calls:
+            return max(calls, key=lambda m: m.start())
     return None
 
 
+def _status(text: str) -> str | None:
+    """The first 4xx/5xx a message names, by any of the ways libraries say it."""
+    found = []
+    for pattern in _STATUS:
+        for match in pattern.finditer(text):
+            codes = [c for c in match.groups() if c and c[0] in "45"]
+            if codes:
+                found.append((match.start(), codes[0]))
+    return min(found)[1] if found else None
+
+
 def _folded(path: str) -> str:
+    path = re.sub(r"\{[^}]*\}", "{id}", path)  # an f-string's fields are ids too
     segments = [("{id}" if _ID_SEGMENT.match(s) else s) for s in path.rstrip("/").split("/")]
     return "/".join(segments) or "/"
 

@@ -35,7 +35,12 @@ _SERIOUS = re.compile(
 # An HTTP path in a failure's text (/orders/42, /events?since=3), not a file on this machine.
 _PATH = re.compile(r"(?<![\w.~-])/(?!tmp/|home/|usr/|var/|opt/|work/|proc/)[A-Za-z][\w.\-/]*")
 _STATUS = re.compile(r"\b[45]\d\d\b")
-_QUOTED = re.compile(r"'([^'\n]{6,200})'|\"([^\"\n]{6,200})\"")
+# A quote that opens right after a closing one ('a' not in 'b') is not a quoted value.
+_QUOTED = re.compile(r"(?<![\w'\"])'([^'\n]{6,200})'|(?<![\w'\"])\"([^\"\n]{6,200})\"")
+_TOKEN = re.compile(r"[\w.-]+")
+_LINE_PATH = re.compile(r"/[\w.\-/]*")
+_MAX_PHRASES = 20
+_URL_HOST = re.compile(r"[A-Za-z][\w+.-]*://[^/\s'\"]+")
 _REQUEST_ID = re.compile(
     r"\b[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\b|\b[0-9a-f]{16,}\b",
     re.IGNORECASE,
@@ -56,7 +61,7 @@ def cluster_service_logs(
             inside[index] = lines[index]
     if not inside:
         return ()
-    named = _named(failures)
+    named = _Names(_named(failures))
     ranks = {index: _rank(line.text, named) for index, line in inside.items()}
     best = min(ranks.values())
     chosen = sorted(index for index, rank in ranks.items() if rank == best)
@@ -85,11 +90,11 @@ def _named(failures: Sequence[TestRow]) -> frozenset[str]:
     """Paths and request ids the failures' messages (and assertion lines) name."""
     names: set[str] = set()
     for row in failures:
-        text = (row.message or "")[:_SCANNED]
+        text = _URL_HOST.sub("", (row.message or "")[:_SCANNED])  # a host is not a path
         if row.longrepr:  # its end holds the failing line and what pytest said of it
-            text += "\n" + "\n".join(
+            text += "\n" + _URL_HOST.sub("", "\n".join(
                 line for line in row.longrepr[-_SCANNED:].splitlines() if line.startswith("E ")
-            )
+            ))
         names.update(p.split("?", 1)[0].rstrip("/.") for p in _PATH.findall(text))
         names.update(_REQUEST_ID.findall(text))
         names.update(_STATUS.findall(text))
@@ -102,8 +107,33 @@ def _named(failures: Sequence[TestRow]) -> frozenset[str]:
     return frozenset(name for name in names if len(name) > 1)
 
 
-def _rank(text: str, named: frozenset[str]) -> int:
-    if any(name in text for name in named):
+class _Names:
+    """What a cluster's failures name, matched against a log line in one pass over its
+    tokens, however many names there are (an outage's thousands of request ids): a status or
+    an id as a whole token (500 is not in 1500us), a path by its segments (/status names
+    /status/502), a quoted phrase as written (a few of the most common)."""
+
+    def __init__(self, names: frozenset[str]) -> None:
+        self.tokens = {n for n in names if " " not in n and not n.startswith("/")}
+        self.paths = {n.rstrip("/") for n in names if n.startswith("/") and " " not in n}
+        self.phrases = sorted((n for n in names if " " in n), key=len)[:_MAX_PHRASES]
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens or self.paths or self.phrases)
+
+    def named_in(self, text: str) -> bool:
+        if self.tokens and not self.tokens.isdisjoint(_TOKEN.findall(text)):
+            return True
+        if self.paths:
+            for path in _LINE_PATH.findall(text):
+                segments = path.rstrip("/").split("/")
+                if any("/".join(segments[:n]) in self.paths for n in range(2, len(segments) + 1)):
+                    return True
+        return any(phrase in text for phrase in self.phrases)
+
+
+def _rank(text: str, named: _Names) -> int:
+    if named and named.named_in(text):
         return 0
     return 1 if _SERIOUS.search(text) else 2
 
