@@ -716,12 +716,7 @@ class FakeCloudRun(GrpcFake):
                     self._send(404, {"error": "not found"})
 
             def _send(self, code: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -736,6 +731,16 @@ class FakeCloudRun(GrpcFake):
 
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def send_json(handler: BaseHTTPRequestHandler, code: int, body: object) -> None:
+    """A JSON answer with its length: what the fakes' small HTTP servers send."""
+    data = json.dumps(body).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 _HOP_BY_HOP = frozenset({

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from cloudrun_fake import send_json
 
 from deployloop.deploy import gcp
 
@@ -60,12 +61,7 @@ class TokenServer:
                     self._send(404, {"error": "no such endpoint"})
 
             def _send(self, code: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -96,13 +96,9 @@ def run_iteration(
         _stop(target)
         raise IterationError(exc, _mark_error(store, record, exc)) from exc
     interrupted = _stop(target) or interrupted
-    setup_error = None if deploy_error or interrupted else pytest_setup_error(
-        store.tests(record.id)
-    )
-    status = _final_status(store, record, settings.target_pass_rate, deploy_error, interrupted)
-    if setup_error is not None:
-        status = IterationStatus.SETUP_FAILED
-    error = deploy_error or setup_error
+    # Read once: the status, the summary and every report are worked out from these rows.
+    rows = store.tests(record.id)
+    status, error = _final_status(rows, settings.target_pass_rate, deploy_error, interrupted)
     store.finish_iteration(
         record.id, status, error=error,
         left_out=f"{status.value.replace('_', ' ')}: {error}" if status in LEFT_OUT_STATUSES
@@ -112,13 +108,12 @@ def run_iteration(
     assert finished is not None
     summary = load_summary(
         store, finished, settings.config, date.today(),
-        services_dir=settings.layout.services_dir(record.env, record.number),
+        services_dir=settings.layout.services_dir(record.env, record.number), rows=rows,
     )
     if summary.insights.outage and finished.left_out is None:
         # Most tests failed one way: the environment, not the code. The iterations after
         # this one leave it out; its own report says so first.
         store.leave_out(record.id, f"outage: {summary.insights.outage}")
-    rows = store.tests(record.id)
     write_reports(settings.layout, summary, rows, store.reruns(record.id))
     _write_index(settings, store, summary)
     to_annotate = _in_actions(summary, rows)
@@ -180,21 +175,24 @@ def _stop(target: DeployTarget) -> bool:
 
 
 def _final_status(
-    store: Store,
-    record: IterationRecord,
+    rows: list[TestRow],
     target_pass_rate: float,
     deploy_error: str | None,
     interrupted: bool,
-) -> IterationStatus:
+) -> tuple[IterationStatus, str | None]:
+    """How the iteration ended, and the error recorded with it."""
     if interrupted:
-        return IterationStatus.INTERRUPTED
+        return IterationStatus.INTERRUPTED, deploy_error
     if deploy_error is not None:
-        return IterationStatus.DEPLOY_FAILED
-    rate = figures(store.tests(record.id)).pass_rate
+        return IterationStatus.DEPLOY_FAILED, deploy_error
+    setup_error = pytest_setup_error(rows)
+    if setup_error is not None:
+        return IterationStatus.SETUP_FAILED, setup_error
+    rate = figures(rows).pass_rate
     # Zero executed tests (rate None) never reaches the target: nothing was shown to work.
     if rate is not None and rate >= target_pass_rate:
-        return IterationStatus.PASSED
-    return IterationStatus.FAILED
+        return IterationStatus.PASSED, None
+    return IterationStatus.FAILED, None
 
 
 def _mark_error(store: Store, record: IterationRecord, exc: Exception) -> bool:

@@ -5,6 +5,8 @@ Targets are imported lazily: `loop status` never needs them, and some are costly
 
 from __future__ import annotations
 
+import os
+
 from deployloop.config import Config, ConfigError
 from deployloop.deploy.base import DeployContext, DeployError, DeployTarget
 
@@ -33,8 +35,6 @@ def deploy_notes(config: Config) -> list[str]:
 
 
 def _secrets_skipped(config: Config) -> bool:
-    import os
-
     from deployloop.deploy import gcp
 
     reads = any(s.secrets or s.volumes for s in config.deploy.services)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from deployloop.analysis.setup_failure import is_setup_failure
 from deployloop.analysis.summary import build_summary
 from deployloop.config import AnalysisSection, Config
 from deployloop.log_lines import read_service_logs
-from deployloop.models import IterationRecord, Summary
+from deployloop.models import IterationRecord, Summary, TestRow
 from deployloop.store import Store
 
 
@@ -22,11 +23,13 @@ def load_summary(
     today: date,
     compare_to: int | None = None,
     services_dir: Path | None = None,
+    rows: Sequence[TestRow] | None = None,
 ) -> Summary:
     """`config` gives known issues, categories and thresholds; reports work without one.
     `compare_to` picks the diff's other iteration (default: the one before).
-    `services_dir`: the iteration's service logs, read when a test failed (the evidence)."""
-    rows = store.tests(record.id)
+    `services_dir`: the iteration's service logs, read when a test failed (the evidence).
+    `rows`: the iteration's tests, when the caller has read them already."""
+    rows = store.tests(record.id) if rows is None else rows
     previous = _previous_result(store, record.env, record.number)
     compare = previous if compare_to is None else _rows(store, record.env, compare_to)
     context = AnalysisContext(
