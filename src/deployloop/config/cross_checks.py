@@ -28,6 +28,7 @@ def cross_check(raw: dict[str, Any]) -> list[Problem]:
         problems += _duplicates(
             tests.get("suites"), ("tests", "suites"), "name", "duplicate suite name"
         )
+        problems += _jobs_checks(tests, deploy if isinstance(deploy, dict) else {})
     problems += _duplicates(
         raw.get("known_issues"), ("known_issues",), "id", "duplicate known issue id"
     )
@@ -253,6 +254,32 @@ def _target_checks(
             )
         if target in ("command", "none") and service.get("url") is None:
             required(("deploy", "services", i, "url"))
+    return problems
+
+
+def _jobs_checks(tests: dict[str, Any], deploy: dict[str, Any]) -> list[Problem]:
+    """`[tests.cloudrun_jobs]`: where the job lives, its image's placeholders."""
+    jobs = tests.get("cloudrun_jobs")
+    if not isinstance(jobs, dict):
+        return []
+    problems: list[Problem] = []
+    key: Loc = ("tests", "cloudrun_jobs")
+    if tests.get("executor", "local") != "cloudrun-jobs":
+        problems.append(Problem(
+            key, 'only used with [tests] executor = "cloudrun-jobs"; set it, or remove the table'
+        ))
+    for name in ("project", "region"):
+        if jobs.get(name) in (None, "") and deploy.get(name) in (None, ""):
+            problems.append(Problem(
+                (*key, name), f"required (or set [deploy] {name}, which it defaults to)",
+                missing=True,
+            ))
+    image = jobs.get("image")
+    placeholders = re.findall(r"\{([^}]*)\}", image) if isinstance(image, str) else []
+    unknown = [p for p in placeholders if p not in ("git_sha", "iteration")]
+    if unknown:
+        message = f"unknown placeholder {{{unknown[0]}}} (use {{git_sha}} or {{iteration}})"
+        problems.append(Problem((*key, "image"), message))
     return problems
 
 

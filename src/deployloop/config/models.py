@@ -336,6 +336,43 @@ class SuiteConfig(_Strict):
     split: Literal["auto", "modules", "tests"] = "auto"
 
 
+def _bucket_url(value: str) -> str:
+    bucket, _, prefix = value.removeprefix("gs://").partition("/")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]", bucket):
+        raise ValueError(
+            f"{value!r} is not gs://BUCKET or gs://BUCKET/PREFIX (a bucket name is 3-222"
+            " lower-case letters, digits, '-', '_' or '.')"
+        )
+    _no_space_or_control(prefix)
+    return value
+
+
+class CloudRunJobsConfig(_Strict):
+    """`[tests.cloudrun_jobs]`: where and how the tests run as one Cloud Run Jobs execution
+    (`[tests] executor = "cloudrun-jobs"`)."""
+
+    image: str = Field(min_length=1)  # the tests' image; may hold {git_sha} and {iteration}
+    project: str | None = Field(None, min_length=1)  # default: [deploy] project
+    region: str | None = Field(None, min_length=1)  # default: [deploy] region
+    job: str = Field("loop-tests", pattern=r"^[a-z]([a-z0-9-]{0,45}[a-z0-9])?$")
+    service_account: str | None = Field(None, pattern=_SERVICE_ACCOUNT)
+    vpc: VpcConfig | None = None
+    tasks: int = Field(4, ge=1, le=1000)  # the execution's tasks, all run at once
+    task_timeout_s: int = Field(3600, ge=1, le=168 * 3600)
+    max_retries: int = Field(0, ge=0, le=10)
+    # gs://bucket or gs://bucket/prefix: shares and results, under <prefix>/<env>/...
+    results_bucket: Annotated[str, AfterValidator(_bucket_url)]
+
+    @property
+    def bucket(self) -> str:
+        return self.results_bucket.removeprefix("gs://").split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        parts = self.results_bucket.removeprefix("gs://").split("/", 1)
+        return parts[1].strip("/") if len(parts) > 1 else ""
+
+
 class TestsSection(_Strict):
     python: PathText | None = None
     workers: int = Field(4, ge=1, le=64)
@@ -354,6 +391,19 @@ class TestsSection(_Strict):
     pytest_args: Argv = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     suites: list[SuiteConfig] = Field(min_length=1)
+    # Where the tests run: pytest processes on this machine, or the tasks of one Cloud Run
+    # Jobs execution per iteration ([tests.cloudrun_jobs]).
+    executor: Literal["local", "cloudrun-jobs"] = "local"
+    cloudrun_jobs: CloudRunJobsConfig | None = None
+
+    @model_validator(mode="after")
+    def _executor_settings(self) -> TestsSection:
+        if self.executor == "cloudrun-jobs" and self.cloudrun_jobs is None:
+            raise ValueError(
+                'executor = "cloudrun-jobs" needs a [tests.cloudrun_jobs] table'
+                " (image, results_bucket)"
+            )
+        return self
 
     @field_validator("env")
     @classmethod

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from google.auth.credentials import Credentials
     from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
-    from google.cloud.run_v2 import ServicesClient
+    from google.cloud.run_v2 import ExecutionsClient, JobsClient, ServicesClient, TasksClient
     from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+    from google.cloud.storage import Client as StorageClient
 
 EMULATOR_ENV = "CLOUDRUN_EMULATOR_HOST"
 SECRETMANAGER_EMULATOR_ENV = "SECRETMANAGER_EMULATOR_HOST"
@@ -98,6 +99,49 @@ def services_client() -> ServicesClient:
         channel = grpc.insecure_channel(host)
         return run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel))
     return run_v2.ServicesClient(credentials=default_credentials())
+
+
+def jobs_clients() -> tuple[JobsClient, ExecutionsClient, TasksClient]:
+    """The Admin API's Jobs, Executions and Tasks clients (see services_client)."""
+    from google.cloud import run_v2
+
+    host = emulator_host()
+    if host is not None:
+        import grpc  # type: ignore[import-untyped,unused-ignore]
+        from google.cloud.run_v2.services.executions.transports.grpc import (
+            ExecutionsGrpcTransport,
+        )
+        from google.cloud.run_v2.services.jobs.transports.grpc import JobsGrpcTransport
+        from google.cloud.run_v2.services.tasks.transports.grpc import TasksGrpcTransport
+
+        channel = grpc.insecure_channel(host)
+        return (
+            run_v2.JobsClient(transport=JobsGrpcTransport(channel=channel)),
+            run_v2.ExecutionsClient(transport=ExecutionsGrpcTransport(channel=channel)),
+            run_v2.TasksClient(transport=TasksGrpcTransport(channel=channel)),
+        )
+    credentials = default_credentials()
+    return (
+        run_v2.JobsClient(credentials=credentials),
+        run_v2.ExecutionsClient(credentials=credentials),
+        run_v2.TasksClient(credentials=credentials),
+    )
+
+
+STORAGE_EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
+
+
+def storage_client(project: str) -> StorageClient:
+    """A Cloud Storage client: STORAGE_EMULATOR_HOST's (google-cloud-storage's own switch;
+    anonymous) when set, else ADC's. Inside a Cloud Run task ADC is the task's service
+    account, from the metadata server."""
+    from google.cloud import storage
+
+    if os.environ.get(STORAGE_EMULATOR_ENV, "").strip():
+        from google.auth.credentials import AnonymousCredentials
+
+        return storage.Client(project=project, credentials=AnonymousCredentials())  # type: ignore[no-untyped-call]
+    return storage.Client(project=project, credentials=default_credentials())
 
 
 def default_credentials() -> Credentials:
