@@ -1,0 +1,5 @@
+import sys
+
+from deployloop.task.run import main
+
+sys.exit(main())
