@@ -24,6 +24,10 @@ N times), `lose_answer` (the work is done, the answer lost), `unhealthy`; `seed`
 
 Like the real UpdateService, an update replaces the whole service with what it is sent:
 whatever the client leaves out of it is gone.
+
+It serves Cloud Run jobs too (`self.jobs`, jobs_fake.FakeJobs: Jobs, Executions, Tasks), their
+tasks running as local processes from the same image map; the knobs above apply to their
+calls (`service` is then the job id).
 """
 
 from __future__ import annotations
@@ -53,9 +57,13 @@ from google.longrunning import operations_pb2  # noqa: E402
 from google.protobuf import any_pb2  # noqa: E402
 from google.rpc import code_pb2, status_pb2  # noqa: E402
 from grpc_fake import GrpcFake, unary  # noqa: E402
+from jobs_fake import FakeJobs  # noqa: E402
 from logging_fake import FakeLogging  # noqa: E402
 
-MUTATING = frozenset({"CreateService", "UpdateService", "DeleteService", "SetIamPolicy"})
+MUTATING = frozenset({
+    "CreateService", "UpdateService", "DeleteService", "SetIamPolicy",
+    "CreateJob", "UpdateJob", "DeleteJob", "RunJob", "CancelExecution", "DeleteExecution",
+})
 _PERMISSIONS = {
     "GetService": "run.services.get",
     "CreateService": "run.services.create",
@@ -64,6 +72,18 @@ _PERMISSIONS = {
     "GetIamPolicy": "run.services.getIamPolicy",
     "SetIamPolicy": "run.services.setIamPolicy",
     "GetOperation": "run.operations.get",
+    "CreateJob": "run.jobs.create",
+    "GetJob": "run.jobs.get",
+    "ListJobs": "run.jobs.list",
+    "UpdateJob": "run.jobs.update",
+    "DeleteJob": "run.jobs.delete",
+    "RunJob": "run.jobs.run",  # with overrides, the real API asks run.jobs.runWithOverrides
+    "GetExecution": "run.executions.get",
+    "ListExecutions": "run.executions.list",
+    "CancelExecution": "run.executions.cancel",
+    "DeleteExecution": "run.executions.delete",
+    "GetTask": "run.tasks.get",
+    "ListTasks": "run.tasks.list",
 }
 State = run_v2.Condition.State
 INTERNAL_INGRESS = (
@@ -77,13 +97,14 @@ REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REV
 @dataclass(frozen=True)
 class Call:
     method: str
-    resource: str  # the service (or operation) the call was about
+    resource: str  # the service, job, execution, task (or operation) the call was about
 
     @property
     def service(self) -> str:
-        """The service id: `backend` of `projects/p/locations/r/services/backend`."""
+        """The service id: `backend` of `projects/p/locations/r/services/backend`; a job's
+        id for a call about a job, its executions or tasks."""
         parts = self.resource.split("/")
-        return parts[5] if len(parts) > 5 and parts[4] == "services" else ""
+        return parts[5] if len(parts) > 5 and parts[4] in ("services", "jobs") else ""
 
 
 @dataclass
@@ -135,6 +156,8 @@ class FakeCloudRun(GrpcFake):
         self._no_public: set[str] = set()
         self._never_done: set[str] = set()  # operation names
         self._lock = threading.RLock()
+        # Jobs, executions, tasks: the same calls record, knobs, operations and lock.
+        self.jobs = FakeJobs(self._enter, self._operations, self._lock, containers, _check_labels)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -173,7 +196,7 @@ class FakeCloudRun(GrpcFake):
                 ),
             },
         )
-        return (services, operations)
+        return (services, operations, *self.jobs.handlers())
 
     def stop(self) -> None:
         super().stop()
@@ -183,6 +206,7 @@ class FakeCloudRun(GrpcFake):
                 server.server_close()
         if self.containers is not None:
             self.containers.stop_all()
+        self.jobs.stop()
 
     # --- knobs -----------------------------------------------------------------------------------
 
@@ -780,8 +804,11 @@ def forward(handler: BaseHTTPRequestHandler, method: str, address: tuple[str, in
         handler.close_connection = True
 
 
-def _check_labels(service: run_v2.Service, context: grpc.ServicerContext) -> None:
-    """Cloud Run refuses labels that break Google's rules, on the service and its template."""
+def _check_labels(
+    service: run_v2.Service | run_v2.Job, context: grpc.ServicerContext
+) -> None:
+    """Cloud Run refuses labels that break Google's rules, on the service (or job) and its
+    template."""
     for where, labels in (("labels", service.labels), ("template.labels", service.template.labels)):
         for key, value in labels.items():
             if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
@@ -824,9 +851,17 @@ def main() -> int:
         "--logs", type=Path, default=Path(".loop-fake/logs"), metavar="DIR",
         help="where the revisions' processes write their output (default: %(default)s)",
     )
+    parser.add_argument(
+        "--task-env", action="append", default=[], metavar="NAME=VALUE",
+        help="a variable every Cloud Run job task gets, for what the project's network gives"
+        " it (an emulator's host, ...); repeatable",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- a command to run")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    for item in args.task_env:
+        if "=" not in item or not item.split("=", 1)[0]:
+            parser.error(f"--task-env {item!r}: expected NAME=VALUE")
     containers = (
         Containers(read_image_map(args.images), args.logs) if args.images is not None else None
     )
@@ -847,6 +882,9 @@ def _serve(
     command: list[str],
 ) -> int:
     with FakeCloudRun(containers) as fake:
+        for item in args.task_env:
+            name, _, value = item.partition("=")
+            fake.jobs.task_env[name] = value
         if args.images is not None:
             for service, revision in fake.seed_running(read_running(args.images)).items():
                 print(f"fake: {service} was deployed before, serving {revision}", flush=True)
@@ -857,7 +895,8 @@ def _serve(
                 hosts += f" LOGGING_EMULATOR_HOST={logging.address}"
             print(f"  {hosts} loop run --env <a cloudrun env>")
             if containers is not None:
-                print(f"  revisions run locally; their output is in {args.logs}/")
+                print(f"  revisions and job tasks run locally; their output is in {args.logs}/"
+                      " (tasks' in jobs/<execution>/)")
             try:
                 threading.Event().wait()
             except KeyboardInterrupt:

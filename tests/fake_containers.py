@@ -20,6 +20,10 @@ Cloud Run's message and the end of that log.
 The same file may list what is `[[running]]` when the fake starts: services a team deployed
 some other way, each serving its first revision (`service` is the full resource name, `image`,
 `env`); `{env:NAME}` is this machine's variable, `{uri:ID}` the URL of a service listed before.
+
+The same map runs the tasks of Cloud Run jobs (jobs_fake.py): the image's command, then the
+container's args, without PORT (`task_argv` gives its command line, `machine_env` what it
+sees of this machine's env).
 """
 
 from __future__ import annotations
@@ -105,6 +109,16 @@ def read_image_map(path: Path) -> dict[str, list[str]]:
             raise SystemExit(f"{path}: images.{key}: must be a non-empty list of strings")
         out[key] = command
     return out
+
+
+def machine_env() -> dict[str, str]:
+    """What a container sees of this machine's environment: PATH and LANG only."""
+    return {k: os.environ[k] for k in ("PATH", "LANG") if k in os.environ}
+
+
+def task_argv(command: Sequence[str]) -> list[str]:
+    """A job task's command line (jobs_fake.py): `{python}` is this interpreter."""
+    return [a.replace("{python}", sys.executable) for a in command]
 
 
 def repository(image: str) -> str:
