@@ -656,7 +656,7 @@ def plan(
     """
     with _reading(state_dir):
         from deployloop.config import ConfigError, check_markers, config_path
-        from deployloop.deploy import DeployError
+        from deployloop.deploy import DeployError, jobs_preflight
         from deployloop.layout import StateLayout
         from deployloop.planning import show_plan
         from deployloop.stages.pytest_setup import check_interpreter, resolve_python
@@ -664,11 +664,13 @@ def plan(
 
         config = _load_config(config_dir, env)
         next_iteration = 1
+        durations: dict[str, float] = {}
         if StateLayout(state_dir).db.exists():
             store = _open_store(state_dir, create=False)
             _settle(store, state_dir, env)
             last = store.iteration(env)
             next_iteration = last.number + 1 if last else 1
+            durations = store.test_durations(env, next_iteration)
             store.close()
 
         def checks() -> None:
@@ -682,10 +684,12 @@ def plan(
             if python != sys.executable:
                 check_interpreter(python, {**os.environ, **config.tests.env}, Path.cwd())
             _check_sources(config)
+            if config.tests.executor == "cloudrun-jobs":
+                jobs_preflight(config)
 
         try:
             python = resolve_python(config, Path.cwd())
-            show_plan(env, config, Path.cwd(), _console, next_iteration, checks)
+            show_plan(env, config, Path.cwd(), _console, next_iteration, checks, durations)
         except UsageError as exc:
             _fail(str(exc))
         except DeployError as exc:  # the deploy could not start: as `loop run` would exit

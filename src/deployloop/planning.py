@@ -10,7 +10,7 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +37,7 @@ def show_plan(
     make_console: Callable[[], Console],
     next_iteration: int,
     checks: Callable[[], None] = lambda: None,
+    durations: Mapping[str, float] | None = None,
 ) -> None:
     """Print the plan. The tests are collected from the start, beside `checks` (what must
     hold before a plan means anything; they raise to stop it) and the deploy target's plan:
@@ -71,7 +72,10 @@ def show_plan(
         checks()
         console = make_console()
         _show_deploy(env, config, workdir, console, next_iteration)
-        _show_suites(config, collecting.result(), console)
+        inventory = collecting.result()
+        _show_suites(config, inventory, console)
+        if config.tests.executor == "cloudrun-jobs":
+            _show_jobs(config, inventory, console, durations or {}, workdir, next_iteration)
         for process in ending:
             process.wait(config.tests.suite_timeout_s)
 
@@ -93,11 +97,14 @@ def _show_suites(config: Config, inventory: Sequence[InventoryItem], console: Co
             Text(one_line(" ".join(suite.paths) + markers)),
         )
     console.print(suites)
+    where = (
+        "on Cloud Run Jobs" if config.tests.executor == "cloudrun-jobs"
+        else f"{plural(config.tests.workers, 'pytest process', 'pytest processes')} at once"
+    )
     console.print(
         Text(
             f"{plural(sum(counts.values()), 'test')} in"
-            f" {plural(len(config.tests.suites), 'suite')};"
-            f" {plural(config.tests.workers, 'pytest process', 'pytest processes')} at once;"
+            f" {plural(len(config.tests.suites), 'suite')}; {where};"
             f" target pass rate {config.loop.target_pass_rate:g}%,"
             f" at most {plural(config.loop.max_iterations, 'iteration')}."
         )
@@ -110,6 +117,57 @@ def _show_suites(config: Config, inventory: Sequence[InventoryItem], console: Co
                     f" {one_line(item.nodeid)}: {one_line(item.collect_error)}",
                 )
             )
+
+
+def _show_jobs(
+    config: Config,
+    inventory: Sequence[InventoryItem],
+    console: Console,
+    durations: Mapping[str, float],
+    workdir: Path,
+    next_iteration: int,
+) -> None:
+    """The job, its tasks and each task's share, as an iteration would run them now."""
+    from rich.text import Text
+
+    from deployloop.gitinfo import git_sha
+    from deployloop.report._format import plural
+    from deployloop.runner.cloudrun_jobs.job import job_location
+    from deployloop.runner.schedule import PendingTest, expected_durations
+    from deployloop.stages.jobs import job_image, shares_for
+
+    jobs = config.tests.cloudrun_jobs
+    assert jobs is not None
+    project, region = job_location(config)
+    priority = {s.name: s.priority for s in config.tests.suites}
+    items = [(i.suite, i.nodeid) for i in inventory if not i.collect_error]
+    expected = expected_durations(items, durations)
+    tests = [
+        PendingTest(suite, n, priority[suite], True, expected[n], n in durations)
+        for suite, n in items
+    ]
+    shares = shares_for(config, tests)
+    console.print(Text(
+        f"\nTests run on Cloud Run Jobs: job {jobs.job} in {project}/{region},"
+        f" image {job_image(config, git_sha(workdir), next_iteration)}"
+    ))
+    account = jobs.service_account or "the project's default compute service account"
+    console.print(Text(
+        f"  {plural(jobs.tasks, 'task')} at most, timeout {jobs.task_timeout_s} s each,"
+        f" {plural(jobs.max_retries, 'retry', 'retries')}; runs as {account};"
+        f" results in gs://{jobs.bucket}/{jobs.prefix}"
+    ))
+    timed = sum(1 for t in tests if t.timed)
+    for share in shares:
+        console.print(Text(
+            f"  task {share.task}: {plural(len(share.tests), 'test')},"
+            f" ~{share.expected_s:.1f} s"
+        ))
+    if tests and timed < len(tests):
+        console.print(Text(
+            f"  ({len(tests) - timed} of {len(tests)} tests never timed here: their share is"
+            " a guess until an iteration has run them)"
+        ))
 
 
 def _show_deploy(

@@ -47,7 +47,10 @@ def preflight(config: Config) -> None:
     """What stops every deploy of this config before it starts, as one DeployError line, so
     that `loop run` says it before an iteration is recorded and `loop plan` says it instead of
     a plan: for cloudrun (not against the fake), Google credentials that are missing, or that
-    cannot mint the ID tokens its private services need."""
+    cannot mint the ID tokens its private services need; with the cloudrun-jobs executor, a
+    results bucket that cannot be listed."""
+    if config.tests.executor == "cloudrun-jobs":
+        jobs_preflight(config)
     if config.deploy.target != "cloudrun":
         return
     from deployloop.deploy import gcp
@@ -65,6 +68,34 @@ def preflight(config: Config) -> None:
             raise DeployError(
                 f"private services {', '.join(private)} need ID tokens, and {problem}", []
             )
+
+
+def jobs_preflight(config: Config) -> None:
+    """The cloudrun-jobs executor can start: credentials, and a results bucket loop may
+    list (DeployError: exit 3 before anything is deployed)."""
+    from deployloop.deploy import gcp
+    from deployloop.runner.cloudrun_jobs.bucket import BucketError, check_bucket
+    from deployloop.runner.cloudrun_jobs.job import job_location
+
+    jobs = config.tests.cloudrun_jobs
+    assert jobs is not None  # the config requires it with this executor
+    storage_emulated = bool(os.environ.get(gcp.STORAGE_EMULATOR_ENV, "").strip())
+    if gcp.emulator_host() is not None and not storage_emulated:
+        raise DeployError(
+            "executor cloudrun-jobs against the Cloud Run emulator (CLOUDRUN_EMULATOR_HOST)"
+            " needs a Cloud Storage emulator too: set STORAGE_EMULATOR_HOST",
+            [],
+        )
+    if gcp.emulator_host() is None or not storage_emulated:
+        try:
+            gcp.default_credentials()
+        except gcp.CredentialsError as exc:
+            raise DeployError(str(exc), []) from None
+    project, _region = job_location(config)
+    try:
+        check_bucket(project, jobs.results_bucket)
+    except BucketError as exc:
+        raise DeployError(str(exc), []) from None
 
 
 def make_target(config: Config) -> DeployTarget:

@@ -36,7 +36,7 @@ from deployloop.runner.phase import run_on_pool
 from deployloop.runner.pool import WorkerPool
 from deployloop.runner.process import PytestSetup
 from deployloop.runner.reportlog import COLLECTION_ERROR
-from deployloop.runner.schedule import PendingTest, expected_durations
+from deployloop.runner.schedule import DEFAULT_S, PendingTest, expected_durations
 from deployloop.safetext import one_line
 from deployloop.stages.plan import Plan
 from deployloop.stages.pytest_setup import pytest_setup
@@ -127,7 +127,9 @@ def run_tests(
         s.name: pending[s.name] for s in plan.suites if s.serial and s.name in pending
     }
     parallel = [s for s in plan.suites if not s.serial and pending.get(s.name)]
-    line = f"  running {plural(count, 'test')} on {plural(settings.workers, 'worker')}"
+    on_jobs = settings.config.tests.executor == "cloudrun-jobs"
+    where = "Cloud Run Jobs" if on_jobs else plural(settings.workers, "worker")
+    line = f"  running {plural(count, 'test')} on {where}"
     if failed_before & {n for ids in pending.values() for n in ids}:
         line += ", the ones that failed last time first"
     console.print(line)
@@ -138,15 +140,21 @@ def run_tests(
     watch = _ServiceWatch(store, console, plan.record.id, target)
     display = LiveDisplay(console, state) if console.is_terminal else LineDisplay(console)
     with display:
-        if parallel:
-            known = store.test_durations(settings.env, plan.record.number)
-            expected = expected_durations(
-                ((s.name, n) for s in parallel for n in pending[s.name]), known
+        if on_jobs:
+            from deployloop.stages.jobs import run_on_jobs
+
+            run_on_jobs(
+                settings, console, plan, deployments, setup,
+                _pending_tests(store, settings, plan, pending, last), recorder, display, state,
+                on_attempt=lambda n, r: store.record_attempt(plan.record.id, n, r),
+                on_poll=watch,
             )
+            parallel, serial_pending = [], {}
+        if parallel:
+            names = {s.name for s in parallel}
             tests = [
-                PendingTest(s.name, n, s.priority, _runs_first(n, last), expected[n], n in known)
-                for s in parallel
-                for n in pending[s.name]
+                t for t in _pending_tests(store, settings, plan, pending, last)
+                if t.suite in names
             ]
             owned = pool is None  # a resume's: started here, closed here
             if pool is None:
@@ -198,6 +206,24 @@ def run_tests(
             ).run(jobs)
     if settings.config.tests.reruns:
         rerun_failures(settings, store, console, plan, setup, deployments, target)
+
+
+def _pending_tests(
+    store: Store,
+    settings: IterationSettings,
+    plan: Plan,
+    pending: dict[str, list[str]],
+    last: tuple[int, dict[str, Outcome | None]] | None,
+) -> list[PendingTest]:
+    """Every pending test of the selected suites, with its expected duration."""
+    suites = [s for s in plan.suites if pending.get(s.name)]
+    known = store.test_durations(settings.env, plan.record.number)
+    expected = expected_durations(((s.name, n) for s in suites for n in pending[s.name]), known)
+    return [
+        PendingTest(s.name, n, s.priority, _runs_first(n, last), expected[n], n in known)
+        for s in suites
+        for n in pending[s.name]
+    ]
 
 
 def _runs_first(nodeid: str, last: tuple[int, dict[str, Outcome | None]] | None) -> bool:
@@ -312,6 +338,24 @@ def rerun_failures(
             pending.setdefault(suite, []).append(nodeid)
         suites = [s for s in plan.suites if s.name in pending]
         console.print(f"  rerun {attempt - 1}: {len(failing)} failing tests")
+        recorder = _AttemptRecorder(store, plan.record.id, attempt)
+        state = RunState({s.name: SuiteProgress(s.name, len(pending[s.name])) for s in suites})
+        if settings.config.tests.executor == "cloudrun-jobs":
+            from deployloop.stages.jobs import run_on_jobs
+
+            tests = [
+                PendingTest(s.name, n, s.priority, True, DEFAULT_S)
+                for s in suites
+                for n in pending[s.name]
+            ]
+            with LineDisplay(console) as display:
+                run_on_jobs(
+                    settings, console, plan, deployments, setup, tests, recorder, display,
+                    state, on_attempt=lambda n, r: None,
+                    on_poll=_ServiceWatch(store, console, plan.record.id, target),
+                )
+            failing = recorder.failing
+            continue
         jobs = plan_jobs(
             suites,
             pending,
@@ -320,8 +364,6 @@ def rerun_failures(
             prefix=f"{plan.job_prefix}rerun{attempt - 1}-",
             node_arg=setup.node_arg,
         )
-        recorder = _AttemptRecorder(store, plan.record.id, attempt)
-        state = RunState({s.name: SuiteProgress(s.name, len(pending[s.name])) for s in suites})
         with LineDisplay(console) as display:
             TestRunner(
                 setup,

@@ -18,7 +18,7 @@ def start_workers(settings: IterationSettings, record: IterationRecord) -> Worke
     """The test workers of a new iteration, started now so that they collect while the
     services deploy; None when no suite runs on them."""
     suites = [s for s in select_suites(settings.config, settings.suite_globs) if not s.serial]
-    if not suites:
+    if not suites or settings.config.tests.executor != "local":
         return None
     setup = pytest_setup(settings, record, configured_urls(settings.config))
     pool = WorkerPool(

@@ -159,7 +159,7 @@ def build_service(
             f"EXECUTION_ENVIRONMENT_{service.execution_environment.upper()}",
         )
     if service.vpc is not None:
-        template.vpc_access = _vpc(service.vpc)
+        template.vpc_access = vpc_access(service.vpc)
     if service.service_account:
         template.service_account = service.service_account
     if service.min_instances is not None or service.max_instances is not None:
@@ -213,7 +213,7 @@ def _probe(probe: ProbeConfig) -> run_v2.Probe:
     )
 
 
-def _vpc(vpc: VpcConfig) -> run_v2.VpcAccess:
+def vpc_access(vpc: VpcConfig) -> run_v2.VpcAccess:
     from google.cloud import run_v2
 
     egress = run_v2.VpcAccess.VpcEgress

@@ -131,6 +131,21 @@ class _Started:
     created: bool = False  # the service did not exist: its first revision takes the traffic
 
 
+def id_token_audiences(
+    config: Config, deployments: Sequence[Deployment]
+) -> dict[str, tuple[str, str]]:
+    """service -> (LOOP_<NAME>_ID_TOKEN, the audience its token names) for each private
+    service that is ready (or one Cloud Run refused to make public)."""
+    private = {s.name for s in config.deploy.services if not s.public} | {
+        d.service for d in deployments if (d.warning or "").startswith(PUBLIC_REFUSED)
+    }
+    return {
+        d.service: (token_env_var(d.service), base_url(d.url, d.tag))
+        for d in deployments
+        if d.service in private and d.url and d.status is DeployStatus.READY
+    }
+
+
 class CloudRunTarget:
     def __init__(
         self,
@@ -246,18 +261,12 @@ class CloudRunTarget:
         """LOOP_<NAME>_ID_TOKEN for each service that is not public, minted now."""
         if gcp.emulator_host() is not None:
             return {}
-        private = {s.name for s in config.deploy.services if not s.public} | {
-            d.service for d in deployments if (d.warning or "").startswith(PUBLIC_REFUSED)
-        }
         env: dict[str, str] = {}
-        for d in deployments:
-            if d.service in private and d.url and d.status is DeployStatus.READY:
-                try:
-                    env[token_env_var(d.service)] = self._mint_id_token(
-                        base_url(d.url, d.tag), config.deploy.invoker_service_account
-                    )
-                except gcp.CredentialsError as exc:
-                    raise DeployError(f"service {d.service!r}: {exc}", list(deployments)) from None
+        for service, (name, audience) in id_token_audiences(config, deployments).items():
+            try:
+                env[name] = self._mint_id_token(audience, config.deploy.invoker_service_account)
+            except gcp.CredentialsError as exc:
+                raise DeployError(f"service {service!r}: {exc}", list(deployments)) from None
         return env
 
     def rollback(self, config: Config, revisions: Mapping[str, str], reason: str) -> list[Rollback]:

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from google.cloud.storage import Bucket
 
 T = TypeVar("T")
+CHECK_TIMEOUT_S = 15.0
 
 
 class BucketError(Exception):
@@ -48,14 +49,17 @@ def check_bucket(project: str, url: str) -> None:
     the bucket grants (a bucket's own metadata needs more)."""
     import requests
     from google.api_core import exceptions
+    from google.cloud.storage.retry import DEFAULT_RETRY
 
     from deployloop.deploy.gcp import STORAGE_EMULATOR_ENV
     from deployloop.runner.cloudrun_jobs.layout import split_url
 
     name, _folder = split_url(url)
+    # The client's own retries give up after 120 s; a check says it within about 15.
+    patience = DEFAULT_RETRY.with_timeout(CHECK_TIMEOUT_S)
     try:
         bucket = open_bucket(project, name)
-        retrying(lambda: list(bucket.client.list_blobs(bucket, max_results=1, timeout=10)))
+        list(bucket.client.list_blobs(bucket, max_results=1, timeout=5, retry=patience))
     except exceptions.NotFound:
         raise BucketError(
             f"results bucket gs://{name} does not exist: create it (gcloud storage buckets"
@@ -67,14 +71,20 @@ def check_bucket(project: str, url: str) -> None:
             f"permission denied on results bucket gs://{name}: loop's identity and the job's"
             " service account need roles/storage.objectAdmin on it"
         ) from None
-    except (exceptions.GoogleAPICallError, requests.RequestException) as exc:
+    except (exceptions.GoogleAPIError, requests.RequestException) as exc:
         import os
 
         where = os.environ.get(STORAGE_EMULATOR_ENV)
         via = f" (STORAGE_EMULATOR_HOST={where})" if where else ""
+        cause = getattr(exc, "cause", None) or exc  # a RetryError wraps the last error
+        if isinstance(cause, requests.ConnectionError):
+            said = "cannot connect"
+            if "Connection refused" in str(cause):
+                said += " (connection refused)"
+        else:
+            said = _first_line(cause)
         raise BucketError(
-            f"results bucket gs://{name}: Cloud Storage unreachable{via}:"
-            f" {_first_line(exc)}"
+            f"results bucket gs://{name}: Cloud Storage unreachable{via}: {said}"
         ) from None
 
 

@@ -1,0 +1,298 @@
+"""`[tests] executor = "cloudrun-jobs"` end to end: the real `loop`, the real google-cloud-run
+client against the fake Admin API (tests/jobs_fake.py), whose tasks run `python -m
+deployloop.task` as local processes, and a real Cloud Storage emulator between them."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from cloudrun_fake import FakeCloudRun
+from conftest import Project, output
+from fake_containers import Containers
+from storage_emulator import StorageEmulator, free_port
+
+IMAGE = "europe-west1-docker.pkg.dev/p/e2e/tests:{git_sha}"
+BUCKET = "loop-results"
+TASK = ["{python}", "-m", "deployloop.task"]
+
+CONFIG = """
+[loop]
+max_iterations = 1
+
+[deploy]
+target = "none"
+project = "p"
+region = "europe-west1"
+
+[tests]
+executor = "{executor}"
+workers = 4
+
+[tests.cloudrun_jobs]
+image = "{image}"
+tasks = {tasks}
+task_timeout_s = {timeout}
+max_retries = {retries}
+results_bucket = "gs://{bucket}/ci"
+
+[[tests.suites]]
+name = "Priority 1"
+paths = ["tests/test_orders.py", "tests/test_users.py"]
+priority = 1
+
+[[tests.suites]]
+name = "Priority 2"
+paths = ["tests/test_search.py", "tests/test_reports.py"]
+priority = 2
+"""
+
+# 4 files x 50 tests: passes, failures, skips, an xfail; each takes a little time.
+TESTS = """
+import time
+import pytest
+
+@pytest.mark.parametrize("i", range(49))
+def test_case(i):
+    time.sleep(0.01)
+    if i % 17 == 5:
+        assert i == -1, "{name}: broken on purpose"
+    if i % 23 == 7:
+        pytest.skip("not on this platform")
+
+@pytest.mark.xfail(reason="known bug", strict=False)
+def test_known_bug():
+    assert False
+"""
+
+
+class Healthy(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def write_project(project: Project, executor: str, tasks: int = 4, timeout: int = 600,
+                  retries: int = 0) -> None:
+    project.config(CONFIG.format(
+        executor=executor, image=IMAGE, tasks=tasks, timeout=timeout, retries=retries,
+        bucket=BUCKET,
+    ))
+    for name in ("orders", "users", "search", "reports"):
+        project.write(f"tests/test_{name}.py", TESTS.replace("{name}", name))
+
+
+@pytest.fixture
+def cloud(tmp_path: Path, project: Project) -> Iterator[tuple[FakeCloudRun, StorageEmulator]]:
+    containers = Containers({"e2e/tests": TASK}, tmp_path / "fake-logs", workdir=project.root)
+    with StorageEmulator(tmp_path / "storage.log", buckets=(BUCKET,)) as storage, \
+            FakeCloudRun(containers) as fake:
+        # What the project's network gives a task here: the bucket's emulator; and the
+        # speed-up every pytest of these tests gets (see conftest.loop_env).
+        fake.jobs.task_env.update({
+            "STORAGE_EMULATOR_HOST": storage.host,
+            "PYTEST_ADDOPTS": "-p no:hypothesispytest",
+            "NO_GCE_CHECK": "true",
+        })
+        yield fake, storage
+
+
+def emulated(fake: FakeCloudRun, storage: StorageEmulator) -> dict[str, str]:
+    return {
+        "CLOUDRUN_EMULATOR_HOST": fake.address,
+        "STORAGE_EMULATOR_HOST": storage.host,
+        "GRPC_VERBOSITY": "ERROR",
+    }
+
+
+def figures(summary: dict[str, object]) -> dict[str, object]:
+    keep = ("collected", "executed", "passed", "failed", "errors", "skipped", "pass_rate")
+    totals = summary["totals"]
+    suites = summary["suites"]
+    assert isinstance(totals, dict) and isinstance(suites, list)
+    return {
+        "totals": {k: totals[k] for k in keep},
+        "suites": [{k: s[k] for k in ("name", "status", *keep)} for s in suites],
+        "clusters": sorted((c["label"], c["count"]) for c in summary["clusters"]),  # type: ignore[attr-defined]
+    }
+
+
+def outcomes(project: Project) -> dict[str, tuple[str, str | None]]:
+    import sqlite3
+
+    with sqlite3.connect(project.state / "loop.db") as db:
+        rows = db.execute("SELECT nodeid, outcome, message FROM tests").fetchall()
+    return {n: (o, m) for n, o, m in rows}
+
+
+def test_four_tasks_give_the_local_executors_figures(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator], tmp_path: Path
+) -> None:
+    fake, storage = cloud
+    local = Project(tmp_path / "local")
+    write_project(local, "local")
+    result = local.run("run", timeout=180)
+    assert result.returncode == 1, output(result)
+
+    write_project(project, "cloudrun-jobs", tasks=4)
+    plan = project.run("plan", env=emulated(fake, storage), timeout=120)
+    assert plan.returncode == 0, output(plan)
+    assert "Tests run on Cloud Run Jobs: job loop-tests in p/europe-west1" in plan.stdout
+    assert plan.stdout.count("  task ") == 4 and "task 3: 50 tests" in plan.stdout, plan.stdout
+
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    assert figures(project.summary(1)) == figures(local.summary(1))
+    totals = project.summary(1)["totals"]
+    assert totals["collected"] == 200 and totals["failed"] == 12, totals
+
+    # One job, one execution of four tasks; each read its own share, by its task index.
+    assert fake.count("CreateJob") == 1 and fake.count("RunJob") == 1
+    (execution,) = fake.jobs.executions.values()
+    assert execution.task_count == 4 and execution.succeeded_count == 4
+    names = storage.names(BUCKET, "ci/local/iteration-1/")
+    assert sum("/shares/task-" in n for n in names) == 4
+    # Streamed while running: more than one chunk per task, never only at the end.
+    assert all(n.startswith("ci/local/iteration-1/run-") for n in names)
+    assert sum("/chunk-" in n for n in names) >= 4
+
+    # A second iteration updates the job it made rather than making another.
+    again = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert again.returncode == 1, output(again)
+    assert fake.count("CreateJob") == 1 and fake.count("UpdateJob") == 1
+    assert fake.count("RunJob") == 2
+
+
+def test_a_task_killed_midway_loses_only_its_unfinished_tests(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2, timeout=8)
+    # One test hangs: its task runs into task_timeout_s and Cloud Run kills it.
+    project.write("tests/test_orders.py", TESTS.replace("{name}", "orders").replace(
+        "def test_case(i):\n", "def test_case(i):\n    if i == 20:\n        time.sleep(120)\n"
+    ))
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    rows = outcomes(project)
+    assert len(rows) == 200
+    hung = rows["tests/test_orders.py::test_case[20]"]
+    assert hung[0] == "error", hung
+    assert hung[1] is not None and hung[1].startswith("task "), hung
+    assert "while this test was running" in hung[1] and "timeout" in hung[1].lower(), hung
+    task = hung[1].split()[1]
+    # What the killed task had reported stays; what it never reached is an error naming it.
+    not_run = {n: m for n, (o, m) in rows.items() if m and m.startswith("not run: task ")}
+    assert not_run and all(m.startswith(f"not run: task {task} ") for m in not_run.values())
+    # In the killed task's share, what ran before the hang kept its result; the rest did not
+    # run. The other task's share all ran.
+    (name,) = [n for n in storage.names(BUCKET, "ci/") if n.endswith(f"/task-000{task}.json")]
+    share = [t["nodeid"] for t in json.loads(storage.client().bucket(BUCKET).blob(name)
+                                             .download_as_text())["tests"]]
+    hang = share.index("tests/test_orders.py::test_case[20]")
+    assert hang > 0 and all(rows[n][0] in ("passed", "failed", "skipped", "xfailed")
+                            for n in share[:hang])
+    assert set(not_run) == set(share[hang + 1:])
+    summary = project.summary(1)
+    assert summary["totals"]["collected"] == 200
+    suite = next(s for s in summary["suites"] if s["name"] == "Priority 1")
+    assert suite["status"] == "timeout", suite
+
+
+def test_a_retried_task_is_a_second_attempt(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2, retries=1)
+    # A crash on the task's first attempt only, as a flaky segfault would.
+    project.write("tests/test_users.py", TESTS.replace("{name}", "users").replace(
+        "def test_case(i):\n",
+        "def test_case(i):\n"
+        "    import os, signal\n"
+        "    if i == 10 and os.environ.get('CLOUD_RUN_TASK_ATTEMPT') == '0':\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n",
+    ))
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    (execution,) = fake.jobs.executions.values()
+    assert execution.retried_count == 1 and execution.succeeded_count == 2
+    rows = outcomes(project)
+    crashed = rows["tests/test_users.py::test_case[10]"]
+    assert crashed[0] == "error" and "(attempt 1)" in (crashed[1] or ""), crashed
+    assert "killed by signal 9" in (crashed[1] or ""), crashed
+    # Everything else has one result; none is 'not run'.
+    assert not [m for _, m in rows.values() if m and m.startswith("not run")]
+    summary = project.summary(1)
+    assert summary["totals"]["collected"] == 200
+    assert summary["totals"]["errors"] == 1
+    flaky = {f["test"] for f in summary["flaky"]}
+    assert "tests/test_users.py::test_case[10]" in flaky, summary["flaky"]
+
+
+def test_an_unreachable_or_missing_bucket_stops_before_anything_runs(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs")
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = project.run("run", env={**emulated(fake, storage), "STORAGE_EMULATOR_HOST": closed},
+                         timeout=120)
+    assert result.returncode == 3, output(result)
+    assert result.stderr.strip() == (
+        f"error: results bucket gs://{BUCKET}: Cloud Storage unreachable"
+        f" (STORAGE_EMULATOR_HOST={closed}): cannot connect (connection refused)"
+    ), result.stderr
+    # Nothing was deployed, no job made, no iteration recorded.
+    assert fake.count("CreateJob") == 0 and fake.count("RunJob") == 0
+    assert not project.iteration_dir(1).exists()
+
+    project.config((project.root / "configs/local.toml").read_text().replace(BUCKET, "nobucket"))
+    for command in ("plan", "run"):
+        result = project.run(command, env=emulated(fake, storage), timeout=120)
+        assert result.returncode == 3, output(result)
+        assert "results bucket gs://nobucket does not exist: create it" in result.stderr
+    assert fake.count("CreateJob") == 0
+
+
+def test_a_task_sees_the_services_urls_and_the_iteration(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=1)
+    api = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{api.server_address[1]}"
+    text = (project.root / "configs/local.toml").read_text()
+    project.config(text.replace(
+        'region = "europe-west1"\n',
+        f'region = "europe-west1"\n\n[[deploy.services]]\nname = "api"\nurl = "{url}"\n',
+    ).replace("workers = 4\n", 'workers = 4\nenv = { E2E_MODE = "jobs" }\n'))
+    project.write("tests/test_orders.py", f"""
+        import os
+
+        def test_env():
+            assert os.environ["LOOP_API_URL"] == "{url}"
+            assert os.environ["LOOP_ITERATION"] == "1"
+            assert os.environ["LOOP_ENV"] == "local"
+            assert os.environ["E2E_MODE"] == "jobs"
+            assert os.environ["CLOUD_RUN_TASK_INDEX"] == "0"
+    """)
+    for name in ("users", "search", "reports"):
+        project.write(f"tests/test_{name}.py", "def test_ok():\n    pass\n")
+    try:
+        result = project.run("run", env=emulated(fake, storage), timeout=300)
+    finally:
+        api.shutdown()
+    assert result.returncode == 0, output(result)
+    (execution,) = fake.jobs.executions.values()
+    env = {e.name: e.value for e in execution.template.containers[0].env}
+    assert env["LOOP_API_URL"] == url
+    # [tests] env travels in the share, not in the execution's spec anyone may read.
+    assert "E2E_MODE" not in env
