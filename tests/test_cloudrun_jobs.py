@@ -14,6 +14,7 @@ import pytest
 from cloudrun_fake import FakeCloudRun
 from conftest import Project, output
 from fake_containers import Containers
+from metadata_fake import FakeMetadata, claims_of
 from storage_emulator import StorageEmulator, free_port
 
 IMAGE = "europe-west1-docker.pkg.dev/p/e2e/tests:{git_sha}"
@@ -296,3 +297,89 @@ def test_a_task_sees_the_services_urls_and_the_iteration(
     assert env["LOOP_API_URL"] == url
     # [tests] env travels in the share, not in the execution's spec anyone may read.
     assert "E2E_MODE" not in env
+
+
+PRIVATE_API = """
+[loop]
+max_iterations = 1
+
+[deploy]
+target = "cloudrun"
+project = "p"
+region = "europe-west1"
+
+[[deploy.services]]
+name = "api"
+image = "europe-west1-docker.pkg.dev/p/shop/api:{{git_sha}}"
+
+[tests]
+executor = "cloudrun-jobs"
+
+[tests.cloudrun_jobs]
+image = "{image}"
+tasks = 1
+service_account = "e2e-runner@p.iam.gserviceaccount.com"
+results_bucket = "gs://{bucket}"
+
+[[tests.suites]]
+name = "Smoke"
+paths = ["tests"]
+"""
+
+
+def test_tasks_call_private_services_with_tokens_from_their_metadata_server(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    project.config(PRIVATE_API.format(image=IMAGE, bucket=BUCKET))
+    project.write("tests/test_api.py", """
+        import os
+        import urllib.request
+
+        def test_health_with_the_tasks_token():
+            request = urllib.request.Request(
+                os.environ["LOOP_API_URL"] + "/health",
+                headers={"Authorization": "Bearer " + os.environ["LOOP_API_ID_TOKEN"]},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 200
+
+        def test_the_token_never_shows():
+            assert os.environ["LOOP_API_ID_TOKEN"] == "shown?"
+    """)
+    # Inside Cloud Run: no NO_GCE_CHECK, and the metadata server is the task's. First one
+    # that does not answer (on this machine: never Google's).
+    fake.jobs.task_env.pop("NO_GCE_CHECK")
+    closed = f"127.0.0.1:{free_port()}"
+    fake.jobs.task_env.update({"GCE_METADATA_HOST": closed, "GCE_METADATA_IP": closed})
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 2, output(result)  # no test ran: a setup failure, not a result
+    message = outcomes(project)["tests/test_api.py::test_health_with_the_tasks_token"][1]
+    assert message == (
+        f"not run: task 0 (attempt 1) could not run its tests: cannot mint an ID token for"
+        f" {fake.service('api').uri} from the metadata server: Neither metadata server or valid"
+        " service account credentials are found. (Cloud Run: The container exited with an"
+        " error.; exit code 2) before this test started"
+    ), message
+    project.run("forget", "--iteration", "1", "--yes")
+
+    with FakeMetadata() as metadata:
+        fake.jobs.task_env.update(metadata.env())
+        result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    rows = outcomes(project)
+    assert rows["tests/test_api.py::test_health_with_the_tasks_token"][0] == "passed", rows
+    url = fake.service("api").uri
+    assert metadata.audiences == [url]
+    (bearer,) = [h for h in fake.services["api"].auth_headers if h.startswith("Bearer ")]
+    token = bearer.removeprefix("Bearer ")
+    assert claims_of(token)["aud"] == url
+    assert claims_of(token)["email"] == "e2e-runner@p.iam.gserviceaccount.com"
+    # The job runs as its service account; the token is in no spec and no file loop wrote.
+    (job,) = fake.jobs.jobs.values()
+    assert job.template.template.service_account == "e2e-runner@p.iam.gserviceaccount.com"
+    assert all(token not in str(e) for e in fake.jobs.executions.values())
+    message = rows["tests/test_api.py::test_the_token_never_shows"][1] or ""
+    assert "[redacted:LOOP_API_ID_TOKEN]" in message, message
+    files = [p for p in project.state.rglob("*") if p.is_file()]
+    assert not [p for p in files if token.encode() in p.read_bytes()]

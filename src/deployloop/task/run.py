@@ -8,6 +8,7 @@ gives the share a second attempt.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,6 +89,19 @@ def _run() -> int:
     attempt = int(os.environ.get("CLOUD_RUN_TASK_ATTEMPT", "0"))
     bucket_name, folder = split_url(url)
     bucket = _bucket(bucket_name)
+    try:
+        return _run_share(bucket, folder, task, attempt)
+    except TaskError as exc:
+        # Said where loop reads, not only in the task's log: loop names it in every error
+        # of the tests this task did not run.
+        with contextlib.suppress(TaskError):
+            _upload(bucket, end_name(folder, task, attempt), json.dumps(
+                {"exit_code": 2, "session_finished": False, "error": str(exc)}
+            ))
+        raise
+
+
+def _run_share(bucket: Bucket, folder: str, task: int, attempt: int) -> int:
     share = _read_share(bucket, share_name(folder, task))
     workdir = Path.cwd()
     env = dict(os.environ)

@@ -348,7 +348,9 @@ class JobsExecutor:
         what the task itself uploaded, then what Cloud Run says of its last attempt."""
         who = f"task {attempt.task} (attempt {attempt.number + 1})"
         end = attempt.end
-        if end is not None and end.get("stopped_by"):
+        if end is not None and end.get("error"):
+            how = f"could not run its tests: {one_line(str(end['error']))}"
+        elif end is not None and end.get("stopped_by"):
             how = f"was stopped ({end['stopped_by']})"
         elif end is not None:
             code = int(end.get("exit_code", 0))
