@@ -5,6 +5,7 @@ deployloop.task` as local processes, and a real Cloud Storage emulator between t
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cloudrun_fake import FakeCloudRun
-from conftest import Project, output
+from conftest import Project, output, pids_where, wait_for
 from fake_containers import Containers
 from metadata_fake import FakeMetadata, claims_of
 from storage_emulator import StorageEmulator, free_port
@@ -383,3 +384,51 @@ def test_tasks_call_private_services_with_tokens_from_their_metadata_server(
     assert "[redacted:LOOP_API_ID_TOKEN]" in message, message
     files = [p for p in project.state.rglob("*") if p.is_file()]
     assert not [p for p in files if token.encode() in p.read_bytes()]
+
+
+def test_status_shows_progress_and_ctrl_c_cancels_the_execution(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2)
+    for name in ("users", "reports"):
+        project.write(f"tests/test_{name}.py", "")
+    project.write("tests/test_search.py", "def test_one():\n    pass\n")
+    # Each task runs its quick tests, then one that waits for Ctrl-C (and, in one of them,
+    # the Priority 2 test after it).
+    project.write("tests/test_orders.py", """
+        import time
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_quick(i):
+            time.sleep(0.2)
+
+        @pytest.mark.parametrize("i", range(2))
+        def test_waits(i):
+            time.sleep(120)
+    """)
+    proc = project.popen("run", env=emulated(fake, storage))
+
+    def six_done() -> dict[str, object] | None:
+        if proc.poll() is not None:
+            pytest.fail(f"loop run ended early with exit {proc.returncode}")
+        status = project.status()
+        totals = status.get("totals")
+        return status if isinstance(totals, dict) and totals["passed"] >= 6 else None
+
+    running = wait_for(six_done, timeout=60, interval=0.3, what="6 results in loop status")
+    assert running["status"] == "running"
+    totals = running["totals"]
+    assert isinstance(totals, dict) and totals["collected"] == 9 and totals["pending"] == 3
+    assert pids_where(lambda p: b"deployloop.task" in (p / "cmdline").read_bytes())
+
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, f"{stdout}\n{stderr}"
+    (execution,) = fake.jobs.executions.values()
+    assert execution.completion_time and execution.cancelled_count == 2, execution
+    assert not pids_where(lambda p: b"deployloop.task" in (p / "cmdline").read_bytes())
+    summary = project.summary()
+    assert summary["status"] == "interrupted"
+    assert summary["totals"]["passed"] == 6
