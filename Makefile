@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint bench demo-reset demo-staging clean
+.PHONY: setup test lint bench demo-reset demo-staging demo-jobs clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ demo-staging:
 	rm -rf examples/shop/fixes
 	GCP_PROJECT=$(GCP_PROJECT) GCP_REGION=$(GCP_REGION) $(BIN)/python tests/cloudrun_fake.py \
 		--images examples/shop/images.toml -- $(BIN)/loop run --env staging
+
+# configs/jobs.toml the same way: the tests run as Cloud Run job tasks (local processes of
+# `python -m deployloop.task`), their results through a Cloud Storage emulator.
+demo-jobs:
+	rm -rf examples/shop/fixes
+	GCP_PROJECT=$(GCP_PROJECT) GCP_REGION=$(GCP_REGION) $(BIN)/python tests/cloudrun_fake.py \
+		--images examples/shop/images.toml --storage $(GCP_PROJECT)-loop-results \
+		-- $(BIN)/loop run --env jobs
 
 clean:
 	rm -rf $(VENV) .loop build src/*.egg-info

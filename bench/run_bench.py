@@ -55,6 +55,7 @@ from pathlib import Path
 PYTHON = sys.executable
 LOOP = str(Path(sys.executable).with_name("loop"))
 PLUGIN_DIR = Path(__file__).resolve().parents[1] / "src" / "deployloop" / "runner" / "plugin"
+ROOT = Path(__file__).resolve().parents[1]
 
 STARTUP_TARGET_S = 0.30
 TEST_PHASE_TARGET_RATIO = 1.20
@@ -570,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-SECTIONS = ("core", "io", "failed-first", "history", "plan")
+SECTIONS = ("core", "io", "failed-first", "history", "plan", "jobs")
 
 
 def _bench(tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: int,
@@ -587,6 +588,7 @@ def _bench(tmp: Path, url: str, suites: Sequence[tuple[str, int, int]], reps: in
         ("failed-first", lambda: _failed_first(tmp, table, quick)),
         ("history", lambda: _history(tmp, table, quick, startup_reps)),
         ("plan", lambda: _plan(tmp, table, quick, reps)),
+        ("jobs", lambda: _jobs(tmp, table, quick, reps)),
     ]
     for name, section in more:
         if name not in sections:
@@ -1107,6 +1109,126 @@ def _plan(tmp: Path, table: Table, quick: bool, reps: int) -> None:
               f"collect-only {statistics.median(c.wall_s for c in collects):.2f} s;"
               f" ratio {ratio:.2f}  target <= {PLAN_TARGET_RATIO:.2f}"
               f"  {verdict(ratio <= PLAN_TARGET_RATIO)}  (cpu ratio {cpu_ratio:.2f})")
+
+
+
+# --- Cloud Run Jobs, emulated --------------------------------------------------------------------
+
+JOBS_TASKS = 4
+JOBS_CONFIG = """
+[loop]
+max_iterations = 1
+
+[deploy]
+target = "none"
+project = "bench"
+region = "europe-west1"
+
+[tests]
+executor = "{executor}"
+workers = {tasks}
+
+[tests.cloudrun_jobs]
+image = "europe-west1-docker.pkg.dev/bench/e2e/tests:latest"
+tasks = {tasks}
+results_bucket = "gs://bench-results"
+
+[[tests.suites]]
+name = "first"
+paths = ["tests/test_a.py", "tests/test_b.py"]
+
+[[tests.suites]]
+name = "second"
+paths = ["tests/test_c.py", "tests/test_d.py"]
+priority = 2
+"""
+JOBS_TESTS = """
+import time
+import pytest
+
+@pytest.mark.parametrize("i", range({count}))
+def test_case(i):
+    time.sleep({sleep})
+    assert i % 19 != 7, "fails on purpose"
+    if i % 23 == 5:
+        pytest.skip("not here")
+"""
+
+
+def _jobs_figures(project: Path, state: Path) -> dict[str, object]:
+    ran = check(run([LOOP, "summarize", "--format", "json", "--state-dir", str(state)], project),
+                "loop summarize")
+    summary = json.loads(ran.output)
+    keep = ("collected", "executed", "passed", "failed", "errors", "skipped", "pass_rate")
+    return {
+        "totals": {k: summary["totals"][k] for k in keep},
+        "suites": [{k: s[k] for k in ("name", "status", *keep)} for s in summary["suites"]],
+    }
+
+
+def _jobs(tmp: Path, table: Table, quick: bool, reps: int) -> None:
+    """The same project on the local executor (`workers = 4`) and as a Cloud Run Jobs
+    execution of 4 tasks, emulated here: the fake Admin API runs each task as a local
+    `python -m deployloop.task`, results go through a real Cloud Storage emulator. Same
+    figures expected; the time ratio is what the bucket round trips cost (a 2 s upload
+    cadence) against pytest workers forked from one collection."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cloudrun_fake import FakeCloudRun  # the tests' fakes: bench runs from a checkout
+    from fake_containers import Containers
+    from storage_emulator import StorageEmulator
+
+    per_file = 25 if quick else 50
+    sleep = 0.02 if quick else 0.05
+    projects = {}
+    for executor in ("local", "cloudrun-jobs"):
+        root = tmp / f"jobs-{executor}"
+        (root / "configs").mkdir(parents=True)
+        (root / "configs" / "local.toml").write_text(
+            JOBS_CONFIG.format(executor=executor, tasks=JOBS_TASKS))
+        for name in "abcd":
+            (root / "tests").mkdir(exist_ok=True)
+            (root / "tests" / f"test_{name}.py").write_text(
+                JOBS_TESTS.format(count=per_file, sleep=sleep))
+        projects[executor] = root
+    total = 4 * per_file
+    say(f"\n[Cloud Run Jobs, emulated] {total} tests sleeping {sleep} s each"
+        f" (serial sum {total * sleep:.0f} s): local executor, workers = {JOBS_TASKS},"
+        f" against {JOBS_TASKS} tasks")
+    walls: dict[str, list[float]] = {"local": [], "cloudrun-jobs": []}
+    figures: dict[str, dict[str, object]] = {}
+    containers = Containers({"e2e/tests": ["{python}", "-m", "deployloop.task"]},
+                            tmp / "jobs-fake-logs", workdir=projects["cloudrun-jobs"])
+    with StorageEmulator(tmp / "jobs-storage.log", buckets=("bench-results",)) as storage, \
+            FakeCloudRun(containers) as fake:
+        task_env = {"STORAGE_EMULATOR_HOST": storage.host, "NO_GCE_CHECK": "true"}
+        if os.environ.get("PYTEST_ADDOPTS"):
+            task_env["PYTEST_ADDOPTS"] = os.environ["PYTEST_ADDOPTS"]
+        fake.jobs.task_env.update(task_env)
+        env = {**os.environ, "CLOUDRUN_EMULATOR_HOST": fake.address,
+               "STORAGE_EMULATOR_HOST": storage.host, "GRPC_VERBOSITY": "ERROR",
+               "NO_GCE_CHECK": "true"}
+        for rep in range(reps):
+            line = f"  rep {rep + 1}:"
+            for executor, root in projects.items():
+                state = tmp / f"state-jobs-{executor}-{rep}"
+                argv = [LOOP, "run", "--state-dir", str(state)]
+                ran = check(run(argv, root, env=env), f"loop run ({executor})", ok_codes=(1,))
+                walls[executor].append(ran.wall_s)
+                figures[executor] = _jobs_figures(root, state)
+                line += f" {executor} {ran.wall_s:.2f} s;"
+            say(line.rstrip(";"))
+    same = figures["local"] == figures["cloudrun-jobs"]
+    say(f"  figures: {'the same' if same else 'DIFFERENT'}: {figures['cloudrun-jobs']['totals']}")
+    if not same:
+        say(f"  local: {figures['local']}")
+    local = statistics.median(walls["local"])
+    jobs = statistics.median(walls["cloudrun-jobs"])
+    table.add("jobs: local executor w=4", f"{local:.2f} s", "whole loop run")
+    table.add(f"jobs: {JOBS_TASKS} tasks, emulated", f"{jobs:.2f} s",
+              f"jobs/local {jobs / local:.2f}; figures {'same' if same else 'DIFFERENT'}")
+    if not same:
+        raise BenchError("the jobs executor's figures differ from the local executor's")
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

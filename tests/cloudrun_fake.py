@@ -59,6 +59,7 @@ from google.rpc import code_pb2, status_pb2  # noqa: E402
 from grpc_fake import GrpcFake, unary  # noqa: E402
 from jobs_fake import FakeJobs  # noqa: E402
 from logging_fake import FakeLogging  # noqa: E402
+from storage_emulator import StorageEmulator  # noqa: E402
 
 MUTATING = frozenset({
     "CreateService", "UpdateService", "DeleteService", "SetIamPolicy",
@@ -856,6 +857,11 @@ def main() -> int:
         help="a variable every Cloud Run job task gets, for what the project's network gives"
         " it (an emulator's host, ...); repeatable",
     )
+    parser.add_argument(
+        "--storage", action="append", default=[], metavar="BUCKET",
+        help="also start a Cloud Storage emulator (gcp-storage-emulator) holding this bucket;"
+        " the command and every job task get STORAGE_EMULATOR_HOST; repeatable",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- a command to run")
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -868,9 +874,18 @@ def main() -> int:
     # SIGTERM (`kill`, make) ends the fake as Ctrl-C does, so no revision process is left.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     logging = FakeLogging(args.logs).start() if containers is not None else None
+    storage = None
     try:
+        if args.storage:
+            storage = StorageEmulator(args.logs / "storage.log", tuple(args.storage)).start()
+            os.environ["STORAGE_EMULATOR_HOST"] = storage.host  # the command's, below
+            args.task_env.append(f"STORAGE_EMULATOR_HOST={storage.host}")
+            print(f"fake: Cloud Storage emulator on {storage.host} with gs://"
+                  + ", gs://".join(args.storage), flush=True)
         return _serve(args, containers, logging, command)
     finally:
+        if storage is not None:
+            storage.stop()
         if logging is not None:
             logging.stop()
 

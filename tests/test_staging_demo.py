@@ -84,6 +84,30 @@ def test_make_demo_staging_reaches_green_in_two_iterations(tmp_path: Path) -> No
     assert revision_processes(project.root) == []
 
 
+def test_make_demo_jobs_runs_the_tests_as_job_tasks_and_reaches_green(tmp_path: Path) -> None:
+    """What `make demo-jobs` runs: configs/jobs.toml, whose tests run as the tasks of a Cloud
+    Run Jobs execution (local `python -m deployloop.task` processes of the fake), their
+    results through a Cloud Storage emulator."""
+    project = shop_checkout(tmp_path / "checkout", "jobs")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "cloudrun_fake.py"),
+         "--images", "examples/shop/images.toml", "--logs", str(tmp_path / "logs"),
+         "--storage", "deployloop-demo-loop-results",
+         "--", str(Path(sys.executable).parent / "loop"), "run", "--env", "jobs"],
+        cwd=project.root, env=loop_env(PROJECT_ENV), capture_output=True, text=True,
+        timeout=240, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, output(result)
+    assert "job shop-e2e created in deployloop-demo/europe-west1" in result.stdout
+    assert "job shop-e2e updated in deployloop-demo/europe-west1" in result.stdout
+    assert project.summary(1, env="jobs")["totals"]["failed"] == 5
+    assert project.summary(2, env="jobs")["totals"]["passed"] == 39
+    # Two executions of four tasks, each a process of its own, none left running.
+    logs = sorted((tmp_path / "logs" / "jobs").glob("*/task*-attempt0.log"))
+    assert len(logs) == 8, logs
+    assert not pids_where(lambda p: b"deployloop.task" in (p / "cmdline").read_bytes())
+
+
 @pytest.fixture
 def shop_fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeCloudRun]:
     for name, value in PROJECT_ENV.items():
@@ -188,7 +212,8 @@ def test_a_revision_whose_container_never_listens_fails_the_deploy_with_its_log(
 
 
 @pytest.mark.parametrize("path", [
-    "configs/local.toml", "configs/staging.toml", "examples/cloudrun/staging.toml",
+    "configs/local.toml", "configs/staging.toml", "configs/jobs.toml",
+    "examples/cloudrun/staging.toml",
 ])
 def test_every_config_this_repository_ships_loads(
     path: str, monkeypatch: pytest.MonkeyPatch
@@ -200,5 +225,6 @@ def test_every_config_this_repository_ships_loads(
     config = load_config(ROOT / Path(path).parent, Path(path).stem)
     assert config.deploy.services, path
     assert sorted(str(p) for p in ROOT.glob("configs/*.toml")) == [
-        str(ROOT / "configs/local.toml"), str(ROOT / "configs/staging.toml"),
+        str(ROOT / "configs/jobs.toml"), str(ROOT / "configs/local.toml"),
+        str(ROOT / "configs/staging.toml"),
     ]  # a new one belongs in the list above

@@ -76,7 +76,7 @@ def run_on_jobs(
         for share in shares:
             console.print(
                 f"    task {share.task}: {plural(len(share.tests), 'test')},"
-                f" ~{share.expected_s:.0f} s"
+                f" ~{share.expected_s:.1f} s"
             )
         # Each execution writes under a folder of its own: a resume or a rerun never reads
         # another execution's chunks.

@@ -46,7 +46,7 @@ from deployloop.store import now_iso
 if TYPE_CHECKING:
     from google.cloud.storage import Bucket
 
-POLL_S = 1.0  # how often the bucket is listed for new chunks
+POLL_S = 0.5  # how often the bucket is listed for new chunks
 STATUS_EVERY_S = 3.0  # how often the execution's status is read
 
 
@@ -143,12 +143,20 @@ class JobsExecutor:
             self._flush()
             self._display.refresh(self.state)
             self._on_poll()
-            if time.monotonic() - last_status >= STATUS_EVERY_S:
+            if time.monotonic() - last_status >= STATUS_EVERY_S or self._all_ended():
                 last_status = time.monotonic()
                 status = self._run.runner.execution(execution)
                 if status.done:
                     return status
             time.sleep(POLL_S)
+
+    def _all_ended(self) -> bool:
+        """Every task said its pytest finished: the execution ends any moment now, and is
+        asked at each poll rather than every few seconds."""
+        return all(
+            any(_clean_end(a.end) for (t, _n), a in self._attempts.items() if t == task)
+            for task in self._share
+        )
 
     def _cancel(self) -> None:
         if self.execution is None:
