@@ -432,3 +432,21 @@ def test_status_shows_progress_and_ctrl_c_cancels_the_execution(
     summary = project.summary()
     assert summary["status"] == "interrupted"
     assert summary["totals"]["passed"] == 6
+
+
+def test_an_image_without_the_task_runner_is_named_in_every_error(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2)
+    config = project.root / "configs/local.toml"
+    config.write_text(config.read_text().replace("/e2e/tests:", "/e2e/app:"))
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 2, output(result)  # no test ran: a setup failure
+    messages = {m for _, m in outcomes(project).values()}
+    assert messages == {
+        f"not run: task {t} (attempt 1): the task ended without writing a result: does the"
+        " job's image hold deployloop and run `python -m deployloop.task`? before this test"
+        " started"
+        for t in (0, 1)
+    }, messages

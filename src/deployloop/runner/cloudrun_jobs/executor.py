@@ -48,6 +48,10 @@ if TYPE_CHECKING:
 
 POLL_S = 0.5  # how often the bucket is listed for new chunks
 STATUS_EVERY_S = 3.0  # how often the execution's status is read
+SILENT = (
+    "the task ended without writing a result: does the job's image hold deployloop and run"
+    " `python -m deployloop.task`?"
+)
 
 
 @dataclass
@@ -153,10 +157,7 @@ class JobsExecutor:
     def _all_ended(self) -> bool:
         """Every task said its pytest finished: the execution ends any moment now, and is
         asked at each poll rather than every few seconds."""
-        return all(
-            any(_clean_end(a.end) for (t, _n), a in self._attempts.items() if t == task)
-            for task in self._share
-        )
+        return all(self._done(task) for task in self._share)
 
     def _cancel(self) -> None:
         if self.execution is None:
@@ -199,12 +200,7 @@ class JobsExecutor:
 
     def _read_new(self) -> None:
         """Feed every chunk not read yet, in order, per task and attempt."""
-        bucket = self._run.bucket
-        prefix = f"{self._run.folder}/results/"
-        names = self._bucket_call(
-            f"list gs://{bucket.name}/{prefix}",
-            lambda: [b.name for b in bucket.client.list_blobs(bucket, prefix=prefix)],
-        )
+        names = [n for task in self._share if not self._done(task) for n in self._list(task)]
         found: dict[tuple[int, int], tuple[set[int], str | None]] = {}
         for name in names:
             parsed = parse_result(name)
@@ -229,6 +225,29 @@ class JobsExecutor:
                 self._feed(attempt, chunk)
             if end is not None and attempt.end is None:
                 attempt.end = self._download(end)
+
+    def _latest(self, task: int) -> _Attempt:
+        return self._attempt(task, max((n for t, n in self._attempts if t == task), default=0))
+
+    def _done(self, task: int) -> bool:
+        """Its last attempt said its pytest finished: nothing more will come."""
+        return _clean_end(self._latest(task).end)
+
+    def _list(self, task: int) -> list[str]:
+        """The task's objects from the next chunk it owes on: Cloud Storage lists names in
+        order, so a long run's thousands of chunks are not listed again at every poll (the
+        emulator of the tests lists them all; what was read is skipped either way)."""
+        bucket = self._run.bucket
+        latest = self._latest(task)
+        prefix = f"{self._run.folder}/results/task-{task:04d}/"
+        offset = chunk_name(self._run.folder, task, latest.number, latest.next_chunk)
+        return list(self._bucket_call(
+            f"list gs://{bucket.name}/{prefix}",
+            lambda: [
+                b.name
+                for b in bucket.client.list_blobs(bucket, prefix=prefix, start_offset=offset)
+            ],
+        ))
 
     def _download(self, name: str) -> dict[str, Any]:
         bucket = self._run.bucket
@@ -356,6 +375,8 @@ class JobsExecutor:
         what the task itself uploaded, then what Cloud Run says of its last attempt."""
         who = f"task {attempt.task} (attempt {attempt.number + 1})"
         end = attempt.end
+        if status is not None and status.reason in (SILENT, "never started"):
+            return f"{who}: {status.reason}"
         if end is not None and end.get("error"):
             how = f"could not run its tests: {one_line(str(end['error']))}"
         elif end is not None and end.get("stopped_by"):
@@ -375,14 +396,14 @@ class JobsExecutor:
 
     def _finish(self, status: ExecutionStatus, tasks: dict[int, TaskStatus]) -> None:
         for share in self._run.shares:
-            numbers = [n for (t, n) in self._attempts if t == share.task]
             task_status = tasks.get(share.task)
-            if not numbers:
-                attempt = self._attempt(share.task, 0)
-                if task_status is not None and not task_status.reason and not task_status.done:
-                    task_status = TaskStatus(share.task, 0, True, False, "never started")
-            else:
-                attempt = self._attempt(share.task, max(numbers))
+            attempt = self._latest(share.task)
+            silent = attempt.next_chunk == 1 and attempt.end is None
+            if silent and task_status is not None and task_status.succeeded:
+                # Its container ran and exited 0 without a word: not loop's task runner.
+                task_status = TaskStatus(share.task, 1, True, False, SILENT)
+            elif silent and task_status is not None and not task_status.reason:
+                task_status = TaskStatus(share.task, 0, True, False, "never started")
             if task_status is None and status.message:
                 task_status = TaskStatus(share.task, 0, True, False, status.message)
             self._close(attempt, final=True, status=task_status)
