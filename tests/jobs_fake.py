@@ -43,6 +43,7 @@ for assertions. `stop()` kills every task's process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -134,6 +135,9 @@ class _Attempt:
     oom: bool = True
     timed_out: bool = False
     killed: bool = False
+    # What every process of its "container" inherited: CLOUD_RUN_EXECUTION, ..._TASK_INDEX
+    # and ..._TASK_ATTEMPT, as NAME=VALUE; see _kill.
+    marks: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -742,7 +746,10 @@ class FakeJobs:
         log = self.logs / "jobs" / run.id / f"task{index}-attempt{number}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + run.timeout_s
-        attempt = _Attempt(index, number, None, None, deadline)
+        attempt = _Attempt(index, number, None, None, deadline, marks=(
+            f"CLOUD_RUN_EXECUTION={run.id}".encode(), f"CLOUD_RUN_TASK_INDEX={index}".encode(),
+            f"CLOUD_RUN_TASK_ATTEMPT={number}".encode(),
+        ))
         for kill in self._kills:
             if (kill.index, kill.attempt) == (index, number) and kill.execution in (
                 None, run.execution.name, run.id
@@ -992,7 +999,9 @@ def _page(
 
 
 def _kill(attempt: _Attempt) -> None:
-    """SIGKILL to the attempt's whole process group (its session)."""
+    """The attempt's container goes: SIGKILL to its process group, and to every process
+    that inherited its env (one started in a session of its own too, as a task's pytest is),
+    as a container's end takes every process in it."""
     if attempt.process is None:
         return
     try:
@@ -1001,6 +1010,24 @@ def _kill(attempt: _Attempt) -> None:
         pass
     if attempt.rc is None:
         attempt.rc = attempt.process.wait()
+    if attempt.marks:
+        for pid in _container_pids(attempt.marks):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _container_pids(marks: tuple[bytes, ...]) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = b"\0" + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if all(b"\0" + mark + b"\0" in environ + b"\0" for mark in marks):
+            found.append(int(proc.name))
+    return found
 
 
 def _location(name: str) -> str:

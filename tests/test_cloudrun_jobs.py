@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -213,13 +214,17 @@ def test_a_retried_task_is_a_second_attempt(
 ) -> None:
     fake, storage = cloud
     write_project(project, "cloudrun-jobs", tasks=2, retries=1)
-    # A crash on the task's first attempt only, as a flaky segfault would.
+    # The task's container dies under one test, two seconds into it, on its first attempt
+    # only (its task runner killed: an OOM kill, a lost machine), so Cloud Run runs its share
+    # again.
     project.write("tests/test_users.py", TESTS.replace("{name}", "users").replace(
         "def test_case(i):\n",
         "def test_case(i):\n"
         "    import os, signal\n"
         "    if i == 10 and os.environ.get('CLOUD_RUN_TASK_ATTEMPT') == '0':\n"
-        "        os.kill(os.getpid(), signal.SIGKILL)\n",
+        "        time.sleep(2)\n"
+        "        os.kill(os.getppid(), signal.SIGKILL)\n"
+        "        time.sleep(30)\n",
     ))
     result = project.run("run", env=emulated(fake, storage), timeout=300)
     assert result.returncode == 1, output(result)
@@ -227,15 +232,114 @@ def test_a_retried_task_is_a_second_attempt(
     assert execution.retried_count == 1 and execution.succeeded_count == 2
     rows = outcomes(project)
     crashed = rows["tests/test_users.py::test_case[10]"]
-    assert crashed[0] == "error" and "(attempt 1)" in (crashed[1] or ""), crashed
-    assert "killed by signal 9" in (crashed[1] or ""), crashed
+    assert crashed[0] == "error", crashed
+    assert (crashed[1] or "").startswith("task ") and "(attempt 1) ended" in (crashed[1] or "")
+    assert (crashed[1] or "").endswith(" while this test was running"), crashed
     # Everything else has one result; none is 'not run'.
     assert not [m for _, m in rows.values() if m and m.startswith("not run")]
     summary = project.summary(1)
     assert summary["totals"]["collected"] == 200
     assert summary["totals"]["errors"] == 1
+    # The retry's pass beside the first attempt's error: flaky, as a rerun shows it.
     flaky = {f["test"] for f in summary["flaky"]}
     assert "tests/test_users.py::test_case[10]" in flaky, summary["flaky"]
+
+
+def test_a_test_that_crashes_pytest_loses_only_itself(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2, retries=0)
+    project.write("tests/test_users.py", TESTS.replace("{name}", "users").replace(
+        "def test_case(i):\n",
+        "def test_case(i):\n"
+        "    import os, signal\n"
+        "    if i == 10:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n",
+    ))
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    (execution,) = fake.jobs.executions.values()
+    assert execution.retried_count == 0 and execution.succeeded_count == 2
+    rows = outcomes(project)
+    assert rows["tests/test_users.py::test_case[10]"] == (
+        "error", "pytest was killed by signal 9 while this test was running"
+    )
+    # As on the local executor: the task ran the rest of its share in a new pytest.
+    assert [n for n, (o, _) in rows.items() if o == "error"] == [
+        "tests/test_users.py::test_case[10]"
+    ]
+    assert not [m for _, m in rows.values() if m and m.startswith("not run")]
+    assert len(rows) == 200
+
+
+def test_test_timeout_s_stops_a_test_inside_its_task(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2)
+    config = project.root / "configs/local.toml"
+    config.write_text(config.read_text().replace("workers = 4\n", "test_timeout_s = 2\n"))
+    project.write("tests/test_orders.py", TESTS.replace("{name}", "orders").replace(
+        "def test_case(i):\n", "def test_case(i):\n    if i == 20:\n        time.sleep(120)\n"
+    ))
+    started = time.monotonic()
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    assert time.monotonic() - started < 60
+    rows = outcomes(project)
+    assert rows["tests/test_orders.py::test_case[20]"] == (
+        "error", "test timed out after 2 s (tests.test_timeout_s) while this test was running"
+    )
+    assert [n for n, (o, _) in rows.items() if o == "error"] == [
+        "tests/test_orders.py::test_case[20]"
+    ]
+    suite = next(s for s in project.summary(1)["suites"] if s["name"] == "Priority 1")
+    assert suite["status"] == "timeout", suite
+
+
+def test_serial_suites_run_after_the_rest_in_a_task_alone(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2)
+    config = project.root / "configs/local.toml"
+    config.write_text(config.read_text().replace(
+        'paths = ["tests/test_search.py", "tests/test_reports.py"]\npriority = 2\n',
+        'paths = ["tests/test_search.py", "tests/test_reports.py"]\npriority = 2\n'
+        "serial = true\n",
+    ))
+    # The serial suite owns a shared resource: while one of its tests holds it, no other
+    # test may run anywhere.
+    shared = project.root / "db-reset-in-progress"
+    for name in ("search", "reports"):
+        project.write(f"tests/test_{name}.py", f"""
+            import time
+            from pathlib import Path
+
+            def test_reset_{name}():
+                marker = Path({str(shared)!r})
+                marker.write_text("x")
+                time.sleep(1)
+                marker.unlink()
+        """)
+    for name in ("orders", "users"):
+        project.write(f"tests/test_{name}.py", f"""
+            import time
+            from pathlib import Path
+            import pytest
+
+            @pytest.mark.parametrize("i", range(10))
+            def test_{name}(i):
+                time.sleep(0.2)
+                assert not Path({str(shared)!r}).exists(), "the database was being reset"
+        """)
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 0, output(result)
+    assert "1 task (serial suites: one task, after the rest, alone)" in result.stdout
+    first, second = sorted(fake.jobs.executions.values(), key=lambda e: e.create_time)
+    assert first.task_count == 2 and second.task_count == 1
+    assert second.start_time >= first.completion_time
 
 
 def test_an_unreachable_or_missing_bucket_stops_before_anything_runs(

@@ -134,7 +134,7 @@ def _show_jobs(
     from deployloop.report._format import plural
     from deployloop.runner.cloudrun_jobs.job import job_location
     from deployloop.runner.schedule import PendingTest, expected_durations
-    from deployloop.stages.jobs import job_image, shares_for
+    from deployloop.stages.jobs import SUITE_TIMEOUT_NOTE, job_image, shares_for
 
     jobs = config.tests.cloudrun_jobs
     assert jobs is not None
@@ -146,7 +146,7 @@ def _show_jobs(
         PendingTest(suite, n, priority[suite], True, expected[n], n in durations)
         for suite, n in items
     ]
-    shares = shares_for(config, tests)
+    executions = shares_for(config, tests)
     console.print(Text(
         f"\nTests run on Cloud Run Jobs: job {jobs.job} in {project}/{region},"
         f" image {job_image(config, git_sha(workdir), next_iteration)}"
@@ -158,11 +158,16 @@ def _show_jobs(
         f" results in gs://{jobs.bucket}/{jobs.prefix}"
     ))
     timed = sum(1 for t in tests if t.timed)
-    for share in shares:
-        console.print(Text(
-            f"  task {share.task}: {plural(len(share.tests), 'test')},"
-            f" ~{share.expected_s:.1f} s"
-        ))
+    for label, shares in executions:
+        if label:
+            console.print(Text(f"  then an execution of {label}:"))
+        for share in shares:
+            console.print(Text(
+                f"  task {share.task}: {plural(len(share.tests), 'test')},"
+                f" ~{share.expected_s:.1f} s"
+            ))
+    if "suite_timeout_s" in config.tests.model_fields_set:
+        console.print(Text(f"  {SUITE_TIMEOUT_NOTE}", style="yellow"))
     if tests and timed < len(tests):
         console.print(Text(
             f"  ({len(tests) - timed} of {len(tests)} tests never timed here: their share is"

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from rich.console import Console
+from rich.text import Text
 
 from deployloop.config import Config, url_env_var
 from deployloop.deploy.base import DeployError
@@ -27,16 +28,31 @@ from deployloop.runner.schedule import PendingTest
 from deployloop.stages.plan import Plan
 from deployloop.stages.settings import IterationSettings
 
+SERIAL = "serial suites: one task, after the rest, alone"
+SUITE_TIMEOUT_NOTE = (
+    "note: [tests] suite_timeout_s does not apply on Cloud Run Jobs, where a suite's tests"
+    " spread over tasks: task_timeout_s bounds each task, test_timeout_s each test"
+)
 
-def shares_for(config: Config, tests: Sequence[PendingTest]) -> list[Share]:
-    """Each task's share. A serial suite's tests stay together in one task (its fixtures
-    may bind a fixed port or share a database); that task runs beside the others, on
-    another machine."""
+
+def shares_for(config: Config, tests: Sequence[PendingTest]) -> list[tuple[str, list[Share]]]:
+    """The executions an iteration runs, each as its tasks' shares: one for the tests of
+    every suite that is not serial; then, for the serial suites, one of a single task, with
+    nothing else running: their fixtures may bind a fixed port or share a database (as the
+    local executor runs them, after the rest, alone)."""
     jobs = config.tests.cloudrun_jobs
     assert jobs is not None
     split = {s.name: s.split for s in config.tests.suites}
     serial = frozenset(s.name for s in config.tests.suites if s.serial)
-    return split_into_shares(tests, jobs.tasks, split, whole_suites=serial)
+    executions = [
+        ("", split_into_shares([t for t in tests if t.suite not in serial], jobs.tasks, split)),
+        (SERIAL, [Share(0, tuple(t for t in _in_run_order(tests) if t.suite in serial))]),
+    ]
+    return [(label, shares) for label, shares in executions if any(s.tests for s in shares)]
+
+
+def _in_run_order(tests: Sequence[PendingTest]) -> list[PendingTest]:
+    return sorted(tests, key=lambda t: (not t.first, t.priority))
 
 
 def job_image(config: Config, git_sha: str | None, iteration: int) -> str:
@@ -65,51 +81,56 @@ def run_on_jobs(
     assert jobs is not None
     project, region = job_location(config)
     image = job_image(config, plan.record.git_sha, plan.record.number)
-    shares = shares_for(config, tests)
+    executions = shares_for(config, tests)
     try:
+        if "suite_timeout_s" in config.tests.model_fields_set:
+            console.print(Text(f"  {SUITE_TIMEOUT_NOTE}", style="yellow"))
         runner = JobRunner(jobs, project, region, settings.env)
         verb = runner.ensure(image)
-        console.print(
-            f"  job {jobs.job} {verb} in {project}/{region} ({image});"
-            f" {plural(len(shares), 'task')}"
-        )
-        for share in shares:
-            console.print(
-                f"    task {share.task}: {plural(len(share.tests), 'test')},"
-                f" ~{share.expected_s:.1f} s"
-            )
+        console.print(f"  job {jobs.job} {verb} in {project}/{region} ({image})")
         # Each execution writes under a folder of its own: a resume or a rerun never reads
         # another execution's chunks.
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         run_id = f"{plan.job_prefix or 'run-'}{stamp}-{secrets.token_hex(3)}"
-        folder = run_folder(jobs.prefix, settings.env, plan.record.number, run_id)
-        env = {
-            "LOOP_ENV": settings.env,
-            "LOOP_ITERATION": str(plan.record.number),
-            RESULTS_ENV: f"gs://{jobs.bucket}/{folder}",
-            PROJECT_ENV: project,
-        }
-        for d in deployments:
-            if d.url:
-                env[url_env_var(d.service)] = d.url
-        executor = JobsExecutor(
-            JobsRun(
-                runner=runner,
-                bucket=open_bucket(project, jobs.bucket),
-                folder=folder,
-                shares=shares,
-                setup=setup,
-                env=env,
-                share_env=config.tests.env,
-                id_tokens=_audiences(config, deployments),
-            ),
-            recorder,
-            display,
-            state,
-            on_attempt,
-            on_poll,
-        )
-        executor.run()
+        bucket = open_bucket(project, jobs.bucket)
+        for label, shares in executions:
+            console.print(f"  {plural(len(shares), 'task')}" + (f" ({label})" if label else ""))
+            for share in shares:
+                console.print(
+                    f"    task {share.task}: {plural(len(share.tests), 'test')},"
+                    f" ~{share.expected_s:.1f} s"
+                )
+            folder = run_folder(
+                jobs.prefix, settings.env, plan.record.number,
+                run_id + ("-serial" if label == SERIAL else ""),
+            )
+            env = {
+                "LOOP_ENV": settings.env,
+                "LOOP_ITERATION": str(plan.record.number),
+                RESULTS_ENV: f"gs://{jobs.bucket}/{folder}",
+                PROJECT_ENV: project,
+            }
+            for d in deployments:
+                if d.url:
+                    env[url_env_var(d.service)] = d.url
+            JobsExecutor(
+                JobsRun(
+                    runner=runner,
+                    bucket=bucket,
+                    folder=folder,
+                    shares=shares,
+                    setup=setup,
+                    env=env,
+                    share_env=config.tests.env,
+                    id_tokens=_audiences(config, deployments),
+                    test_timeout_s=config.tests.test_timeout_s,
+                ),
+                recorder,
+                display,
+                state,
+                on_attempt,
+                on_poll,
+            ).run()
     except (JobError, BucketError) as exc:
         raise DeployError(f"tests on Cloud Run Jobs: {exc}", list(deployments)) from None
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from deployloop.models import WHILE_RUNNING
 from deployloop.runner.cloudrun_jobs.bucket import open_bucket, retrying
 from deployloop.runner.cloudrun_jobs.layout import (
     PROJECT_ENV,
@@ -30,7 +31,7 @@ from deployloop.runner.cloudrun_jobs.layout import (
     share_name,
     split_url,
 )
-from deployloop.runner.process import PytestSetup, Redaction
+from deployloop.runner.process import PytestProcess, PytestSetup, Redaction
 from deployloop.runner.tail import Tail
 
 if TYPE_CHECKING:
@@ -45,32 +46,54 @@ class TaskError(Exception):
     """Why the task cannot run its share; printed as one line to the task's log."""
 
 
-@dataclass
 class _Stream:
-    """The plugin's two files, uploaded as numbered chunks of what each grew by."""
+    """What the task's pytest processes write, uploaded as numbered chunks of what grew
+    since the last one, one process after another; and the tests the task itself stopped."""
 
-    bucket: Bucket
-    folder: str
-    task: int
-    attempt: int
-    reportlog: Tail
-    events: Tail
-    number: int = 0
+    def __init__(self, bucket: Bucket, folder: str, task: int, attempt: int) -> None:
+        self.bucket = bucket
+        self.folder = folder
+        self.task = task
+        self.attempt = attempt
+        self.number = 0
+        self._reportlog: Tail | None = None
+        self._events: Tail | None = None
+        self._pending = {"reportlog": b"", "events": b""}
+        self._stopped: list[dict[str, str]] = []
+
+    def follow(self, reportlog: Tail, events: Tail) -> None:
+        """The next pytest's files; the last one's end is read first, and a line it left
+        unfinished (killed mid-write) is ended, so the two never run together."""
+        self._take()
+        for key in self._pending:
+            if self._pending[key] and not self._pending[key].endswith(b"\n"):
+                self._pending[key] += b"\n"
+        self._reportlog, self._events = reportlog, events
+
+    def stopped(self, nodeid: str, message: str, output: str) -> None:
+        self._stopped.append({"nodeid": nodeid, "message": message, "output": output})
 
     def flush(self) -> None:
-        reportlog, events = self.reportlog.read(), self.events.read()
-        if not reportlog and not events:
+        self._take()
+        if not any(self._pending.values()) and not self._stopped:
             return
         self.number += 1
-        body = {
-            "reportlog": reportlog.decode("utf-8", errors="surrogateescape"),
-            "events": events.decode("utf-8", errors="surrogateescape"),
+        body: dict[str, Any] = {
+            k: v.decode("utf-8", errors="surrogateescape") for k, v in self._pending.items()
         }
+        body["stopped"] = self._stopped
         _upload(
             self.bucket,
             chunk_name(self.folder, self.task, self.attempt, self.number),
             json.dumps(body, ensure_ascii=True),
         )
+        self._pending = {"reportlog": b"", "events": b""}
+        self._stopped = []
+
+    def _take(self) -> None:
+        if self._reportlog is not None and self._events is not None:
+            self._pending["reportlog"] += self._reportlog.read()
+            self._pending["events"] += self._events.read()
 
 
 def main() -> int:
@@ -121,66 +144,189 @@ def _run_share(bucket: Bucket, folder: str, task: int, attempt: int) -> int:
             values=dict(redaction.get("values", {})),
         ),
     )
-    args = [str(t["arg"]) for t in share.get("tests", [])]
-    print(
-        f"deployloop.task: task {task} attempt {attempt}: {len(args)} tests", flush=True
+    tests = [(str(t["nodeid"]), str(t["arg"])) for t in share.get("tests", [])]
+    print(f"deployloop.task: task {task} attempt {attempt}: {len(tests)} tests", flush=True)
+    limit = share.get("test_timeout_s")
+    runner = _ShareRunner(
+        setup,
+        _Stream(bucket, folder, task, attempt),
+        Path(tempfile.mkdtemp(prefix="loop-task-")),
+        float(share.get("flush_s", FLUSH_S)),
+        float(limit) if limit else None,
     )
-    out = Path(tempfile.mkdtemp(prefix="loop-task-"))
-    reportlog, events = out / "reportlog.jsonl", out / "events.jsonl"
-    argv = setup.argv(
-        args,
-        None,
-        ["-p", "deployloop_plugin", f"--loop-reportlog={reportlog}", f"--loop-events={events}"],
-    )
-    stream = _Stream(bucket, folder, task, attempt, Tail(reportlog), Tail(events))
-    proc = setup.start(argv, setup.process_env(with_plugin=True), out / "pytest.log")
-    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, runner.on_term)
+    signal.signal(signal.SIGINT, runner.on_term)
+    last = runner.run(tests)
+    runner.stream.flush()
+    _upload(bucket, end_name(folder, task, attempt), json.dumps({
+        "exit_code": last.code,
+        "session_finished": last.finished,
+        "stopped_by": signal.Signals(runner.stopping[0]).name if runner.stopping else None,
+        "output": last.output[-_TAIL_CHARS:],
+    }))
+    print(last.output, flush=True)
+    if last.clean and not runner.stopping:
+        return 0
+    return last.code if last.code > 0 else 128 - last.code
 
-    def on_term(signum: int, _frame: FrameType | None) -> None:
+
+@dataclass(frozen=True)
+class _Ended:
+    """How one pytest process of the task ended."""
+
+    code: int
+    finished: bool  # its session finished (SessionFinish reported)
+    reported: frozenset[str]  # node ids whose teardown it reported
+    current: str | None  # the test it was running when it ended, not reported
+    timed_out: str | None  # the test stopped by tests.test_timeout_s
+    output: str
+
+    @property
+    def clean(self) -> bool:
+        return self.code in _NORMAL_EXITS and self.finished
+
+
+class _ShareRunner:
+    """Runs the share as the local runner runs a job: a test that crashes pytest or runs
+    past `tests.test_timeout_s` is an error, and the tests after it run on in a new pytest.
+    Only a task that cannot go on (pytest crashing before any test, SIGTERM) is left to
+    Cloud Run's retries."""
+
+    def __init__(
+        self,
+        setup: PytestSetup,
+        stream: _Stream,
+        out: Path,
+        flush_s: float,
+        test_timeout_s: float | None,
+    ) -> None:
+        self.setup = setup
+        self.stream = stream
+        self.out = out
+        self.flush_s = flush_s
+        self.test_timeout_s = test_timeout_s
+        self.stopping: list[int] = []
+        self._proc: PytestProcess | None = None
+
+    def on_term(self, signum: int, _frame: FrameType | None) -> None:
         # Cloud Run stops a task (timeout, cancel) with SIGTERM, then SIGKILL: pytest
         # reports what it can while it winds down, and that is uploaded.
-        stopping.append(signum)
-        proc.interrupt()
+        self.stopping.append(signum)
+        if self._proc is not None:
+            self._proc.interrupt()
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    flush_s = float(share.get("flush_s", FLUSH_S))
-    last = time.monotonic()
-    while proc.poll() is None:
-        time.sleep(0.1)
-        if time.monotonic() - last >= flush_s:
-            stream.flush()
-            last = time.monotonic()
-    stream.flush()
-    code = proc.returncode
-    assert code is not None
-    finished = _session_finished(reportlog)
-    output = proc.tail(30)
-    _upload(
-        bucket,
-        end_name(folder, task, attempt),
-        json.dumps(
-            {
-                "exit_code": code,
-                "session_finished": finished,
-                "stopped_by": signal.Signals(stopping[0]).name if stopping else None,
-                "output": output[-_TAIL_CHARS:],
-            }
-        ),
-    )
-    print(output, flush=True)
-    if code in _NORMAL_EXITS and finished and not stopping:
-        return 0
-    return code if code > 0 else 128 - code
+    def run(self, tests: list[tuple[str, str]]) -> _Ended:
+        remaining = dict(tests)  # node id -> its argument, in share order
+        number = 0
+        while True:
+            number += 1
+            ended = self._one(list(remaining.values()), number)
+            for nodeid in ended.reported:
+                remaining.pop(nodeid, None)
+            if ended.clean or self.stopping or not remaining:
+                return ended
+            culprit = ended.timed_out or ended.current
+            if culprit is None:
+                return ended  # it stopped outside a test: the same would happen again
+            if culprit in remaining:  # not reported as it was stopped
+                if ended.timed_out:
+                    limit = self.test_timeout_s or 0.0
+                    reason = f"test timed out after {limit:g} s (tests.test_timeout_s)"
+                else:
+                    reason = _crash_reason(ended.code)
+                self.stream.stopped(culprit, f"{reason}{WHILE_RUNNING}", ended.output)
+                del remaining[culprit]
+            # Each new pytest gets past one test that stopped one: the task always ends.
+            if not remaining:
+                return _Ended(0, True, ended.reported, None, None, ended.output)
+
+    def _one(self, args: list[str], number: int) -> _Ended:
+        reportlog = self.out / f"reportlog-{number}.jsonl"
+        events = self.out / f"events-{number}.jsonl"
+        argv = self.setup.argv(
+            args, None,
+            ["-p", "deployloop_plugin", f"--loop-reportlog={reportlog}",
+             f"--loop-events={events}"],
+        )
+        self.stream.follow(Tail(reportlog), Tail(events))
+        proc = self.setup.start(
+            argv, self.setup.process_env(with_plugin=True), self.out / f"pytest-{number}.log"
+        )
+        self._proc = proc
+        watch = _Watch(Tail(reportlog), Tail(events))
+        timed_out: str | None = None
+        last = time.monotonic()
+        while proc.poll() is None:
+            time.sleep(0.1)
+            watch.read()
+            running = watch.running_for()
+            if (
+                self.test_timeout_s is not None
+                and running is not None
+                and running > self.test_timeout_s
+                and timed_out is None
+            ):
+                timed_out = watch.current()
+                proc.interrupt()
+            # A test running for a second is said at once, not at the next flush: if the
+            # container dies under it, loop knows which test it was.
+            since = watch.started_at()
+            long_running = since is not None and since > last and time.monotonic() - since > 1
+            if long_running or time.monotonic() - last >= self.flush_s:
+                self.stream.flush()
+                last = time.monotonic()
+        watch.read()
+        self.stream.flush()
+        code = proc.returncode
+        assert code is not None
+        return _Ended(
+            code, watch.finished, frozenset(watch.reported), watch.current(), timed_out,
+            proc.tail(30),
+        )
 
 
-def _session_finished(reportlog: Path) -> bool:
-    try:
-        with open(reportlog, "rb") as handle:
-            handle.seek(max(0, reportlog.stat().st_size - 4096))
-            return b'"SessionFinish"' in handle.read()
-    except OSError:
-        return False
+class _Watch:
+    """What the task itself needs of a pytest's two files: which tests it reported, which it
+    runs now and since when, whether its session finished."""
+
+    def __init__(self, reportlog: Tail, events: Tail) -> None:
+        self._reportlog = reportlog
+        self._events = events
+        self.reported: set[str] = set()
+        self.finished = False
+        self._started: tuple[str, float] | None = None
+
+    def read(self) -> None:
+        for event in self._events.lines():
+            if event.get("event") == "start":
+                self._started = (str(event.get("nodeid")), time.monotonic())
+        for record in self._reportlog.lines():
+            kind = record.get("$report_type")
+            if kind == "TestReport" and record.get("when") == "teardown":
+                self.reported.add(str(record.get("nodeid")))
+            elif kind == "SessionFinish":
+                self.finished = True
+
+    def current(self) -> str | None:
+        if self._started is None or self._started[0] in self.reported:
+            return None
+        return self._started[0]
+
+    def started_at(self) -> float | None:
+        """When the test running now started (time.monotonic()), if one runs."""
+        return None if self.current() is None or self._started is None else self._started[1]
+
+    def running_for(self) -> float | None:
+        current = self.current()
+        return None if current is None or self._started is None else (
+            time.monotonic() - self._started[1]
+        )
+
+
+def _crash_reason(code: int) -> str:
+    if code < 0:
+        return f"pytest was killed by signal {-code}"
+    return f"pytest exited with code {code}"
 
 
 def _bucket(name: str) -> Bucket:

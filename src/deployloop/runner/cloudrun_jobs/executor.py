@@ -79,6 +79,7 @@ class JobsRun:
     env: Mapping[str, str]  # the execution's overrides: LOOP_* and where results go
     share_env: Mapping[str, str]  # [tests] env: in the share, not in the execution's spec
     id_tokens: Mapping[str, str]  # LOOP_<NAME>_ID_TOKEN -> audience, minted in the task
+    test_timeout_s: float | None = None  # [tests] test_timeout_s, applied in the task
     flush_s: float = 2.0
 
 
@@ -115,29 +116,44 @@ class JobsExecutor:
         run = self._run
         for share in run.shares:
             self._upload_share(share)
-        self.execution = run.runner.run(len(run.shares), run.env)
-        self._display.note(Text(f"  execution {self.execution.rsplit('/', 1)[-1]} started"))
-        for suite in dict.fromkeys(self._owner.values()):
-            progress = self.state.suites[suite]
-            progress.status = SuiteStatus.RUNNING
-            progress.started = time.monotonic()
-            self._recorder.suite_status(suite, SuiteStatus.RUNNING)
+        asked = time.time()
         try:
+            self.execution = run.runner.run(len(run.shares), run.env)
+            self._display.note(Text(f"  execution {self.execution.rsplit('/', 1)[-1]} started"))
+            for suite in dict.fromkeys(self._owner.values()):
+                progress = self.state.suites[suite]
+                progress.status = SuiteStatus.RUNNING
+                progress.started = time.monotonic()
+                self._recorder.suite_status(suite, SuiteStatus.RUNNING)
             status = self._watch(self.execution)
             self._read_new()
             self._finish(status, run.runner.tasks(self.execution))
         except KeyboardInterrupt:
-            self._cancel()
-            self._read_new()
-            self._flush()
-            for progress in self.state.suites.values():
-                if progress.status == SuiteStatus.RUNNING:
-                    progress.status = SuiteStatus.INTERRUPTED
-                    self._recorder.suite_status(progress.name, SuiteStatus.INTERRUPTED)
+            self._interrupted(asked)
             raise Interrupted() from None
         except BaseException:
-            self._cancel()  # no task keeps running after loop gave up on it
+            self._cancel(asked)  # no task keeps running after loop gave up on it
             raise
+
+    def _interrupted(self, asked: float) -> None:
+        """Ctrl-C: cancel the execution, keep what the tasks uploaded, mark the suites. A
+        second Ctrl-C stops waiting for Cloud Run, never the bookkeeping."""
+        try:
+            self._cancel(asked)
+        except KeyboardInterrupt:
+            pass
+        try:
+            self._read_new()
+        except (KeyboardInterrupt, BucketError):
+            pass
+        finally:
+            self._flush()
+            for progress in self.state.suites.values():
+                if progress.status in (SuiteStatus.RUNNING, SuiteStatus.PENDING) and (
+                    progress.name in self._owner.values()
+                ):
+                    progress.status = SuiteStatus.INTERRUPTED
+                    self._recorder.suite_status(progress.name, SuiteStatus.INTERRUPTED)
 
     def _watch(self, execution: str) -> ExecutionStatus:
         last_status = 0.0
@@ -159,13 +175,17 @@ class JobsExecutor:
         asked at each poll rather than every few seconds."""
         return all(self._done(task) for task in self._share)
 
-    def _cancel(self) -> None:
-        if self.execution is None:
-            return
+    def _cancel(self, asked: float) -> None:
+        """Cancel the execution; when Ctrl-C came while RunJob was on its way, the one it
+        started is found among the job's executions created since."""
+        names = [self.execution] if self.execution else []
         try:
-            self._run.runner.cancel(self.execution)
+            if not names:
+                names = self._run.runner.started_since(asked)
+            for name in names:
+                self._run.runner.cancel(name)
         except JobError as exc:
-            self._display.note(Text(f"  could not cancel {self.execution}: {exc}", "red"))
+            self._display.note(Text(f"  could not cancel {', '.join(names)}: {exc}", "red"))
 
     # --- the bucket -----------------------------------------------------------------------------
 
@@ -185,6 +205,7 @@ class JobsExecutor:
                 "values": dict(setup.redaction.values),
             },
             "flush_s": self._run.flush_s,
+            "test_timeout_s": self._run.test_timeout_s,
             "tests": [
                 {"suite": t.suite, "nodeid": t.nodeid, "arg": setup.node_arg(t.nodeid)}
                 for t in share.tests
@@ -293,6 +314,19 @@ class JobsExecutor:
                 if nodeid not in self._seen:
                     self._started.append((suite, nodeid, now_iso()))
         attempt.reader.feed(str(chunk.get("reportlog", "")).encode("utf-8", "surrogateescape"))
+        for stop in chunk.get("stopped") or []:
+            # A test the task stopped (test_timeout_s) or that crashed its pytest; the task
+            # ran the rest in a new one.
+            nodeid = str(stop.get("nodeid"))
+            suite = self._owner.get(nodeid)
+            if suite is None:
+                continue
+            message = str(stop.get("message", ""))
+            self._mark_problem(suite, message)
+            attempt.inbox.append(TestResult(
+                nodeid, suite, Outcome.ERROR, 0.0, message,
+                message + _output(str(stop.get("output", ""))), now_iso(),
+            ))
         for result in attempt.inbox:
             if result.nodeid in attempt.reported:
                 continue
@@ -371,9 +405,12 @@ class JobsExecutor:
             self._display.note(Text(f"  {reason}; Cloud Run runs its share again", "yellow"))
 
     def _reason(self, attempt: _Attempt, status: TaskStatus | None) -> str:
-        """`task 2 (attempt 1) was stopped (Cloud Run: The configured timeout was reached)`:
+        """`task 2 (attempt 1) ended: The configured timeout was reached (Cloud Run)`:
         what the task itself uploaded, then what Cloud Run says of its last attempt."""
-        who = f"task {attempt.task} (attempt {attempt.number + 1})"
+        number = attempt.number + 1
+        if status is not None and status.done and attempt.end is None:
+            number = max(number, status.attempts)  # attempts that uploaded nothing count too
+        who = f"task {attempt.task} (attempt {number})"
         end = attempt.end
         if status is not None and status.reason in (SILENT, "never started"):
             return f"{who}: {status.reason}"
@@ -389,9 +426,10 @@ class JobsExecutor:
             )
             if not end.get("session_finished"):
                 how += " without finishing its session"
-        else:
-            how = "was stopped"
         said = (status.reason if status is not None else "").rstrip(".")
+        if end is None:
+            # The container went before the task could say anything: Cloud Run says why.
+            return f"{who} ended: {said} (Cloud Run)" if said else f"{who} ended early"
         return f"{who} {how}" + (f" (Cloud Run: {said})" if said else "")
 
     def _finish(self, status: ExecutionStatus, tasks: dict[int, TaskStatus]) -> None:

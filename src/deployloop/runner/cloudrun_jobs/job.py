@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 TASK_COMMAND = ("python", "-m", "deployloop.task")
 LABEL_MANAGED = "managed-by"
 OPERATION_TIMEOUT_S = 300.0
+CANCEL_TIMEOUT_S = 30.0
 T = TypeVar("T")
 
 
@@ -221,12 +222,26 @@ class JobRunner:
             )
         return out
 
+    def started_since(self, since: float) -> list[str]:
+        """Executions of the job created at `since` (a time.time()) or later, not finished."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            listed = _retrying(lambda: list(self._executions.list_executions(parent=self.name)))
+        except gexc.GoogleAPICallError as exc:
+            raise JobError(self._describe(exc, "list the executions of")) from None
+        return [
+            e.name
+            for e in listed
+            if e.create_time and e.create_time.timestamp() >= since - 5 and not e.completion_time
+        ]
+
     def cancel(self, execution: str) -> None:
         """Stop the execution's tasks (Ctrl-C, or loop failing): nothing keeps running."""
         from google.api_core import exceptions as gexc
 
         try:
-            self._executions.cancel_execution(name=execution).result(timeout=60)  # type: ignore[no-untyped-call]
+            self._executions.cancel_execution(name=execution).result(timeout=CANCEL_TIMEOUT_S)  # type: ignore[no-untyped-call]
         except gexc.FailedPrecondition:
             return  # finished meanwhile
         except (gexc.GoogleAPICallError, TimeoutError) as exc:
