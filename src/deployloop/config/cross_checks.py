@@ -271,13 +271,18 @@ def _jobs_checks(tests: dict[str, Any], deploy: dict[str, Any]) -> list[Problem]
                 (*key, name), f"required (or set [deploy] {name}, which it defaults to)",
                 missing=True,
             ))
-    image = jobs.get("image")
+    problems += _image_placeholders((*key, "image"), jobs.get("image"))
+    return problems
+
+
+def _image_placeholders(key: Loc, image: object) -> list[Problem]:
+    """An image may hold {git_sha} and {iteration}, nothing else."""
     placeholders = re.findall(r"\{([^}]*)\}", image) if isinstance(image, str) else []
     unknown = [p for p in placeholders if p not in ("git_sha", "iteration")]
-    if unknown:
-        message = f"unknown placeholder {{{unknown[0]}}} (use {{git_sha}} or {{iteration}})"
-        problems.append(Problem((*key, "image"), message))
-    return problems
+    if not unknown:
+        return []
+    message = f"unknown placeholder {{{unknown[0]}}} (use {{git_sha}} or {{iteration}})"
+    return [Problem(key, message)]
 
 
 # Revision settings of the cloudrun target; with another target they would do nothing.
@@ -299,12 +304,7 @@ def _cloud_run_checks(key: Loc, service: dict[str, Any], name: str | None) -> li
                 " container's own " + ("entrypoint" if argv_key == "command" else "arguments")
             )
             problems.append(Problem((*key, argv_key), message))
-    image = service.get("image")
-    placeholders = re.findall(r"\{([^}]*)\}", image) if isinstance(image, str) else []
-    unknown = [p for p in placeholders if p not in ("git_sha", "iteration")]
-    if unknown:
-        message = f"unknown placeholder {{{unknown[0]}}} (use {{git_sha}} or {{iteration}})"
-        problems.append(Problem((*key, "image"), message))
+    problems += _image_placeholders((*key, "image"), service.get("image"))
     if (
         service.get("service_name") is None
         and name is not None

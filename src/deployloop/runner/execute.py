@@ -88,6 +88,35 @@ class RunState:
         return sum(s.failed for s in self.suites.values())
 
 
+class Batch:
+    """What one poll gathered: test starts and results, written together (one transaction
+    each per poll, not one per test); each result counted in its suite's progress."""
+
+    def __init__(self, recorder: Recorder, state: RunState) -> None:
+        self._recorder = recorder
+        self._state = state
+        self._results: list[TestResult] = []
+        self._started: list[tuple[str, str, str]] = []
+
+    def start(self, suite: str, nodeid: str, at: str) -> None:
+        self._started.append((suite, nodeid, at))
+
+    def result(self, result: TestResult) -> None:
+        self._results.append(result)
+        progress = self._state.suites[result.suite]
+        progress.done += 1
+        if result.outcome in (Outcome.FAILED, Outcome.ERROR):
+            progress.failed += 1
+
+    def flush(self) -> None:
+        if self._started:
+            started, self._started = self._started, []
+            self._recorder.started(started)
+        if self._results:
+            results, self._results = self._results, []
+            self._recorder.results(results)
+
+
 class Display(Protocol):
     def refresh(self, state: RunState) -> None: ...
 
@@ -147,8 +176,7 @@ class TestRunner:
         self._recorder = recorder
         self._display = display
         self.state = state
-        self._batch: list[TestResult] = []  # written together: one transaction per poll
-        self._started: list[tuple[str, str, str]] = []
+        self._batch = Batch(recorder, state)
         # Made again for each process: short-lived credentials (ID tokens) stay fresh.
         self._fresh_env = fresh_env
         self._on_poll = on_poll  # e.g. a look at the services, which may crash meanwhile
@@ -254,7 +282,7 @@ class TestRunner:
                 run.active, run.active_since = suite, time.monotonic()
             if suite is not None:
                 self.state.running[run.job.name] = (run.current, time.monotonic())
-                self._started.append((suite, run.current, now_iso()))
+                self._batch.start(suite, run.current, now_iso())
 
     def _on_result(self, run: _Running, result: TestResult) -> None:
         ids = run.remaining.get(result.suite)
@@ -367,19 +395,10 @@ class TestRunner:
             self._record(TestResult(nodeid, suite, outcome, duration, message, longrepr, now_iso()))
 
     def _record(self, result: TestResult) -> None:
-        self._batch.append(result)
-        progress = self.state.suites[result.suite]
-        progress.done += 1
-        if result.outcome in (Outcome.FAILED, Outcome.ERROR):
-            progress.failed += 1
+        self._batch.result(result)
 
     def _flush(self) -> None:
-        if self._started:
-            started, self._started = self._started, []
-            self._recorder.started(started)
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self._recorder.results(batch)
+        self._batch.flush()
 
     def _mark_problem(self, suite: str, status: SuiteStatus) -> None:
         self.state.suites[suite].problem = status

@@ -26,6 +26,7 @@ from deployloop.models import (
 )
 from deployloop.runner.execute import (
     POLL_S,
+    Batch,
     Display,
     Interrupted,
     Recorder,
@@ -141,8 +142,7 @@ class _Phase:
         self.before = {t.nodeid for t in tests if t.nodeid in failed_before}
         self.before_total = len(self.before)
         self.before_passed = 0
-        self._batch: list[TestResult] = []
-        self._started: list[tuple[str, str, str]] = []
+        self._batch = Batch(recorder, state)
         self._told: set[str] = set()
         # Groups with no work left need no worker: it ends at once.
         for worker in pool._alive:
@@ -330,7 +330,7 @@ class _Phase:
                 return
             worker.current, worker.current_since = nodeid, time.monotonic()
             self.state.running[worker.name] = (nodeid, worker.current_since)
-            self._started.append((test.suite, nodeid, _when(event.get("at"))))
+            self._batch.start(test.suite, nodeid, _when(event.get("at")))
             if nodeid not in worker.started_tests:
                 worker.started_tests.add(nodeid)
                 self._clock_running(test.suite, +1)
@@ -537,12 +537,7 @@ class _Phase:
         )
 
     def _record(self, result: TestResult) -> None:
-        self._batch.append(result)
-        progress = self.state.suites[result.suite]
-        progress.done += 1
-        failed = result.outcome in (Outcome.FAILED, Outcome.ERROR)
-        if failed:
-            progress.failed += 1
+        self._batch.result(result)
         self.unrecorded -= 1
         if result.nodeid in self.before:
             self.before.discard(result.nodeid)
@@ -586,12 +581,7 @@ class _Phase:
         self.display.suite_finished(progress)
 
     def _flush(self) -> None:
-        if self._started:
-            started, self._started = self._started, []
-            self.recorder.started(started)
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self.recorder.results(batch)
+        self._batch.flush()
 
     # --- Ctrl-C -------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from deployloop.runner.cloudrun_jobs.layout import (
     share_name,
 )
 from deployloop.runner.cloudrun_jobs.shares import Share
-from deployloop.runner.execute import Display, Interrupted, Recorder, RunState
+from deployloop.runner.execute import Batch, Display, Interrupted, Recorder, RunState
 from deployloop.runner.process import PytestSetup
 from deployloop.runner.reportlog import ReportLogReader
 from deployloop.safetext import one_line
@@ -104,8 +104,7 @@ class JobsExecutor:
         self._attempts: dict[tuple[int, int], _Attempt] = {}
         self._seen: dict[str, int] = {}  # node id -> results recorded so far
         self._problem: dict[str, SuiteStatus] = {}
-        self._batch: list[TestResult] = []
-        self._started: list[tuple[str, str, str]] = []
+        self._batch = Batch(recorder, state)
         self.execution: str | None = None
 
     # --- the run --------------------------------------------------------------------------------
@@ -312,7 +311,7 @@ class JobsExecutor:
                 attempt.current = nodeid
                 self.state.running[f"task-{attempt.task}"] = (nodeid, time.monotonic())
                 if nodeid not in self._seen:
-                    self._started.append((suite, nodeid, now_iso()))
+                    self._batch.start(suite, nodeid, now_iso())
         attempt.reader.feed(str(chunk.get("reportlog", "")).encode("utf-8", "surrogateescape"))
         for stop in chunk.get("stopped") or []:
             # A test the task stopped (test_timeout_s) or that crashed its pytest; the task
@@ -343,19 +342,10 @@ class JobsExecutor:
         if seen:
             self._on_attempt(seen + 1, result)
             return
-        self._batch.append(result)
-        progress = self.state.suites[result.suite]
-        progress.done += 1
-        if result.outcome in (Outcome.FAILED, Outcome.ERROR):
-            progress.failed += 1
+        self._batch.result(result)
 
     def _flush(self) -> None:
-        if self._started:
-            started, self._started = self._started, []
-            self._recorder.started(started)
-        if self._batch:
-            batch, self._batch = self._batch, []
-            self._recorder.results(batch)
+        self._batch.flush()
 
     # --- how each task ended --------------------------------------------------------------------
 
