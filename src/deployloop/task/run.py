@@ -1,9 +1,11 @@
 """One task: read the share, mint ID tokens, run pytest, stream its results to the bucket.
 
-The task exits 0 whenever pytest finished its session, whatever the tests' outcomes: Cloud
-Run retries a task that exits non-zero, and a failing test is a result, not a reason to run
-the share again. A pytest that crashed or was stopped exits non-zero, so `max_retries`
-gives the share a second attempt.
+A test that crashes pytest, or runs past `tests.test_timeout_s`, is an error the task
+uploads itself, and the rest of the share runs on in a new pytest, as the local runner does.
+The task exits 0 once it got through its share, whatever the tests' outcomes: Cloud Run
+retries a task that exits non-zero, and a failing test is a result, not a reason to run the
+share again. What is left to `max_retries` is a task that could not go on: its container
+killed (memory, a lost machine), SIGTERM, or a pytest that stops before any test.
 """
 
 from __future__ import annotations
