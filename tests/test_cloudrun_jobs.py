@@ -554,3 +554,103 @@ def test_an_image_without_the_task_runner_is_named_in_every_error(
         " started"
         for t in (0, 1)
     }, messages
+
+
+def attempts(project: Project, nodeid: str) -> list[tuple[int, str]]:
+    import sqlite3
+
+    with sqlite3.connect(project.state / "loop.db") as db:
+        rows = db.execute(
+            "SELECT attempt, outcome FROM attempts WHERE nodeid = ? ORDER BY attempt", (nodeid,)
+        ).fetchall()
+    return [(a, o) for a, o in rows]
+
+
+def test_a_pytest_crashing_at_exit_loses_nothing_and_is_not_retried(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2, retries=2)
+    # A native extension that segfaults at interpreter exit, after every test reported.
+    project.write("conftest.py", """
+        import atexit, os, signal
+        atexit.register(lambda: os.kill(os.getpid(), signal.SIGSEGV))
+    """)
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    (execution,) = fake.jobs.executions.values()
+    assert execution.retried_count == 0 and execution.succeeded_count == 2
+    rows = outcomes(project)
+    assert len(rows) == 200 and not [o for o, _ in rows.values() if o == "error"]
+    assert attempts(project, "tests/test_orders.py::test_case[5]") == []
+
+
+def test_a_fixture_that_kills_every_pytest_gives_up_after_three(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=1)
+    for name in ("users", "search", "reports"):
+        project.write(f"tests/test_{name}.py", "def test_ok():\n    pass\n")
+    project.write("tests/test_orders.py", """
+        import os, signal
+        import pytest
+
+        @pytest.fixture(scope="module", autouse=True)
+        def broken_database():
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        @pytest.mark.parametrize("i", range(10))
+        def test_case(i):
+            pass
+    """)
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    rows = outcomes(project)
+    crashed = [n for n, (_, m) in rows.items() if m and m.startswith("pytest was killed")]
+    gave_up = [n for n, (_, m) in rows.items() if m == (
+        "not run: 3 pytest processes in a row stopped at their first test before this test"
+        " started"
+    )]
+    assert len(crashed) == 3 and len(gave_up) == 7, rows
+    assert sum(o == "passed" for o, _ in rows.values()) == 3  # the other modules still ran
+
+
+def test_a_rerun_comes_after_a_retried_tasks_attempt(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=1, retries=1)
+    config = project.root / "configs/local.toml"
+    config.write_text(config.read_text().replace("workers = 4\n", "reruns = 1\n"))
+    for name in ("users", "search", "reports"):
+        project.write(f"tests/test_{name}.py", "def test_ok():\n    pass\n")
+    # test_flaky fails, then the container dies under the next test on its first run, so
+    # the retry runs test_flaky again (it fails: attempt 2); the rerun passes (attempt 3).
+    project.write("tests/test_orders.py", f"""
+        import os, signal, time
+        from pathlib import Path
+
+        ROOT = Path({str(project.root)!r})
+
+        def runs(name):
+            path = ROOT / (name + ".runs")
+            count = int(path.read_text()) + 1 if path.exists() else 1
+            path.write_text(str(count))
+            return count
+
+        def test_flaky():
+            count = runs("flaky")
+            assert count == 3, f"run {{count}}"
+
+        def test_killer():
+            if runs("killer") == 1:
+                time.sleep(2)
+                os.kill(os.getppid(), signal.SIGKILL)
+                time.sleep(30)
+    """)
+    result = project.run("run", env=emulated(fake, storage), timeout=300)
+    assert result.returncode == 1, output(result)
+    nodeid = "tests/test_orders.py::test_flaky"
+    assert outcomes(project)[nodeid] == ("failed", "AssertionError: run 1\nassert 1 == 3")
+    assert attempts(project, nodeid) == [(2, "failed"), (3, "passed")]

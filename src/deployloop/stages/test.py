@@ -3,6 +3,7 @@ failing ones (`[tests] reruns`)."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 
@@ -330,14 +331,16 @@ def rerun_failures(
 ) -> None:
     """Run failing tests again (`[tests] reruns`) so flaky ones show as flaky."""
     failing = {(r.suite, r.nodeid) for r in store.tests(plan.record.id) if _rerunnable(r)}
-    for attempt in range(2, settings.config.tests.reruns + 2):
+    for rerun in range(1, settings.config.tests.reruns + 1):
         if not failing:
             return
+        # After every attempt already recorded: a Cloud Run task's retry is one too.
+        attempt = max((r.attempt for r in store.reruns(plan.record.id)), default=1) + 1
         pending: dict[str, list[str]] = {}
         for suite, nodeid in sorted(failing):
             pending.setdefault(suite, []).append(nodeid)
         suites = [s for s in plan.suites if s.name in pending]
-        console.print(f"  rerun {attempt - 1}: {len(failing)} failing tests")
+        console.print(f"  rerun {rerun}: {len(failing)} failing tests")
         recorder = _AttemptRecorder(store, plan.record.id, attempt)
         state = RunState({s.name: SuiteProgress(s.name, len(pending[s.name])) for s in suites})
         if settings.config.tests.executor == "cloudrun-jobs":
@@ -351,7 +354,9 @@ def rerun_failures(
             with LineDisplay(console) as display:
                 run_on_jobs(
                     settings, console, plan, deployments, setup, tests, recorder, display,
-                    state, on_attempt=lambda n, r: None,
+                    state,
+                    # A retried task's results come after this rerun's own.
+                    on_attempt=functools.partial(_later_attempt, store, plan.record.id, attempt),
                     on_poll=_ServiceWatch(store, console, plan.record.id, target),
                 )
             failing = recorder.failing
@@ -361,7 +366,7 @@ def rerun_failures(
             pending,
             {},
             settings.workers,
-            prefix=f"{plan.job_prefix}rerun{attempt - 1}-",
+            prefix=f"{plan.job_prefix}rerun{rerun}-",
             node_arg=setup.node_arg,
         )
         with LineDisplay(console) as display:
@@ -378,6 +383,13 @@ def rerun_failures(
                 test_timeout_s=settings.config.tests.test_timeout_s,
             ).run(jobs)
         failing = recorder.failing
+
+
+def _later_attempt(
+    store: Store, iteration_id: int, first: int, number: int, result: TestResult
+) -> None:
+    """The `number`th result (2, 3, ...) of a test within a rerun that is attempt `first`."""
+    store.record_attempt(iteration_id, first + number - 1, result)
 
 
 def _rerunnable(row: TestRow) -> bool:

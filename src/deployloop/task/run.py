@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from deployloop.models import WHILE_RUNNING
+from deployloop.models import NOT_RUN, WHILE_RUNNING
 from deployloop.runner.cloudrun_jobs.bucket import open_bucket, retrying
 from deployloop.runner.cloudrun_jobs.layout import (
     PROJECT_ENV,
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 FLUSH_S = 2.0  # how often what pytest reported goes to the bucket
 _NORMAL_EXITS = (0, 1, 5)
+MAX_FRUITLESS = 3
 _TAIL_CHARS = 4000
 
 
@@ -220,16 +221,22 @@ class _ShareRunner:
     def run(self, tests: list[tuple[str, str]]) -> _Ended:
         remaining = dict(tests)  # node id -> its argument, in share order
         number = 0
+        streak: list[str] = []  # tests that stopped pytest at its first test, in a row
         while True:
             number += 1
             ended = self._one(list(remaining.values()), number)
             for nodeid in ended.reported:
                 remaining.pop(nodeid, None)
-            if ended.clean or self.stopping or not remaining:
+            if not remaining:
+                # Every test reported: a pytest that crashed after that (a native
+                # extension at exit) lost nothing, and running the share again would not help.
+                return _Ended(0, True, ended.reported, None, None, ended.output)
+            if ended.clean or self.stopping:
                 return ended
             culprit = ended.timed_out or ended.current
             if culprit is None:
                 return ended  # it stopped outside a test: the same would happen again
+            streak = streak + [culprit] if ended.reported <= {culprit} else [culprit]
             if culprit in remaining:  # not reported as it was stopped
                 if ended.timed_out:
                     limit = self.test_timeout_s or 0.0
@@ -238,6 +245,20 @@ class _ShareRunner:
                     reason = _crash_reason(ended.code)
                 self.stream.stopped(culprit, f"{reason}{WHILE_RUNNING}", ended.output)
                 del remaining[culprit]
+            if len(streak) >= MAX_FRUITLESS and remaining:
+                # As the local runner gives up after three workers stopped: a fixture that
+                # kills or outlasts every test would cost one pytest per test. Three in one
+                # module give up on that module (its fixture), else on the whole share.
+                files = {n.split("::")[0] for n in streak[-MAX_FRUITLESS:]}
+                message = (
+                    f"{NOT_RUN}{MAX_FRUITLESS} pytest processes in a row stopped at their"
+                    " first test before this test started"
+                )
+                for nodeid in list(remaining):
+                    if len(files) > 1 or nodeid.split("::")[0] in files:
+                        self.stream.stopped(nodeid, message, ended.output)
+                        del remaining[nodeid]
+                streak = []
             # Each new pytest gets past one test that stopped one: the task always ends.
             if not remaining:
                 return _Ended(0, True, ended.reported, None, None, ended.output)

@@ -31,6 +31,7 @@ from deployloop.models import (
 from deployloop.runner.cloudrun_jobs.bucket import BucketError, retrying
 from deployloop.runner.cloudrun_jobs.job import ExecutionStatus, JobError, JobRunner, TaskStatus
 from deployloop.runner.cloudrun_jobs.layout import (
+    RESULTS_ENV,
     SHARE_VERSION,
     chunk_name,
     parse_result,
@@ -115,7 +116,6 @@ class JobsExecutor:
         run = self._run
         for share in run.shares:
             self._upload_share(share)
-        asked = time.time()
         try:
             self.execution = run.runner.run(len(run.shares), run.env)
             self._display.note(Text(f"  execution {self.execution.rsplit('/', 1)[-1]} started"))
@@ -128,17 +128,17 @@ class JobsExecutor:
             self._read_new()
             self._finish(status, run.runner.tasks(self.execution))
         except KeyboardInterrupt:
-            self._interrupted(asked)
+            self._interrupted()
             raise Interrupted() from None
         except BaseException:
-            self._cancel(asked)  # no task keeps running after loop gave up on it
+            self._cancel()  # no task keeps running after loop gave up on it
             raise
 
-    def _interrupted(self, asked: float) -> None:
+    def _interrupted(self) -> None:
         """Ctrl-C: cancel the execution, keep what the tasks uploaded, mark the suites. A
         second Ctrl-C stops waiting for Cloud Run, never the bookkeeping."""
         try:
-            self._cancel(asked)
+            self._cancel()
         except KeyboardInterrupt:
             pass
         try:
@@ -174,13 +174,13 @@ class JobsExecutor:
         asked at each poll rather than every few seconds."""
         return all(self._done(task) for task in self._share)
 
-    def _cancel(self, asked: float) -> None:
+    def _cancel(self) -> None:
         """Cancel the execution; when Ctrl-C came while RunJob was on its way, the one it
-        started is found among the job's executions created since."""
+        started is found among the job's by where it writes its results."""
         names = [self.execution] if self.execution else []
         try:
             if not names:
-                names = self._run.runner.started_since(asked)
+                names = self._run.runner.started_with(RESULTS_ENV, self._run.env[RESULTS_ENV])
             for name in names:
                 self._run.runner.cancel(name)
         except JobError as exc:
@@ -237,7 +237,9 @@ class JobsExecutor:
             # A later attempt means the ones before it are over: close them first, so that
             # their running test is theirs and the retry's results come after.
             for earlier in range(number):
-                self._close(self._attempt(task, earlier), final=False)
+                before = self._attempt(task, earlier)
+                if not before.closed:
+                    self._close(before, final=False, status=self._last_attempt(task, before))
             while attempt.next_chunk in chunks:
                 name = chunk_name(self._run.folder, task, number, attempt.next_chunk)
                 chunk = self._download(name)
@@ -245,6 +247,18 @@ class JobsExecutor:
                 self._feed(attempt, chunk)
             if end is not None and attempt.end is None:
                 attempt.end = self._download(end)
+
+    def _last_attempt(self, task: int, attempt: _Attempt) -> TaskStatus | None:
+        """What Cloud Run says of an attempt it has just retried (its task's last attempt
+        result); None when the task said why itself, or Cloud Run cannot be asked."""
+        if _clean_end(attempt.end) or self.execution is None:
+            return None
+        try:
+            status = self._run.runner.tasks(self.execution).get(task)
+        except JobError:
+            return None
+        # Once the retry has ended too, the last attempt Cloud Run tells of is the retry.
+        return status if status is not None and not status.done else None
 
     def _latest(self, task: int) -> _Attempt:
         return self._attempt(task, max((n for t, n in self._attempts if t == task), default=0))

@@ -222,8 +222,10 @@ class JobRunner:
             )
         return out
 
-    def started_since(self, since: float) -> list[str]:
-        """Executions of the job created at `since` (a time.time()) or later, not finished."""
+    def started_with(self, name: str, value: str) -> list[str]:
+        """Executions of the job not finished whose overrides set env `name` to `value`:
+        the one a RunJob started when its answer never came back (Ctrl-C), and no other
+        run's."""
         from google.api_core import exceptions as gexc
 
         try:
@@ -233,7 +235,10 @@ class JobRunner:
         return [
             e.name
             for e in listed
-            if e.create_time and e.create_time.timestamp() >= since - 5 and not e.completion_time
+            if not e.completion_time
+            and any(
+                v.name == name and v.value == value for c in e.template.containers for v in c.env
+            )
         ]
 
     def cancel(self, execution: str) -> None:
