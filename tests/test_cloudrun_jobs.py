@@ -17,6 +17,7 @@ from cloudrun_fake import FakeCloudRun
 from conftest import Project, output, pids_where, wait_for
 from fake_containers import Containers
 from metadata_fake import FakeMetadata, claims_of
+from registry_fake import FakeRegistry
 from storage_emulator import StorageEmulator, free_port
 
 IMAGE = "europe-west1-docker.pkg.dev/p/e2e/tests:{git_sha}"
@@ -654,3 +655,29 @@ def test_a_rerun_comes_after_a_retried_tasks_attempt(
     nodeid = "tests/test_orders.py::test_flaky"
     assert outcomes(project)[nodeid] == ("failed", "AssertionError: run 1\nassert 1 == 3")
     assert attempts(project, nodeid) == [(2, "failed"), (3, "passed")]
+
+
+def test_the_tests_image_is_pinned_by_digest_and_a_missing_one_stops_the_iteration(
+    project: Project, cloud: tuple[FakeCloudRun, StorageEmulator]
+) -> None:
+    fake, storage = cloud
+    write_project(project, "cloudrun-jobs", tasks=2)
+    registry = FakeRegistry()
+    try:
+        env = {**emulated(fake, storage), "REGISTRY_EMULATOR_HOST": registry.address}
+        missing = project.run("run", env=env, timeout=300)
+        assert missing.returncode == 3, output(missing)
+        assert ("tests on Cloud Run Jobs: europe-west1-docker.pkg.dev/p/e2e/tests:unknown: no"
+                " such image") in missing.stdout, output(missing)
+        assert fake.count("RunJob") == 0
+
+        digest = registry.push("europe-west1-docker.pkg.dev/p/e2e/tests:unknown")
+        result = project.run("run", env=env, timeout=300)
+    finally:
+        registry.stop()
+    assert result.returncode == 1, output(result)
+    (job,) = fake.jobs.jobs.values()
+    assert job.template.template.containers[0].image == (
+        f"europe-west1-docker.pkg.dev/p/e2e/tests@{digest}"
+    )
+    assert len(outcomes(project)) == 200

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from deployloop.config import Config, url_env_var
 from deployloop.deploy.base import DeployError
+from deployloop.deploy.cloudrun.registry import ImageError
 from deployloop.deploy.cloudrun.spec import image_sha
 from deployloop.deploy.local import fill
 from deployloop.models import Deployment, TestResult
@@ -83,6 +84,7 @@ def run_on_jobs(
     image = job_image(config, plan.record.git_sha, plan.record.number)
     executions = shares_for(config, tests)
     try:
+        image = _pinned(image)
         if "suite_timeout_s" in config.tests.model_fields_set:
             console.print(Text(f"  {SUITE_TIMEOUT_NOTE}", style="yellow"))
         runner = JobRunner(jobs, project, region, settings.env)
@@ -131,8 +133,21 @@ def run_on_jobs(
                 on_attempt,
                 on_poll,
             ).run()
-    except (JobError, BucketError) as exc:
+    except (JobError, BucketError, ImageError) as exc:
         raise DeployError(f"tests on Cloud Run Jobs: {exc}", list(deployments)) from None
+
+
+def _pinned(image: str) -> str:
+    """The tests' image by digest, as the services' are: the tasks run exactly the image
+    that was there when the iteration started, and a missing one fails before any task
+    (ImageError). As written against the fake with no registry emulator (the services'
+    deploy says so)."""
+    from deployloop.deploy import gcp
+    from deployloop.deploy.cloudrun.registry import resolve, used_as_written
+
+    if used_as_written():
+        return image
+    return resolve(image, gcp.access_token).pinned
 
 
 def _audiences(config: Config, deployments: Sequence[Deployment]) -> dict[str, str]:
