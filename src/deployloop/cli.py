@@ -670,7 +670,8 @@ def plan(
             _settle(store, state_dir, env)
             last = store.iteration(env)
             next_iteration = last.number + 1 if last else 1
-            durations = store.test_durations(env, next_iteration)
+            if config.tests.executor == "cloudrun-jobs":  # each task's share is shown
+                durations = store.test_durations(env, next_iteration)
             store.close()
 
         def checks() -> None:

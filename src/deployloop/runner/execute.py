@@ -349,7 +349,7 @@ class TestRunner:
                 reason = f"suite timed out after {self._timeout:g} s (tests.suite_timeout_s)"
                 self._mark_problem(suite, SuiteStatus.TIMEOUT)
             elif crashed:
-                reason = _crash_reason(code, run.reader.session_finished, output)
+                reason = crash_reason(code, run.reader.session_finished, output)
                 self._mark_problem(suite, SuiteStatus.CRASHED)
             else:
                 reason = "collected before the run, but pytest did not report it"
@@ -455,7 +455,7 @@ def _after(job: Job, suite: str, stopped: str | None) -> bool:
     return job.suites.index(suite) > job.suites.index(stopped)
 
 
-def _crash_reason(code: int, session_finished: bool, output: str) -> str:
+def crash_reason(code: int, session_finished: bool, output: str) -> str:
     if code < 0:
         return f"pytest was killed by signal {-code}"
     if code == 4:

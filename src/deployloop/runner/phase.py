@@ -31,7 +31,7 @@ from deployloop.runner.execute import (
     Interrupted,
     Recorder,
     RunState,
-    _crash_reason,
+    crash_reason,
 )
 from deployloop.runner.forks import ForkedWorker
 from deployloop.runner.pool import (
@@ -260,7 +260,7 @@ class _Phase:
         if server.proc.poll() is not None and not server.ready:
             pool._retire_server(group)
             if server.has_env:
-                why = "pytest could not start or collect: " + _crash_reason(
+                why = "pytest could not start or collect: " + crash_reason(
                     server.proc.returncode or 0, False, server.proc.tail(20)
                 )
                 if server.proc.was_interrupted:
@@ -484,7 +484,7 @@ class _Phase:
             return f"suite timed out after {self.pool._suite_timeout:g} s (tests.suite_timeout_s)"
         if code in _NORMAL_EXITS and worker.reader.session_finished:
             return "the worker's pytest ended its session before this test"
-        return _crash_reason(code, worker.reader.session_finished, output)
+        return crash_reason(code, worker.reader.session_finished, output)
 
     def _collection_failed(
         self, worker: _Worker, code: int, output: str, held: list[PendingTest]
@@ -501,7 +501,7 @@ class _Phase:
             why = f"collection timed out after {pool._collect_limit(worker):g} s"
             why += " (tests.suite_timeout_s per suite collected)"
         else:
-            why = "pytest could not start or collect: " + _crash_reason(
+            why = "pytest could not start or collect: " + crash_reason(
                 code, worker.reader.session_finished, output
             )
         self._group_failed(worker.group, why)

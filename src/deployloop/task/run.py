@@ -33,6 +33,7 @@ from deployloop.runner.cloudrun_jobs.layout import (
     share_name,
     split_url,
 )
+from deployloop.runner.execute import crash_reason
 from deployloop.runner.process import PytestProcess, PytestSetup, Redaction
 from deployloop.runner.tail import Tail
 
@@ -51,7 +52,8 @@ class TaskError(Exception):
 
 class _Stream:
     """What the task's pytest processes write, uploaded as numbered chunks of what grew
-    since the last one, one process after another; and the tests the task itself stopped."""
+    since the last one, one process after another; and the tests the task itself stopped.
+    The files are read once: `take` hands the same bytes to the task's own _Watch."""
 
     def __init__(self, bucket: Bucket, folder: str, task: int, attempt: int) -> None:
         self.bucket = bucket
@@ -67,7 +69,6 @@ class _Stream:
     def follow(self, reportlog: Tail, events: Tail) -> None:
         """The next pytest's files; the last one's end is read first, and a line it left
         unfinished (killed mid-write) is ended, so the two never run together."""
-        self._take()
         for key in self._pending:
             if self._pending[key] and not self._pending[key].endswith(b"\n"):
                 self._pending[key] += b"\n"
@@ -77,7 +78,7 @@ class _Stream:
         self._stopped.append({"nodeid": nodeid, "message": message, "output": output})
 
     def flush(self) -> None:
-        self._take()
+        """Upload what `take` gathered since the last flush, and the stopped tests."""
         if not any(self._pending.values()) and not self._stopped:
             return
         self.number += 1
@@ -93,10 +94,15 @@ class _Stream:
         self._pending = {"reportlog": b"", "events": b""}
         self._stopped = []
 
-    def _take(self) -> None:
-        if self._reportlog is not None and self._events is not None:
-            self._pending["reportlog"] += self._reportlog.read()
-            self._pending["events"] += self._events.read()
+    def take(self) -> tuple[bytes, bytes]:
+        """What the current pytest wrote since the last call (reportlog, events), kept for
+        the next flush."""
+        if self._reportlog is None or self._events is None:
+            return b"", b""
+        reportlog, events = self._reportlog.read(), self._events.read()
+        self._pending["reportlog"] += reportlog
+        self._pending["events"] += events
+        return reportlog, events
 
 
 def main() -> int:
@@ -242,7 +248,7 @@ class _ShareRunner:
                     limit = self.test_timeout_s or 0.0
                     reason = f"test timed out after {limit:g} s (tests.test_timeout_s)"
                 else:
-                    reason = _crash_reason(ended.code)
+                    reason = crash_reason(ended.code, ended.finished, ended.output)
                 self.stream.stopped(culprit, f"{reason}{WHILE_RUNNING}", ended.output)
                 del remaining[culprit]
             if len(streak) >= MAX_FRUITLESS and remaining:
@@ -276,12 +282,12 @@ class _ShareRunner:
             argv, self.setup.process_env(with_plugin=True), self.out / f"pytest-{number}.log"
         )
         self._proc = proc
-        watch = _Watch(Tail(reportlog), Tail(events))
+        watch = _Watch()
         timed_out: str | None = None
         last = time.monotonic()
         while proc.poll() is None:
             time.sleep(0.1)
-            watch.read()
+            watch.feed(*self.stream.take())
             running = watch.running_for()
             if (
                 self.test_timeout_s is not None
@@ -298,7 +304,7 @@ class _ShareRunner:
             if long_running or time.monotonic() - last >= self.flush_s:
                 self.stream.flush()
                 last = time.monotonic()
-        watch.read()
+        watch.feed(*self.stream.take())
         self.stream.flush()
         code = proc.returncode
         assert code is not None
@@ -312,23 +318,35 @@ class _Watch:
     """What the task itself needs of a pytest's two files: which tests it reported, which it
     runs now and since when, whether its session finished."""
 
-    def __init__(self, reportlog: Tail, events: Tail) -> None:
-        self._reportlog = reportlog
-        self._events = events
+    def __init__(self) -> None:
         self.reported: set[str] = set()
         self.finished = False
         self._started: tuple[str, float] | None = None
+        self._partial = {"reportlog": b"", "events": b""}
 
-    def read(self) -> None:
-        for event in self._events.lines():
+    def feed(self, reportlog: bytes, events: bytes) -> None:
+        for event in self._lines("events", events):
             if event.get("event") == "start":
                 self._started = (str(event.get("nodeid")), time.monotonic())
-        for record in self._reportlog.lines():
+        for record in self._lines("reportlog", reportlog):
             kind = record.get("$report_type")
             if kind == "TestReport" and record.get("when") == "teardown":
                 self.reported.add(str(record.get("nodeid")))
             elif kind == "SessionFinish":
                 self.finished = True
+
+    def _lines(self, key: str, data: bytes) -> list[dict[str, Any]]:
+        """Whole JSON lines; a line cut short waits for its end (a torn one is skipped)."""
+        *whole, self._partial[key] = (self._partial[key] + data).split(b"\n")
+        out = []
+        for line in whole:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
 
     def current(self) -> str | None:
         if self._started is None or self._started[0] in self.reported:
@@ -344,12 +362,6 @@ class _Watch:
         return None if current is None or self._started is None else (
             time.monotonic() - self._started[1]
         )
-
-
-def _crash_reason(code: int) -> str:
-    if code < 0:
-        return f"pytest was killed by signal {-code}"
-    return f"pytest exited with code {code}"
 
 
 def _bucket(name: str) -> Bucket:
