@@ -560,11 +560,11 @@ def unreported(nodeid: str, message: str, text: str | None = None) -> Row:
 
 def test_loop_own_errors_take_no_exception_name_from_pytest_output() -> None:
     from deployloop.models import NOT_RUN, WHILE_RUNNING
-    from deployloop.runner.execute import _crash_reason
+    from deployloop.runner.execute import crash_reason
 
-    killed = f"{NOT_RUN}{_crash_reason(-9, False, PYTEST_TAIL)} before this test started"
+    killed = f"{NOT_RUN}{crash_reason(-9, False, PYTEST_TAIL)} before this test started"
     timed_out = f"suite timed out after {5:g} s (tests.suite_timeout_s){WHILE_RUNNING}"
-    crashed = f"{_crash_reason(1, False, PYTEST_TAIL)}{WHILE_RUNNING}"
+    crashed = f"{crash_reason(1, False, PYTEST_TAIL)}{WHILE_RUNNING}"
     rows = [
         unreported("tests/test_slow.py::test_a", killed),
         unreported("tests/test_slow.py::test_b", killed),
